@@ -1,0 +1,3 @@
+from c2fnas.cli import main
+
+main()

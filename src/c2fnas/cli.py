@@ -1,0 +1,92 @@
+"""The ``c2fnas`` command line: thin commands over the library, with tables and progress."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="c2fnas",
+    help="Coarse-to-fine neural architecture search for 3D medical image segmentation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one clear line, exit code 2."""
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def profile(
+    arch_json: Annotated[Path, typer.Argument(help="Architecture JSON file.")],
+    patch: Annotated[tuple[int, int, int], typer.Option(help="Patch size D H W.")] = (96, 96, 96),
+    in_channels: Annotated[int, typer.Option(help="Input modalities.")] = 1,
+    classes: Annotated[int, typer.Option(help="Output classes, background included.")] = 3,
+    width: Annotated[float | None, typer.Option(help="Override the width multiplier.")] = None,
+    batch: Annotated[int, typer.Option(help="Batch size for memory and timing.")] = 1,
+    timing: Annotated[bool, typer.Option(help="Measure forward and training-step time.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Parameters, MACs, training activation memory and measured speed of an architecture."""
+    from c2fnas.nn.profile import profile_architecture
+    from c2fnas.space import Architecture, ArchitectureError
+
+    try:
+        architecture = Architecture.load(arch_json)
+        if width is not None:
+            architecture = architecture.with_width(width)
+        report = profile_architecture(
+            architecture, patch, in_channels, classes, batch, timing=timing
+        )
+    except (ArchitectureError, ValueError) as error:
+        raise _fail(str(error)) from None
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table(title=f"{architecture.name or arch_json.name} at {'x'.join(map(str, patch))}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("parameters", f"{report['params'] / 1e6:.2f} M")
+    table.add_row("MACs (paper 'FLOPs'), per sample", f"{report['macs'] / 1e9:.2f} G")
+    table.add_row(
+        f"training activations, batch {batch}, fp32",
+        f"{report['activation_bytes_fp32'] / 2**30:.2f} GiB",
+    )
+    if timing:
+        table.add_row(
+            f"forward, batch {batch} ({report['device']})", f"{report['forward_seconds']:.3f} s"
+        )
+        table.add_row(f"training step, batch {batch}", f"{report['train_step_seconds']:.3f} s")
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

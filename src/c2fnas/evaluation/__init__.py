@@ -1,0 +1,1 @@
+"""evaluation stage of c2fnas."""

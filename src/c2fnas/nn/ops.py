@@ -1,0 +1,64 @@
+"""Cell operations and the small conv blocks of the network (SPEC section 1).
+
+Tensors are ``(batch, channels, D1, D2, D3)``; the in-plane kernels (``2d``, the first half of
+``p3d``) span the first two spatial axes and the 1x1x3 kernel of ``p3d`` spans the third, as the
+usual (H, W, slices) layout of MONAI volumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from c2fnas.space import OPS, Op
+
+
+def conv(
+    in_channels: int, out_channels: int, kernel: tuple[int, int, int], stride: int = 1
+) -> nn.Conv3d:
+    """A bias-free 3D convolution padded to keep the size (divided by ``stride``)."""
+    padding = tuple(k // 2 for k in kernel)
+    return nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False)
+
+
+def norm(channels: int) -> nn.InstanceNorm3d:
+    return nn.InstanceNorm3d(channels, affine=True)
+
+
+def relu_conv_norm(
+    in_channels: int, out_channels: int, kernel: tuple[int, int, int] = (1, 1, 1), stride: int = 1
+) -> nn.Sequential:
+    """ReLU -> conv -> InstanceNorm, the pattern of every op and pre-/post-processing step."""
+    return nn.Sequential(
+        nn.ReLU(), conv(in_channels, out_channels, kernel, stride), norm(out_channels)
+    )
+
+
+def op_3d(channels: int) -> nn.Sequential:
+    return relu_conv_norm(channels, channels, (3, 3, 3))
+
+
+def op_2d(channels: int) -> nn.Sequential:
+    return relu_conv_norm(channels, channels, (3, 3, 1))
+
+
+def op_p3d(channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.ReLU(),
+        conv(channels, channels, (3, 3, 1)),
+        conv(channels, channels, (1, 1, 3)),
+        norm(channels),
+    )
+
+
+OP_FACTORIES: dict[Op, Callable[[int], nn.Module]] = {"3d": op_3d, "2d": op_2d, "p3d": op_p3d}
+assert set(OP_FACTORIES) == set(OPS)
+
+
+def make_op(name: Op, channels: int) -> nn.Module:
+    """Build the op called ``name`` (from the registry) at ``channels`` in and out."""
+    try:
+        return OP_FACTORIES[name](channels)
+    except KeyError:
+        raise ValueError(f"unknown op {name!r}; choose from {list(OP_FACTORIES)}") from None
