@@ -84,6 +84,41 @@ def profile(
     console.print(table)
 
 
+plot_app = typer.Typer(help="Figures.", no_args_is_help=True)
+app.add_typer(plot_app, name="plot")
+
+
+@plot_app.command("arch")
+def plot_arch(
+    arch_json: Annotated[Path, typer.Argument(help="Architecture JSON file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG (or PDF/SVG) to write.")],
+    patch: Annotated[tuple[int, int, int], typer.Option(help="Patch for the MAC count.")] = (
+        96,
+        96,
+        96,
+    ),
+    in_channels: Annotated[int, typer.Option(help="Input modalities.")] = 1,
+    classes: Annotated[int, typer.Option(help="Output classes.")] = 3,
+) -> None:
+    """Draw an architecture like the paper's Fig. 5, with parameters and MACs in the caption."""
+    from c2fnas.nn.profile import profile_architecture
+    from c2fnas.plots import plot_architecture
+    from c2fnas.space import Architecture, ArchitectureError
+
+    try:
+        architecture = Architecture.load(arch_json)
+        report = profile_architecture(architecture, patch, in_channels, classes, timing=False)
+    except (ArchitectureError, ValueError) as error:
+        raise _fail(str(error)) from None
+    caption = (
+        f"{report['params'] / 1e6:.2f} M parameters, {report['macs'] / 1e9:.2f} G MACs at "
+        f"{'x'.join(map(str, patch))}, width {architecture.width:g}"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    plot_architecture(architecture, output, caption)
+    console.print(f"wrote {output}")
+
+
 def main() -> None:
     app()
 
