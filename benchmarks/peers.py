@@ -1,0 +1,40 @@
+"""The peer networks our benchmarks compare against, built the same way everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from monai.networks.nets import BasicUNet, DynUNet
+from torch import nn
+
+from c2fnas.nn import C2FNet
+from c2fnas.space import Architecture
+
+PANC = Path(__file__).resolve().parents[1] / "architectures" / "c2fnas-panc.json"
+
+
+def c2fnas_panc(in_channels: int, num_classes: int, width: float = 1.0) -> nn.Module:
+    return C2FNet(Architecture.load(PANC).with_width(width), in_channels, num_classes)
+
+
+def dynunet(in_channels: int, num_classes: int, depth: int = 5) -> nn.Module:
+    """MONAI's DynUNet configured as nnU-Net does for an isotropic patch: 3x3x3 kernels, stride 2
+    below the first stage, filters 32, 64, ... capped at 320."""
+    strides = [1] + [2] * (depth - 1)
+    return DynUNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=num_classes,
+        kernel_size=[3] * depth,
+        strides=strides,
+        upsample_kernel_size=strides[1:],
+        filters=[min(32 * 2**level, 320) for level in range(depth)],
+        res_block=False,
+    )
+
+
+def basicunet(in_channels: int, num_classes: int) -> nn.Module:
+    return BasicUNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes)
+
+
+PEERS = {"c2fnas-panc": c2fnas_panc, "dynunet": dynunet, "basicunet": basicunet}

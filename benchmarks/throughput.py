@@ -1,0 +1,169 @@
+"""Training-step and inference time per patch, peak memory and time per G MAC of C2FNAS-Panc
+against MONAI's DynUNet (nnU-Net's network) and BasicUNet, in fp32 and bf16 + channels_last_3d.
+
+Each (network, patch, precision) is measured in a fresh subprocess so that its peak resident
+memory is its own. Ratios are against the other networks of the same run.
+
+    .venv/bin/python benchmarks/throughput.py --patches 48 64 --batch 2 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import PEERS  # noqa: E402
+
+from c2fnas.nn.profile import estimate_cost  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def measure(name: str, patch: int, precision: str, batch: int, repeats: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = PEERS[name](1, 3)
+    shape = (batch, 1, patch, patch, patch)
+    macs = estimate_cost(model, shape).macs
+    x = torch.randn(shape)
+    target = torch.randint(0, 3, (batch, patch, patch, patch))
+    if precision == "bf16":
+        model = model.to(memory_format=torch.channels_last_3d)
+        x = x.to(memory_format=torch.channels_last_3d)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    loss_function = torch.nn.CrossEntropyLoss()
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = loss_function(model(x).float(), target)
+        loss.backward()
+        optimizer.step()
+
+    def infer() -> None:
+        with torch.no_grad(), autocast:
+            model(x)
+
+    times = {}
+    for label, step, mode in (("train", train_step, True), ("infer", infer, False)):
+        model.train(mode)
+        step()  # warm-up: allocator and oneDNN kernels
+        measured = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            measured.append(time.perf_counter() - start)
+        times[label] = _median(measured)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "network": name,
+        "patch": patch,
+        "precision": precision,
+        "batch": batch,
+        "macs_per_sample": macs,
+        "train_step_s": times["train"],
+        "infer_s": times["infer"],
+        "train_s_per_patch": times["train"] / batch,
+        "infer_s_per_patch": times["infer"] / batch,
+        # one training step costs about 3x the forward MACs (forward, input and weight gradients)
+        "train_s_per_gmac": times["train"] / (3 * macs * batch / 1e9),
+        "peak_rss_mib": peak_mib,
+    }
+
+
+def _run_isolated(arguments: tuple) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(measure, arguments)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--patches", type=int, nargs="+", default=[48, 64])
+    parser.add_argument("--networks", nargs="+", default=list(PEERS), choices=list(PEERS))
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    rows = []
+    for patch in args.patches:
+        for name in args.networks:
+            for precision in args.precisions:
+                row = _run_isolated(
+                    (name, patch, precision, args.batch, args.repeats, args.threads)
+                )
+                rows.append(row)
+                print(
+                    f"{name:12s} {patch:3d}^3 {precision:5s} train {row['train_step_s']:7.3f} s"
+                    f"  infer {row['infer_s']:7.3f} s  {row['train_s_per_gmac'] * 1e3:6.2f} ms/GMAC"
+                    f"  peak {row['peak_rss_mib']:7.0f} MiB",
+                    flush=True,
+                )
+    by_key = {(r["network"], r["patch"], r["precision"]): r for r in rows}
+    summary = []
+    for patch in args.patches:
+        for name in args.networks:
+            fp32, bf16 = by_key.get((name, patch, "fp32")), by_key.get((name, patch, "bf16"))
+            dyn = by_key.get(("dynunet", patch, "bf16")) or by_key.get(("dynunet", patch, "fp32"))
+            entry = {"network": name, "patch": patch}
+            if fp32 and bf16:
+                entry["bf16_train_speedup"] = fp32["train_step_s"] / bf16["train_step_s"]
+                entry["bf16_infer_speedup"] = fp32["infer_s"] / bf16["infer_s"]
+            best = bf16 or fp32
+            if dyn and best:
+                entry["s_per_gmac_vs_dynunet"] = best["train_s_per_gmac"] / dyn["train_s_per_gmac"]
+            summary.append(entry)
+
+    print()
+    print(
+        f"{'network':12s} {'patch':>5s} {'bf16 train x':>13s} {'bf16 infer x':>13s} "
+        f"{'s/GMAC vs DynUNet':>18s}"
+    )
+    for entry in summary:
+        print(
+            f"{entry['network']:12s} {entry['patch']:5d} "
+            f"{entry.get('bf16_train_speedup', float('nan')):13.2f} "
+            f"{entry.get('bf16_infer_speedup', float('nan')):13.2f} "
+            f"{entry.get('s_per_gmac_vs_dynunet', float('nan')):18.2f}"
+        )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "processor": platform.processor() or platform.machine(),
+                    "threads": args.threads,
+                    "torch": torch.__version__,
+                },
+                "settings": vars(args) | {"output": str(args.output)},
+                "rows": rows,
+                "summary": summary,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
