@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import PEERS  # noqa: E402
-
 from c2fnas.nn.profile import estimate_cost  # noqa: E402
+from peers import PEERS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
 
