@@ -191,3 +191,24 @@ def cached_case_ids(run_dir: str | Path) -> list[str]:
 
 def _entries(items: Iterable[Any]) -> Iterable[dict[str, Any]]:
     return (item for item in items if isinstance(item, dict))
+
+
+def parse_spacing(values: Sequence[str]) -> tuple[float, float, float] | str | None:
+    """``[]`` -> None (1.0 mm), ``["auto"]``, ``["1.5"]`` (isotropic), ``["0.8", "0.8", "2.5"]``
+    or ``["0.8,0.8,2.5"]`` -> three numbers. Raises ``ValueError`` with the accepted forms."""
+    tokens = [part for value in values for part in value.replace(",", " ").split()]
+    if not tokens:
+        return None
+    if tokens == ["auto"]:
+        return "auto"
+    try:
+        numbers = [float(token) for token in tokens]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1:
+        numbers *= 3
+    if len(numbers) != 3 or not all(0 < n < float("inf") for n in numbers):
+        raise ValueError(
+            f"--spacing {' '.join(values)}: give 'auto', one number or three positive numbers (mm)"
+        )
+    return numbers[0], numbers[1], numbers[2]
