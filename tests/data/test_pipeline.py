@@ -114,3 +114,11 @@ def test_parse_spacing(values, expected):
 def test_parse_spacing_rejects(values):
     with pytest.raises(ValueError, match="--spacing"):
         parse_spacing(values)
+
+
+def test_cached_case_ids(run_dir, tmp_path):
+    from c2fnas.data.pipeline import cached_case_ids
+
+    assert cached_case_ids(run_dir) == IDS
+    with pytest.raises(FileNotFoundError, match="dataset.json"):
+        cached_case_ids(tmp_path)

@@ -59,9 +59,11 @@ def run_parallel(
     if workers <= 1 or total <= 1:
         for done, (key, args) in enumerate(jobs, 1):
             try:
-                yield key, function(*args), None
+                result = function(*args)
             except Exception as error:  # reported per case, never hides the others
                 yield key, None, error
+            else:
+                yield key, result, None
             if progress:
                 progress(stage, done, total)
         return
@@ -70,8 +72,8 @@ def run_parallel(
     with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool:
         futures: dict[Future[Any], str] = {pool.submit(function, *args): key for key, args in jobs}
         for done, future in enumerate(as_completed(futures), 1):
-            error = future.exception()
-            yield futures[future], None if error else future.result(), error
+            failure = future.exception()
+            yield futures[future], None if failure else future.result(), failure
             if progress:
                 progress(stage, done, total)
 
