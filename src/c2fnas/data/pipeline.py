@@ -153,6 +153,8 @@ def preprocess_dataset(
     plan.save(run_dir)
 
     summary = PreprocessSummary(plan=plan)
+    for stale in (run_dir / cache.CACHE_DIR).glob(".*.tmp*"):  # left by a killed run
+        stale.unlink(missing_ok=True)
     digest = plan.digest()
     todo = []
     for case in dataset.training:
