@@ -213,6 +213,8 @@ def preprocess_arrays(
         raise ValueError(
             f"image has {image.shape[0]} channel(s), the plan expects {plan.in_channels}"
         )
+    if not np.isfinite(image).all():
+        raise ValueError("image has NaN or infinite intensities (see `c2fnas data check`)")
     original_shape = list(image.shape[1:])
     orientation = io_orientation(affine)
     canonical_affine = affine @ inv_ornt_aff(orientation, original_shape)
