@@ -119,8 +119,9 @@ class _Trainer:
         return value
 
 
-def _validation_model(network: nn.Module, architecture: Architecture, supernet: bool) -> Any:
+def _validation_model(network: nn.Module, architecture: Architecture | None, supernet: bool) -> Any:
     if supernet:
+        assert architecture is not None, "a supernet is validated on the architecture's path"
         # A supernet is validated on the path of the architecture's own colouring.
         return lambda x: network(x, architecture.ops)
     return network
@@ -128,7 +129,7 @@ def _validation_model(network: nn.Module, architecture: Architecture, supernet: 
 
 def fit(
     network: nn.Module,
-    architecture: Architecture,
+    architecture: Architecture | None,
     batches: BatchSource,
     validation: ValidationSource,
     config: RunConfig,
@@ -144,7 +145,8 @@ def fit(
 
     Args:
         network: built from ``architecture``, on any device; moved to ``device``.
-        architecture: stored with every model folder and checkpoint.
+        architecture: stored with every model folder and checkpoint; None only for a network
+            from outside the search space (e.g. a benchmark's baseline).
         batches: see ``BatchSource``; under DDP each process gets its own share of the batch.
         validation: see ``ValidationSource``; Dice is summed over processes.
         config: the resolved run configuration.
@@ -208,6 +210,8 @@ def fit(
         "stride": training.stride,
         **(model_info or {}),
     }
+    if info["num_classes"] < 2:
+        raise ValueError("fit needs num_classes >= 2: from the network or in model_info")
     started = time.perf_counter() - float(state.get("seconds", 0.0))
     start = int(state.get("iteration", 0))
     stream = batches(start)
@@ -247,7 +251,7 @@ def fit(
 
 def _validate(
     trainer: _Trainer,
-    architecture: Architecture,
+    architecture: Architecture | None,
     validation: ValidationSource,
     run_log: RunLog,
     iteration: int,
