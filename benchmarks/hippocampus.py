@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -137,12 +138,13 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     log.info("%s: %.2f s per step -> %d iterations", args.only, step, iterations)
     network, architecture = build(args.only, args.width, plan.num_classes)
     config = make_config(args, iterations)
+    shutil.rmtree(args.work / args.only, ignore_errors=True)  # a benchmark always starts afresh
     started = time.perf_counter()
     result = fit(
         network, architecture, batches,
         lambda: loader.validation_cases(run_dir, test_ids), config,
-        args.work / args.only, resume=False, model_info={"benchmark": args.only, "in_channels": 1, "num_classes": plan.num_classes},
-        progress=_progress(iterations),
+        args.work / args.only, resume=False, progress=_progress(iterations),
+        model_info={"benchmark": args.only, "in_channels": 1, "num_classes": plan.num_classes},
     )  # fmt: skip
     total = time.perf_counter() - started
     history = result.history["loss"]
@@ -188,6 +190,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-cases", type=int, default=None, help="score only the first N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per model (default: torch's choice). On a CPU shared with other "
+        "jobs use 1: OpenMP threads spinning against another job's threads can make a step 10x "
+        "slower.",
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "hippocampus.json"
     )
     parser.add_argument("--only", choices=MODELS, help=argparse.SUPPRESS)  # the child process
@@ -198,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.only:
+        if args.threads:
+            torch.set_num_threads(args.threads)
         print(json.dumps(run_one(args)))
         return
     started = time.perf_counter()
@@ -214,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         "budget_minutes_per_model": args.budget_minutes,
         "patch": args.patch, "batch": args.batch, "stride": args.stride,
         "precision": resolve_precision(args.precision, torch.device("cpu")),
+        "threads": args.threads or torch.get_num_threads(),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch": torch.__version__},
         "results": rows,
