@@ -6,8 +6,11 @@ wall-clock budget each. The split is fixed: the run's 5 folds in dataset order; 
 and fold 5 (40 cases) is held out and scored once at the end (no model selection on it).
 
 The number of iterations that fits the budget is measured first (a few timed steps), then the
-schedule is laid out over it: warm-up over the first 5%, x0.5 at 60% and 85%. Each model trains
-in its own process so its peak memory (max RSS) is its own.
+schedule is laid out over it: warm-up over the first 5%, x0.5 at 60% and 85%. Steps are timed in
+CPU seconds of the process, not wall-clock seconds, so that other jobs on a shared machine change
+the wall time (reported) but not the compute each model gets; with ``--threads 1`` a CPU second
+is a wall-clock second of an unloaded core. Each model trains in its own process so its peak
+memory (max RSS) is its own.
 
 Usage::
 
@@ -97,7 +100,7 @@ def make_config(args: argparse.Namespace, iterations: int) -> RunConfig:
 
 
 def seconds_per_step(network: nn.Module, batches: Any, config: RunConfig) -> float:
-    """Median time of a training step (forward, loss, backward, SGD) after two warm-up steps."""
+    """Median CPU time of a training step (forward, loss, backward, SGD) after two warm-ups."""
     from monai.losses import DiceCELoss
 
     precision = resolve_precision(config.training.precision, torch.device("cpu"))
@@ -107,14 +110,14 @@ def seconds_per_step(network: nn.Module, batches: Any, config: RunConfig) -> flo
     times = []
     for _ in range(CALIBRATION_STEPS + 2):
         batch = next(batches)
-        started = time.perf_counter()
+        started = time.process_time()
         with autocast(precision, torch.device("cpu")):
             logits = network(batch["image"].to(memory_format=memory_format(precision)))
         loss = loss_function(logits.float(), batch["label"])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        times.append(time.perf_counter() - started)
+        times.append(time.process_time() - started)
     return sorted(times[2:])[len(times[2:]) // 2]
 
 
@@ -135,18 +138,18 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     step = seconds_per_step(network, batches(10**6), config)
     # The end-of-run validation is not part of the training budget; it is timed on its own.
     iterations = max(10, int(args.budget_minutes * 60 / step))
-    log.info("%s: %.2f s per step -> %d iterations", args.only, step, iterations)
+    log.info("%s: %.2f CPU s per step -> %d iterations", args.only, step, iterations)
     network, architecture = build(args.only, args.width, plan.num_classes)
     config = make_config(args, iterations)
     shutil.rmtree(args.work / args.only, ignore_errors=True)  # a benchmark always starts afresh
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = fit(
         network, architecture, batches,
         lambda: loader.validation_cases(run_dir, test_ids), config,
         args.work / args.only, resume=False, progress=_progress(iterations),
         model_info={"benchmark": args.only, "in_channels": 1, "num_classes": plan.num_classes},
     )  # fmt: skip
-    total = time.perf_counter() - started
+    total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     history = result.history["loss"]
     return {
         "model": args.only,
@@ -156,6 +159,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_per_step_calibrated": step,
         "iterations": iterations,
         "train_plus_eval_seconds": total,
+        "train_plus_eval_cpu_seconds": cpu,
         "final_loss": sum(item[1] for item in history[-20:]) / len(history[-20:]),
         "held_out_cases": len(test_ids),
         "dice_per_class": dict(zip(("anterior", "posterior"), result.best_dice, strict=False)),
