@@ -15,6 +15,7 @@ memory (max RSS) is its own.
 Usage::
 
     python benchmarks/hippocampus.py --budget-minutes 30
+    python benchmarks/hippocampus.py --budget-minutes 12 --threads 1 --parallel  # shared CPU
     python benchmarks/hippocampus.py --budget-minutes 1 --test-cases 4   # a quick check
 """
 
@@ -204,6 +205,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "hippocampus.json"
     )
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="train the models at the same time (with --threads 1 on a machine with a core each)",
+    )
     parser.add_argument("--only", choices=MODELS, help=argparse.SUPPRESS)  # the child process
     return parser.parse_args(argv)
 
@@ -219,10 +225,17 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     summary = preprocess_dataset(args.data, args.work / "run", workers=2)
     log.info("preprocessed: %d written, %d cached", len(summary.written), len(summary.skipped))
-    rows = []
+    children = []
     for model in args.models:
         command = [sys.executable, __file__, *(argv or sys.argv[1:]), "--only", model]
-        output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+        children.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+        if not args.parallel:
+            children[-1].wait()
+    rows = []
+    for model, child in zip(args.models, children, strict=True):
+        output, _ = child.communicate()
+        if child.returncode:
+            raise SystemExit(f"{model}: the training process failed (exit {child.returncode})")
         rows.append(json.loads(output.strip().splitlines()[-1]))
     report = {
         "dataset": str(args.data),
@@ -231,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         "patch": args.patch, "batch": args.batch, "stride": args.stride,
         "precision": resolve_precision(args.precision, torch.device("cpu")),
         "threads": args.threads or torch.get_num_threads(),
+        "parallel": args.parallel,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch": torch.__version__},
         "results": rows,
