@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -260,6 +261,177 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --- training, prediction, evaluation -----------------------------------------------------
+
+
+def _training_bar() -> tuple[Any, Any]:
+    """A rich bar with loss, last validation Dice and ETA, and the ``fit`` callback driving it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  val Dice {task.fields[dice]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    task = bar.add_task("training", total=None, loss=float("nan"), dice="-")
+
+    def update(done: int, total: int, metrics: dict[str, float]) -> None:
+        dice = f"{metrics['dice']:.3f}" if "dice" in metrics else "-"
+        bar.update(task, completed=done, total=total, loss=metrics["loss"], dice=dice)
+
+    return bar, update
+
+
+@app.command()
+def train(
+    run_dir: Annotated[Path, typer.Argument(help="Preprocessed run folder.")],
+    arch: Annotated[Path, typer.Option("--arch", help="Architecture JSON file.")],
+    fold: Annotated[int, typer.Option(help="Validation fold 0..4; the others train.")],
+    preset: Annotated[str, typer.Option(help="paper, cpu or smoke.")] = "paper",
+    config: Annotated[Path | None, typer.Option(help="YAML overriding preset fields.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Default RUN_DIR/train/fold_K.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue a stopped run (its saved config).")
+    ] = False,
+) -> None:
+    """Train one fold (SGD, warm-up, step decay); under torchrun with DistributedDataParallel."""
+    import os
+
+    from c2fnas.space import Architecture, ArchitectureError
+    from c2fnas.training.checkpoint import CheckpointError
+    from c2fnas.training.config import ConfigError, load_config, read_config
+    from c2fnas.training.loop import TrainingDiverged
+    from c2fnas.training.run import default_out_dir
+    from c2fnas.training.run import train as train_fold
+
+    out_dir = out or default_out_dir(run_dir, fold)
+    saved = out_dir / "config.yaml"
+    try:
+        architecture = Architecture.load(arch)
+        if resume and saved.is_file():
+            run_config = read_config(saved)
+        else:
+            run_config = load_config(preset, config)
+        rank_zero = os.environ.get("RANK", "0") == "0"
+        bar, update = _training_bar()
+        with bar if rank_zero else contextlib.nullcontext():
+            result = train_fold(
+                architecture, run_dir, fold, run_config, out_dir, resume, progress=update
+            )
+    except TrainingDiverged as error:
+        raise _fail(f"training diverged: {error}", code=1) from None
+    except FileExistsError as error:
+        raise _fail(f"{error} (pass --resume)") from None
+    except (ArchitectureError, ConfigError, CheckpointError, ValueError, OSError) as error:
+        raise _fail(str(error)) from None
+    if not rank_zero:
+        return
+    table = Table(title=f"fold {fold}: best at iteration {result.best_iteration}")
+    table.add_column("class")
+    table.add_column("validation Dice", justify="right")
+    for index, value in enumerate(result.best_dice, start=1):
+        table.add_row(str(index), f"{value:.4f}")
+    table.add_row("mean", f"{result.best_mean:.4f}")
+    console.print(table)
+    console.print(f"{result.iterations} iterations in {result.seconds:.0f} s -> {out_dir}")
+
+
+@app.command()
+def predict(
+    model: Annotated[
+        list[Path], typer.Option("--model", "-m", help="Model or training folder (repeat).")
+    ],
+    in_dir: Annotated[Path, typer.Option("--input", "-i", help="Folder of NIfTI images.")],
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the labels.")],
+    ensemble: Annotated[str, typer.Option(help="vote (the paper) or mean.")] = "vote",
+    stride: Annotated[int, typer.Option(help="Sliding-window step in voxels.")] = 16,
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (GPU).")] = "auto",
+) -> None:
+    """Segment images with one model or an ensemble; labels keep each input's exact geometry."""
+    from c2fnas.inference.predict import predict_folder
+
+    if ensemble not in ("vote", "mean"):
+        raise _fail(f"--ensemble {ensemble}: choose vote or mean")
+    bar, update = _progress_bar()
+    try:
+        with bar:
+            summary = predict_folder(
+                model, in_dir, out_dir, ensemble, stride, precision,  # type: ignore[arg-type]
+                progress=lambda name, done, total: update("predict", done, total),
+            )  # fmt: skip
+    except (ValueError, OSError) as error:
+        raise _fail(str(error)) from None
+    console.print(f"{len(summary.written)} label map(s) in {summary.seconds:.1f} s -> {out_dir}")
+    for name, message in summary.failed.items():
+        err_console.print(f"[bold red]failed:[/] {name}: {message}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def evaluate(
+    ctx: typer.Context,
+    pred_dir: Annotated[Path, typer.Argument(help="Predicted label maps (NIfTI).")],
+    label_dir: Annotated[Path, typer.Argument(help="Reference label maps, same file names.")],
+    labels: Annotated[
+        str | None, typer.Option(help="Label values to score, e.g. --labels 1 2 (default: all).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Summary JSON (default PRED_DIR/evaluation.json).")
+    ] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Per-case CSV (default PRED_DIR/evaluation.csv).")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(help="Surface Dice tolerance in mm.")] = 1.0,
+) -> None:
+    """Dice, HD95 (mm) and surface Dice per case and class; mean and std per class."""
+    from c2fnas.evaluation.metrics import EvaluationError, evaluate_folders, summarize
+    from c2fnas.evaluation.report import write_csv, write_summary
+
+    tokens = ([labels] if labels else []) + list(ctx.args)
+    try:
+        values = [int(part) for token in tokens for part in token.replace(",", " ").split()]
+    except ValueError:
+        raise _fail(f"--labels {' '.join(tokens)}: expected integer label values") from None
+    bar, update = _progress_bar()
+    try:
+        with bar:
+            scores = evaluate_folders(
+                pred_dir, label_dir, values or None, tolerance,
+                progress=lambda case, done, total: update("evaluate", done, total),
+            )  # fmt: skip
+    except EvaluationError as error:
+        raise _fail(str(error)) from None
+    summary = summarize(scores)
+    write_csv(scores, csv_out or pred_dir / "evaluation.csv")
+    write_summary(summary, json_out or pred_dir / "evaluation.json")
+    table = Table(
+        title=f"{len({s.case for s in scores})} case(s), mean Dice {summary['mean_dice']:.4f}"
+    )
+    for column in ("label", "Dice", "HD95 (mm)", f"surface Dice @{tolerance:g} mm"):
+        table.add_column(column, justify="right")
+    for label, entry in summary["labels"].items():  # type: ignore[attr-defined]
+        table.add_row(
+            label,
+            *(
+                f"{entry[m + '_mean']:.4f} ± {entry[m + '_std']:.4f}"
+                for m in ("dice", "hd95", "surface_dice")
+            ),
+        )
+    console.print(table)
 
 
 def main() -> None:
