@@ -1,0 +1,192 @@
+"""The worker loop: claim a topology, evaluate it, report, until the budget is spent.
+
+Workers never wait for each other (SPEC section 2): each one asks the shared trial store for work
+whenever it is idle. ``launch_workers`` starts N local worker processes; on other machines the
+same command joins the same store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from c2fnas.search.simulate import proposal_rng
+from c2fnas.search.store import EVALUATION, RELEASED, TrialStore
+from c2fnas.search.strategies import Code, Strategy, topology_clusters
+from c2fnas.space import Architecture
+
+logger = logging.getLogger(__name__)
+
+
+class CandidateFailed(Exception):
+    """Raised by an evaluator for a candidate that cannot be scored (the reason is recorded)."""
+
+
+@dataclass
+class TrialContext:
+    """What an evaluator may use besides the architecture.
+
+    Attributes:
+        number: the trial number (unique in the store; names the candidate's folder).
+        code: the topology code.
+        worker: the worker's name.
+        iterations: set by the evaluator to the iterations it trained (recorded).
+    """
+
+    number: int
+    code: Code
+    worker: str
+    trial: optuna.Trial = field(repr=False)
+    iterations: int = 0
+
+    def report(self, score: float, iteration: int) -> None:
+        """Report an intermediate validation score (for pruners) at ``iteration``."""
+        self.trial.report(score, iteration)
+        self.iterations = iteration
+
+    def should_prune(self) -> bool:
+        return bool(self.trial.should_prune())
+
+
+Evaluate = Callable[[Architecture, TrialContext], float]
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def run_worker(
+    store: TrialStore,
+    strategy: Strategy,
+    evaluate: Evaluate,
+    budget: int,
+    *,
+    seed: int = 0,
+    worker: str = "",
+    poll_seconds: float = 10.0,
+) -> int:
+    """Evaluate candidates until ``budget`` networks are evaluated (scored or failed).
+
+    When the budget is covered by running candidates, the worker keeps polling instead of
+    leaving: if one of those workers dies, its topology is handed out again and this worker
+    takes it. Returns the number of candidates this worker evaluated.
+    """
+    worker = worker or default_worker_name()
+    topology_clusters(seed)  # K-means once, before any trial is held
+    done = 0
+    while True:
+        store.fail_stale()
+        snapshot = store.snapshot()
+        running = snapshot.count("running")
+        if snapshot.evaluated >= budget:
+            logger.info("%s: budget of %d evaluated networks reached", worker, budget)
+            return done
+        claimed = None
+        if snapshot.evaluated + running < budget:
+            claimed = _claim_next(store, strategy, seed, worker)
+        if claimed is None:
+            if running == 0 and snapshot.evaluated + running < budget:
+                logger.info("%s: no topology left to propose", worker)
+                return done
+            time.sleep(poll_seconds)
+            continue
+        _evaluate(store, evaluate, claimed, worker)
+        done += 1
+
+
+def _claim_next(
+    store: TrialStore, strategy: Strategy, seed: int, worker: str, attempts: int = 20
+) -> tuple[optuna.Trial, Code] | None:
+    snapshot = store.snapshot()
+    lost: set[Code] = set()
+    trial = None
+    for attempt in range(attempts):
+        rng = proposal_rng(seed, len(snapshot.records), attempt)
+        code = strategy.propose(snapshot.finished, snapshot.pending | lost, rng)
+        if code is None:
+            break
+        if trial is None:
+            trial = store.ask()
+        attrs = {"worker": worker, "cluster": topology_clusters(seed)[code]}
+        if store.claim(trial, code, attrs):
+            logger.info("%s: trial %d claims %s", worker, trial.number, list(code))
+            return trial, code
+        lost.add(code)  # another worker was faster; look again with fresh history
+        snapshot = store.snapshot()
+    if trial is not None:
+        store.fail(trial, "nothing left to claim", RELEASED, {"worker": worker})
+    return None
+
+
+def _evaluate(
+    store: TrialStore, evaluate: Evaluate, claimed: tuple[optuna.Trial, Code], worker: str
+) -> None:
+    trial, code = claimed
+    context = TrialContext(number=trial.number, code=code, worker=worker, trial=trial)
+    start = time.perf_counter()
+
+    def attrs() -> dict[str, Any]:
+        return {"seconds": round(time.perf_counter() - start, 3), "iterations": context.iterations}
+
+    try:
+        score = float(evaluate(Architecture.coarse(code), context))
+        if not math.isfinite(score):
+            raise CandidateFailed(f"score is {score}")
+    except optuna.TrialPruned:
+        store.prune(trial, attrs())
+        logger.info("%s: trial %d pruned", worker, trial.number)
+        return
+    except (KeyboardInterrupt, SystemExit):
+        store.fail(trial, "interrupted", RELEASED, attrs())
+        raise
+    except Exception as error:  # any training failure: record it, keep searching
+        reason = f"{type(error).__name__}: {error}"
+        store.fail(trial, reason, EVALUATION, attrs())
+        logger.warning("%s: trial %d failed: %s", worker, trial.number, reason)
+        return
+    store.complete(trial, score, attrs())
+    logger.info("%s: trial %d scored %.4f", worker, trial.number, score)
+
+
+def launch_workers(
+    count: int, target: Callable[..., Any], args: tuple[Any, ...], gpus: int = 0
+) -> list[int]:
+    """Run ``target(index, *args)`` in ``count`` fresh processes and wait for all of them.
+
+    With ``gpus > 0``, worker ``index`` sees only GPU ``index % gpus`` (``CUDA_VISIBLE_DEVICES``
+    is set before the child imports torch). Processes are spawned, not forked, so no CUDA or
+    database state leaks from the parent. Returns the exit codes.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = []
+    for index in range(count):
+        gpu = str(index % gpus) if gpus > 0 else None
+        process = context.Process(
+            target=_worker_entry, args=(gpu, target, index, *args), name=f"worker-{index}"
+        )
+        process.start()
+        processes.append(process)
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.join(timeout=30)  # children got the same SIGINT and record it
+        raise
+    return [process.exitcode if process.exitcode is not None else -1 for process in processes]
+
+
+def _worker_entry(gpu: str | None, target: Callable[..., Any], *args: Any) -> None:
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    target(*args)
