@@ -52,3 +52,16 @@ if __name__ == "__main__":
     parser.add_argument("--index", type=int, default=0)
     options = parser.parse_args()
     run(options.index, options.storage, options.budget, options.seconds)
+
+
+def toy_factory(job, index):
+    """An evaluator factory for ``run_coarse``: a quick deterministic score, one failure."""
+
+    def evaluate(architecture, context):
+        time.sleep(0.1)
+        if architecture.levels == u_shaped_topologies()[0]:
+            raise MemoryError("CUDA out of memory (pretend)")
+        context.iterations = 3
+        return toy_score(architecture.levels)
+
+    return evaluate

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import optuna
 
 from c2fnas.search.simulate import proposal_rng
 from c2fnas.search.store import EVALUATION, RELEASED, TrialStore
-from c2fnas.search.strategies import Code, Strategy, topology_clusters
+from c2fnas.search.strategies import NUM_CLUSTERS, Code, Strategy, topology_clusters
 from c2fnas.space import Architecture
 
 logger = logging.getLogger(__name__)
@@ -72,15 +74,18 @@ def run_worker(
     seed: int = 0,
     worker: str = "",
     poll_seconds: float = 10.0,
+    clusters: int = NUM_CLUSTERS,
 ) -> int:
     """Evaluate candidates until ``budget`` networks are evaluated (scored or failed).
 
     When the budget is covered by running candidates, the worker keeps polling instead of
     leaving: if one of those workers dies, its topology is handed out again and this worker
-    takes it. Returns the number of candidates this worker evaluated.
+    takes it. Each trial records the topology's cluster (K-means with ``clusters`` and
+    ``seed``) for reports, whatever the strategy. Returns the number of candidates this worker
+    evaluated.
     """
     worker = worker or default_worker_name()
-    topology_clusters(seed)  # K-means once, before any trial is held
+    cluster_of = topology_clusters(seed, clusters)  # once, before any trial is held
     done = 0
     while True:
         store.fail_stale()
@@ -91,7 +96,7 @@ def run_worker(
             return done
         claimed = None
         if snapshot.evaluated + running < budget:
-            claimed = _claim_next(store, strategy, seed, worker)
+            claimed = _claim_next(store, strategy, seed, worker, cluster_of)
         if claimed is None:
             if running == 0 and snapshot.evaluated + running < budget:
                 logger.info("%s: no topology left to propose", worker)
@@ -103,7 +108,12 @@ def run_worker(
 
 
 def _claim_next(
-    store: TrialStore, strategy: Strategy, seed: int, worker: str, attempts: int = 20
+    store: TrialStore,
+    strategy: Strategy,
+    seed: int,
+    worker: str,
+    cluster_of: dict[Code, int],
+    attempts: int = 20,
 ) -> tuple[optuna.Trial, Code] | None:
     snapshot = store.snapshot()
     lost: set[Code] = set()
@@ -115,7 +125,7 @@ def _claim_next(
             break
         if trial is None:
             trial = store.ask()
-        attrs = {"worker": worker, "cluster": topology_clusters(seed)[code]}
+        attrs = {"worker": worker, "cluster": cluster_of[code]}
         if store.claim(trial, code, attrs):
             logger.info("%s: trial %d claims %s", worker, trial.number, list(code))
             return trial, code
@@ -156,17 +166,15 @@ def _evaluate(
     logger.info("%s: trial %d scored %.4f", worker, trial.number, score)
 
 
-def launch_workers(
+def start_workers(
     count: int, target: Callable[..., Any], args: tuple[Any, ...], gpus: int = 0
-) -> list[int]:
-    """Run ``target(index, *args)`` in ``count`` fresh processes and wait for all of them.
+) -> list[BaseProcess]:
+    """Start ``target(index, *args)`` in ``count`` fresh processes.
 
     With ``gpus > 0``, worker ``index`` sees only GPU ``index % gpus`` (``CUDA_VISIBLE_DEVICES``
     is set before the child imports torch). Processes are spawned, not forked, so no CUDA or
-    database state leaks from the parent. Returns the exit codes.
+    database connection leaks from the parent.
     """
-    import multiprocessing
-
     context = multiprocessing.get_context("spawn")
     processes = []
     for index in range(count):
@@ -176,13 +184,16 @@ def launch_workers(
         )
         process.start()
         processes.append(process)
-    try:
-        for process in processes:
-            process.join()
-    except KeyboardInterrupt:
-        for process in processes:
-            process.join(timeout=30)  # children got the same SIGINT and record it
-        raise
+    return processes
+
+
+def launch_workers(
+    count: int, target: Callable[..., Any], args: tuple[Any, ...], gpus: int = 0
+) -> list[int]:
+    """``start_workers`` and wait for all of them; returns their exit codes."""
+    processes = start_workers(count, target, args, gpus)
+    for process in processes:
+        process.join()
     return [process.exitcode if process.exitcode is not None else -1 for process in processes]
 
 
