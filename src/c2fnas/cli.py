@@ -84,6 +84,115 @@ def profile(
     console.print(table)
 
 
+search_app = typer.Typer(help="The search stages: coarse (topology).", no_args_is_help=True)
+app.add_typer(search_app, name="search")
+
+
+@search_app.command("coarse")
+def search_coarse(
+    run_dir: Annotated[Path, typer.Argument(help="Prepared run folder (after preprocess).")],
+    preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
+    config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Local worker processes (default: one per GPU, or 1).")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Trial store: database URL or journal file (default RUN_DIR/coarse/trials.db)."
+        ),
+    ] = None,
+    strategy: Annotated[str, typer.Option(help="c2f (paper), random or evolution.")] = "c2f",
+    width: Annotated[float, typer.Option(help="Width multiplier of every candidate.")] = 1.0,
+    grace_period: Annotated[
+        int, typer.Option(help="Seconds without heartbeat before a worker counts as dead.")
+    ] = 600,
+) -> None:
+    """Topology search (paper Algorithm 1); rerun the same command to resume or to join."""
+    from rich.live import Live
+
+    from c2fnas.search.coarse import make_job, run_coarse
+    from c2fnas.search.estimate import estimate_search_compute
+    from c2fnas.search.evaluate import (
+        RunFolderError,
+        TrainingEvaluator,
+        dataset_channels,
+        settings_from_config,
+    )
+    from c2fnas.search.report import progress_table
+    from c2fnas.search.store import StoreError
+    from c2fnas.training.config import ConfigError, load_config
+
+    try:
+        run_config = load_config(preset, config)
+        settings = settings_from_config(
+            run_config,
+            strategy,
+            heartbeat_interval=max(1, grace_period // 10),
+            grace_period=grace_period,
+        )
+        settings.make_strategy()
+        in_channels, classes = dataset_channels(run_dir)
+        job = make_job(run_dir, settings, storage)
+    except (ConfigError, RunFolderError, ValueError) as error:
+        raise _fail(str(error)) from None
+    gpus = _gpu_count()
+    workers = workers if workers is not None else max(1, gpus)
+    estimate = estimate_search_compute(
+        run_config.data.patch,
+        in_channels,
+        classes,
+        run_config.data.batch_size,
+        run_config.search.iterations,
+        settings.budget,
+        width,
+        settings.seed,
+        settings.clusters,
+    )
+    console.print(_estimate_line(estimate, workers), highlight=False)
+    factory = TrainingEvaluator(run_config.to_yaml(), width)
+    try:
+        with Live(console=console, refresh_per_second=1) as live:
+            snapshot = run_coarse(
+                job,
+                factory,
+                workers,
+                gpus,
+                on_progress=lambda current: live.update(progress_table(current, settings.budget)),
+            )
+    except StoreError as error:
+        raise _fail(str(error)) from None
+    best = snapshot.best
+    if best is None:
+        raise _fail(f"no candidate finished; see {run_dir / 'coarse' / 'trials.csv'}", code=1)
+    console.print(f"best topology: {run_dir / 'coarse' / 'best_topology.json'}")
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _estimate_line(estimate: object, workers: int) -> str:
+    from c2fnas.search.estimate import ComputeEstimate
+
+    assert isinstance(estimate, ComputeEstimate)
+    line = (
+        f"compute estimate: {estimate.budget} networks x {estimate.iterations} iterations x "
+        f"batch {estimate.batch} x {estimate.macs_mean / 1e9:.1f} GMACs "
+        f"({estimate.macs_min / 1e9:.1f}-{estimate.macs_max / 1e9:.1f}) x 3 = "
+        f"{estimate.total_macs / 1e15:.3g} PMACs of training"
+    )
+    hours = estimate.device_hours
+    if hours is not None:
+        line += (
+            f"; a training step takes {estimate.step_seconds:.2f} s on {estimate.device}: "
+            f"{hours:.3g} device-hours, {hours / workers:.3g} h with {workers} worker(s)"
+        )
+    return line
+
+
 def main() -> None:
     app()
 
