@@ -1,4 +1,10 @@
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -7,6 +13,8 @@ from c2fnas.search.report import code_text, progress_table
 from c2fnas.search.store import StoreError
 from c2fnas.space import Architecture
 from tests.search import toy_worker
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _settings(budget, strategy="random"):
@@ -52,3 +60,25 @@ def test_resuming_with_another_strategy_is_refused(tmp_path):
     with pytest.raises(StoreError, match="strategy='random', not 'c2f'"):
         run_coarse(make_job(tmp_path, _settings(2, "c2f")), toy_worker.toy_factory)
     assert (tmp_path / "coarse" / "trials.db").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_releases_the_candidate_at_once(tmp_path):
+    job = make_job(tmp_path, _settings(3))
+    store = open_search(job)
+    script = (
+        "import sys; from pathlib import Path; from c2fnas.search.coarse import *; "
+        "from tests.search import toy_worker; "
+        "settings = CoarseSettings(budget=3, strategy='random', heartbeat_interval=1, "
+        "grace_period=5, poll_seconds=0.2); "
+        "coarse_worker(0, make_job(Path(sys.argv[1]), settings), toy_worker.slow_factory)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    worker = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, env=env)
+    deadline = time.monotonic() + 60
+    while not any(r.code for r in store.snapshot().records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 128 + signal.SIGTERM
+    [record] = store.snapshot().records
+    assert (record.state, record.failure) == ("released", "interrupted")

@@ -65,3 +65,13 @@ def toy_factory(job, index):
         return toy_score(architecture.levels)
 
     return evaluate
+
+
+def slow_factory(job, index):
+    """Candidates that take 30 s: long enough to be interrupted."""
+
+    def evaluate(architecture, context):
+        time.sleep(30)
+        return 0.0
+
+    return evaluate

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,6 +107,8 @@ def coarse_worker(index: int, job: CoarseJob, factory: EvaluatorFactory) -> None
     handler = logging.FileHandler(log_dir / f"{name}.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # Schedulers stop jobs with SIGTERM: leave like Ctrl-C, releasing the candidate at once.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     store = job.open_store()
     settings = job.settings
     run_worker(
@@ -140,20 +144,33 @@ def run_coarse(
     Outputs are refreshed every ``refresh_seconds`` and once more at the end.
     """
     store = open_search(job)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if in_main_thread else None
     processes = start_workers(workers, coarse_worker, (job, factory), gpus=gpus)
     try:
         while any(process.is_alive() for process in processes):
             _refresh(store, job, on_progress)
             for process in processes:
                 process.join(timeout=refresh_seconds / max(1, len(processes)))
+    except SystemExit:
+        # SIGTERM reached only this process; Ctrl-C reaches the workers by itself.
+        for process in processes:
+            process.terminate()
+        raise
     finally:
         for process in processes:
             process.join()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         _refresh(store, job, on_progress)
     failed = [p.name for p in processes if p.exitcode not in (0, None)]
     if failed:
         logger.error("worker processes %s exited with an error; see %s", failed, job.coarse_dir)
     return store.snapshot()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _refresh(
