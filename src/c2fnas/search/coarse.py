@@ -109,18 +109,52 @@ def coarse_worker(index: int, job: CoarseJob, factory: EvaluatorFactory) -> None
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # Schedulers stop jobs with SIGTERM: leave like Ctrl-C, releasing the candidate at once.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    store = job.open_store()
     settings = job.settings
-    run_worker(
-        store,
-        settings.make_strategy(),
-        factory(job, index),
-        settings.budget,
-        seed=settings.seed,
-        worker=name,
-        poll_seconds=settings.poll_seconds,
-        clusters=settings.clusters,
-    )
+    evaluate = factory(job, index)
+    rank, world_size = _world()
+    if world_size > 1:
+        from c2fnas.search import distributed
+
+        distributed.init_process_group()
+        if rank > 0:
+            distributed.follow(evaluate, f"{name}-rank{rank}")
+            return
+        evaluate = distributed.announcing(evaluate)
+    try:
+        run_worker(
+            job.open_store(),
+            settings.make_strategy(),
+            evaluate,
+            settings.budget,
+            seed=settings.seed,
+            worker=name,
+            poll_seconds=settings.poll_seconds,
+            clusters=settings.clusters,
+        )
+    finally:
+        if world_size > 1:
+            distributed.announce_end()
+
+
+def _world() -> tuple[int, int]:
+    # Read here without importing torch: workers of a non-distributed search never need it.
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def run_under_torchrun(job: CoarseJob, factory: EvaluatorFactory) -> Snapshot | None:
+    """The command under ``torchrun``: this process is one rank of one multi-GPU worker.
+
+    Returns the final state on rank 0 (which also writes the outputs), None on other ranks.
+    """
+    rank, _ = _world()
+    if rank == 0:
+        open_search(job)
+    coarse_worker(int(os.environ.get("LOCAL_RANK", "0")), job, factory)
+    if rank != 0:
+        return None
+    snapshot = job.open_store().snapshot()
+    write_outputs(snapshot, job.coarse_dir, job.settings.clusters)
+    return snapshot
 
 
 def open_search(job: CoarseJob) -> TrialStore:

@@ -46,16 +46,18 @@ class TrialContext:
     number: int
     code: Code
     worker: str
-    trial: optuna.Trial = field(repr=False)
+    trial: optuna.Trial | None = field(repr=False)
+    """None on the non-zero ranks of a ``torchrun`` worker: only rank 0 talks to the store."""
     iterations: int = 0
 
     def report(self, score: float, iteration: int) -> None:
         """Report an intermediate validation score (for pruners) at ``iteration``."""
-        self.trial.report(score, iteration)
+        if self.trial is not None:
+            self.trial.report(score, iteration)
         self.iterations = iteration
 
     def should_prune(self) -> bool:
-        return bool(self.trial.should_prune())
+        return self.trial is not None and bool(self.trial.should_prune())
 
 
 Evaluate = Callable[[Architecture, TrialContext], float]
