@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -111,7 +112,7 @@ def search_coarse(
     """Topology search (paper Algorithm 1); rerun the same command to resume or to join."""
     from rich.live import Live
 
-    from c2fnas.search.coarse import make_job, run_coarse
+    from c2fnas.search.coarse import make_job, run_coarse, run_under_torchrun
     from c2fnas.search.estimate import estimate_search_compute
     from c2fnas.search.evaluate import (
         RunFolderError,
@@ -136,32 +137,42 @@ def search_coarse(
         job = make_job(run_dir, settings, storage)
     except (ConfigError, RunFolderError, ValueError) as error:
         raise _fail(str(error)) from None
-    gpus = _gpu_count()
-    workers = workers if workers is not None else max(1, gpus)
-    estimate = estimate_search_compute(
-        run_config.data.patch,
-        in_channels,
-        classes,
-        run_config.data.batch_size,
-        run_config.search.iterations,
-        settings.budget,
-        width,
-        settings.seed,
-        settings.clusters,
-    )
-    console.print(_estimate_line(estimate, workers), highlight=False)
     factory = TrainingEvaluator(run_config.to_yaml(), width)
-    try:
-        with Live(console=console, refresh_per_second=1) as live:
-            snapshot = run_coarse(
-                job,
-                factory,
-                workers,
-                gpus,
-                on_progress=lambda current: live.update(progress_table(current, settings.budget)),
-            )
-    except StoreError as error:
-        raise _fail(str(error)) from None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun this process is one rank of a single multi-GPU worker.
+        try:
+            distributed_snapshot = run_under_torchrun(job, factory)
+        except StoreError as error:
+            raise _fail(str(error)) from None
+        if distributed_snapshot is None:
+            return
+        snapshot = distributed_snapshot
+    else:
+        gpus = _gpu_count()
+        workers = workers if workers is not None else max(1, gpus)
+        estimate = estimate_search_compute(
+            run_config.data.patch,
+            in_channels,
+            classes,
+            run_config.data.batch_size,
+            run_config.search.iterations,
+            settings.budget,
+            width,
+            settings.seed,
+            settings.clusters,
+        )
+        console.print(estimate.describe(workers), highlight=False)
+        try:
+            with Live(console=console, refresh_per_second=1) as live:
+                snapshot = run_coarse(
+                    job,
+                    factory,
+                    workers,
+                    gpus,
+                    on_progress=lambda now: live.update(progress_table(now, settings.budget)),
+                )
+        except StoreError as error:
+            raise _fail(str(error)) from None
     best = snapshot.best
     if best is None:
         raise _fail(f"no candidate finished; see {run_dir / 'coarse' / 'trials.csv'}", code=1)
@@ -172,25 +183,6 @@ def _gpu_count() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def _estimate_line(estimate: object, workers: int) -> str:
-    from c2fnas.search.estimate import ComputeEstimate
-
-    assert isinstance(estimate, ComputeEstimate)
-    line = (
-        f"compute estimate: {estimate.budget} networks x {estimate.iterations} iterations x "
-        f"batch {estimate.batch} x {estimate.macs_mean / 1e9:.1f} GMACs "
-        f"({estimate.macs_min / 1e9:.1f}-{estimate.macs_max / 1e9:.1f}) x 3 = "
-        f"{estimate.total_macs / 1e15:.3g} PMACs of training"
-    )
-    hours = estimate.device_hours
-    if hours is not None:
-        line += (
-            f"; a training step takes {estimate.step_seconds:.2f} s on {estimate.device}: "
-            f"{hours:.3g} device-hours, {hours / workers:.3g} h with {workers} worker(s)"
-        )
-    return line
 
 
 def main() -> None:

@@ -46,6 +46,22 @@ class ComputeEstimate:
             return None
         return self.step_seconds * self.iterations * self.budget / 3600
 
+    def describe(self, workers: int = 1) -> str:
+        """One line for the command line, before the search starts."""
+        line = (
+            f"compute estimate: {self.budget} networks x {self.iterations} iterations x "
+            f"batch {self.batch} x {self.macs_mean / 1e9:.1f} GMACs per sample "
+            f"({self.macs_min / 1e9:.1f}-{self.macs_max / 1e9:.1f}) x 3 (forward + backward) = "
+            f"{self.total_macs / 1e15:.3g} PMACs of training"
+        )
+        hours = self.device_hours
+        if hours is not None:
+            line += (
+                f"; a training step takes {self.step_seconds:.2f} s on {self.device}: "
+                f"{hours:.3g} device-hours, {hours / workers:.3g} h with {workers} worker(s)"
+            )
+        return line
+
 
 def estimate_search_compute(
     patch: tuple[int, int, int],
