@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from datetime import timedelta
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -58,7 +59,7 @@ def follow(evaluate: Evaluate, worker: str) -> int:
         dist.broadcast_object_list(message, src=0)
         if message[0] is None:
             return followed
-        levels, number = message[0]  # type: ignore[misc]
+        levels, number = cast(tuple[list[int], int], message[0])
         context = TrialContext(number=number, code=tuple(levels), worker=worker, trial=None)
         try:
             evaluate(Architecture.coarse(levels), context)

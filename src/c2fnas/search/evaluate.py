@@ -68,7 +68,7 @@ class TrainingEvaluator:
     width: float = 1.0
 
     def __call__(self, job: CoarseJob, index: int) -> Evaluate:
-        import yaml
+        import yaml  # type: ignore[import-untyped]
 
         from c2fnas.training import TrainingDiverged, train
         from c2fnas.training.config import RunConfig

@@ -27,7 +27,10 @@ STRATEGIES = ("c2f", "random", "evolution")
 
 
 class Strategy(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """Short name stored with the search (``c2f``, ``random``, ``evolution``)."""
+        ...
 
     def propose(self, finished: Finished, pending: set[Code], rng: random.Random) -> Code | None:
         """A topology in the 924-space that is neither in ``finished`` nor in ``pending``."""
@@ -42,7 +45,7 @@ def topology_clusters(seed: int = 0, clusters: int = NUM_CLUSTERS) -> dict[Code,
     ``u_shaped_topologies()``, so they do not depend on K-means' internal label order.
     """
     import numpy as np
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans  # type: ignore[import-untyped]
 
     codes = u_shaped_topologies()
     labels = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit_predict(

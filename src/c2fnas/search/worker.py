@@ -178,7 +178,7 @@ def start_workers(
     database connection leaks from the parent.
     """
     context = multiprocessing.get_context("spawn")
-    processes = []
+    processes: list[BaseProcess] = []
     for index in range(count):
         gpu = str(index % gpus) if gpus > 0 else None
         process = context.Process(
