@@ -46,11 +46,15 @@ def topology_clusters(seed: int = 0, clusters: int = NUM_CLUSTERS) -> dict[Code,
     """
     import numpy as np
     from sklearn.cluster import KMeans  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits
 
     codes = u_shaped_topologies()
-    labels = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit_predict(
-        np.asarray(codes, dtype=np.float64)
-    )
+    # 924 x 12 points take milliseconds on one thread; OpenMP threads on a busy machine can
+    # take seconds to synchronise.
+    with threadpool_limits(limits=1):
+        labels = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit_predict(
+            np.asarray(codes, dtype=np.float64)
+        )
     renumber: dict[int, int] = {}
     for label in labels:
         renumber.setdefault(int(label), len(renumber))

@@ -120,19 +120,24 @@ def _claim_next(
     snapshot = store.snapshot()
     lost: set[Code] = set()
     trial = None
-    for attempt in range(attempts):
-        rng = proposal_rng(seed, len(snapshot.records), attempt)
-        code = strategy.propose(snapshot.finished, snapshot.pending | lost, rng)
-        if code is None:
-            break
-        if trial is None:
-            trial = store.ask()
-        attrs = {"worker": worker, "cluster": cluster_of[code]}
-        if store.claim(trial, code, attrs):
-            logger.info("%s: trial %d claims %s", worker, trial.number, list(code))
-            return trial, code
-        lost.add(code)  # another worker was faster; look again with fresh history
-        snapshot = store.snapshot()
+    try:
+        for attempt in range(attempts):
+            rng = proposal_rng(seed, len(snapshot.records), attempt)
+            code = strategy.propose(snapshot.finished, snapshot.pending | lost, rng)
+            if code is None:
+                break
+            if trial is None:
+                trial = store.ask()
+            attrs = {"worker": worker, "cluster": cluster_of[code]}
+            if store.claim(trial, code, attrs):
+                logger.info("%s: trial %d claims %s", worker, trial.number, list(code))
+                return trial, code
+            lost.add(code)  # another worker was faster; look again with fresh history
+            snapshot = store.snapshot()
+    except (KeyboardInterrupt, SystemExit):
+        if trial is not None:
+            store.fail(trial, "interrupted", RELEASED, {"worker": worker})
+        raise
     if trial is not None:
         store.fail(trial, "nothing left to claim", RELEASED, {"worker": worker})
     return None
