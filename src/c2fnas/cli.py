@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -85,6 +86,320 @@ def profile(
     console.print(table)
 
 
+# --- data: check, synth, preprocess ----------------------------------------------------------
+
+data_app = typer.Typer(help="Check datasets and make synthetic data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _progress_bar() -> tuple[Any, Any]:
+    """A rich progress bar and the ``progress(stage, done, total)`` callback that drives it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return bar, update
+
+
+@data_app.command("check")
+def data_check(
+    dataset_dir: Annotated[Path, typer.Argument(help="MSD dataset folder (with dataset.json).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Check every case of a dataset; exit 1 naming each problem, 0 when all is well."""
+    from c2fnas.data.check import check_dataset
+
+    bar, update = _progress_bar()
+    with bar:
+        report = check_dataset(dataset_dir, workers=workers, progress=None if as_json else update)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+        raise typer.Exit(0 if report.ok else 1)
+    table = Table(title=f"{dataset_dir}: {len(report.cases)} case(s)")
+    for column in ("case", "kind", "shape", "spacing (mm)", "ch", "labels", "status"):
+        table.add_column(column)
+    for case in report.cases:
+        status = "[green]ok[/]" if case.ok else "[red]" + "; ".join(case.problems) + "[/]"
+        table.add_row(
+            case.case_id,
+            case.kind,
+            "x".join(map(str, case.shape or [])),
+            " ".join(f"{v:.3g}" for v in case.spacing or []),
+            str(case.channels or ""),
+            ",".join(map(str, case.labels or [])),
+            status,
+        )
+    if report.cases:
+        console.print(table)
+    for problem in report.problems:
+        err_console.print(f"[bold red]error:[/] {problem}", highlight=False)
+    bad = report.bad_cases
+    if report.ok:
+        console.print(f"[green]all {len(report.cases)} case(s) ok[/]")
+        return
+    if bad:
+        err_console.print(
+            f"[bold red]{len(bad)} bad case(s):[/] {', '.join(c.case_id for c in bad)}"
+        )
+    raise typer.Exit(1)
+
+
+@data_app.command("synth")
+def data_synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the dataset into.")],
+    cases: Annotated[int, typer.Option(help="Labeled training cases.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    shape: Annotated[tuple[int, int, int], typer.Option(help="Mean grid D H W (voxels).")] = (
+        64,
+        64,
+        32,
+    ),
+    modality: Annotated[
+        list[str] | None, typer.Option(help="Modality per channel (repeat for 4D); CT or MR.")
+    ] = None,
+    test_cases: Annotated[int, typer.Option(help="Unlabeled cases in imagesTs.")] = 2,
+) -> None:
+    """Write a synthetic MSD dataset: body, organ (label 1), lesion (label 2)."""
+    from c2fnas.data.synth import make_synthetic_dataset
+
+    try:
+        root = make_synthetic_dataset(
+            out_dir, cases, seed, shape, tuple(modality or ["MR"]), test_cases
+        )
+    except (ValueError, OSError) as error:
+        raise _fail(str(error)) from None
+    console.print(f"wrote {cases} training and {test_cases} test case(s) to {root}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def preprocess(
+    ctx: typer.Context,
+    dataset_dir: Annotated[Path, typer.Argument(help="MSD dataset folder.")],
+    run: Annotated[Path, typer.Option("--run", help="Run folder to write the cache into.")],
+    spacing: Annotated[
+        str | None,
+        typer.Option(help="Target spacing in mm: X Y Z, one number, or 'auto' (median)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Reorient, resample, crop and normalise every case into RUN/preprocessed (resumable)."""
+    from c2fnas.data.msd import DatasetError
+    from c2fnas.data.pipeline import PreprocessError, parse_spacing, preprocess_dataset
+
+    tokens = [str(dataset_dir), *ctx.args]
+    # "--spacing 0.8 0.8 2.5": click gives the option one value; the other two arrive as extra
+    # positional arguments, before or after the dataset folder.
+    numbers = [t for t in tokens if _is_number(t)]
+    folders = [t for t in tokens if not _is_number(t)]
+    if len(folders) != 1 or (numbers and spacing is None):
+        raise _fail(f"expected one dataset folder and --spacing values, got {' '.join(tokens)}")
+    try:
+        target = parse_spacing([spacing, *numbers] if spacing else [])
+        bar, update = _progress_bar()
+        with bar:
+            summary = preprocess_dataset(Path(folders[0]), run, target, workers, update)
+    except (DatasetError, PreprocessError, ValueError, OSError) as error:
+        raise _fail(str(error), code=1) from None
+    console.print(
+        f"{len(summary.written)} case(s) written, {len(summary.skipped)} unchanged, "
+        f"spacing {' x '.join(f'{v:g}' for v in summary.plan.spacing)} mm, "
+        f"{summary.seconds:.1f} s -> {run}"
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- training, prediction, evaluation -----------------------------------------------------
+
+
+def _training_bar() -> tuple[Any, Any]:
+    """A rich bar with loss, last validation Dice and ETA, and the ``fit`` callback driving it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  val Dice {task.fields[dice]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    task = bar.add_task("training", total=None, loss=float("nan"), dice="-")
+
+    def update(done: int, total: int, metrics: dict[str, float]) -> None:
+        dice = f"{metrics['dice']:.3f}" if "dice" in metrics else "-"
+        bar.update(task, completed=done, total=total, loss=metrics["loss"], dice=dice)
+
+    return bar, update
+
+
+@app.command()
+def train(
+    run_dir: Annotated[Path, typer.Argument(help="Preprocessed run folder.")],
+    arch: Annotated[Path, typer.Option("--arch", help="Architecture JSON file.")],
+    fold: Annotated[int, typer.Option(help="Validation fold 0..4; the others train.")],
+    preset: Annotated[str, typer.Option(help="paper, cpu or smoke.")] = "paper",
+    config: Annotated[Path | None, typer.Option(help="YAML overriding preset fields.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Default RUN_DIR/train/fold_K.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue a stopped run (its saved config).")
+    ] = False,
+) -> None:
+    """Train one fold (SGD, warm-up, step decay); under torchrun with DistributedDataParallel."""
+    import os
+
+    from c2fnas.space import Architecture, ArchitectureError
+    from c2fnas.training.checkpoint import CheckpointError
+    from c2fnas.training.config import ConfigError, load_config, read_config
+    from c2fnas.training.loop import TrainingDiverged
+    from c2fnas.training.run import default_out_dir
+    from c2fnas.training.run import train as train_fold
+
+    out_dir = out or default_out_dir(run_dir, fold)
+    saved = out_dir / "config.yaml"
+    try:
+        architecture = Architecture.load(arch)
+        if resume and saved.is_file():
+            run_config = read_config(saved)
+        else:
+            run_config = load_config(preset, config)
+        rank_zero = os.environ.get("RANK", "0") == "0"
+        bar, update = _training_bar()
+        with bar if rank_zero else contextlib.nullcontext():
+            result = train_fold(
+                architecture, run_dir, fold, run_config, out_dir, resume, progress=update
+            )
+    except TrainingDiverged as error:
+        raise _fail(f"training diverged: {error}", code=1) from None
+    except FileExistsError as error:
+        raise _fail(f"{error} (pass --resume)") from None
+    except (ArchitectureError, ConfigError, CheckpointError, ValueError, OSError) as error:
+        raise _fail(str(error)) from None
+    if not rank_zero:
+        return
+    table = Table(title=f"fold {fold}: best at iteration {result.best_iteration}")
+    table.add_column("class")
+    table.add_column("validation Dice", justify="right")
+    for index, value in enumerate(result.best_dice, start=1):
+        table.add_row(str(index), f"{value:.4f}")
+    table.add_row("mean", f"{result.best_mean:.4f}")
+    console.print(table)
+    console.print(f"{result.iterations} iterations in {result.seconds:.0f} s -> {out_dir}")
+
+
+@app.command()
+def predict(
+    model: Annotated[
+        list[Path], typer.Option("--model", "-m", help="Model or training folder (repeat).")
+    ],
+    in_dir: Annotated[Path, typer.Option("--input", "-i", help="Folder of NIfTI images.")],
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the labels.")],
+    ensemble: Annotated[str, typer.Option(help="vote (the paper) or mean.")] = "vote",
+    stride: Annotated[int, typer.Option(help="Sliding-window step in voxels.")] = 16,
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (GPU).")] = "auto",
+) -> None:
+    """Segment images with one model or an ensemble; labels keep each input's exact geometry."""
+    from c2fnas.inference.predict import predict_folder
+
+    if ensemble not in ("vote", "mean"):
+        raise _fail(f"--ensemble {ensemble}: choose vote or mean")
+    bar, update = _progress_bar()
+    try:
+        with bar:
+            summary = predict_folder(
+                model, in_dir, out_dir, ensemble, stride, precision,  # type: ignore[arg-type]
+                progress=lambda name, done, total: update("predict", done, total),
+            )  # fmt: skip
+    except (ValueError, OSError) as error:
+        raise _fail(str(error)) from None
+    console.print(f"{len(summary.written)} label map(s) in {summary.seconds:.1f} s -> {out_dir}")
+    for name, message in summary.failed.items():
+        err_console.print(f"[bold red]failed:[/] {name}: {message}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def evaluate(
+    ctx: typer.Context,
+    pred_dir: Annotated[Path, typer.Argument(help="Predicted label maps (NIfTI).")],
+    label_dir: Annotated[Path, typer.Argument(help="Reference label maps, same file names.")],
+    labels: Annotated[
+        str | None, typer.Option(help="Label values to score, e.g. --labels 1 2 (default: all).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Summary JSON (default PRED_DIR/evaluation.json).")
+    ] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Per-case CSV (default PRED_DIR/evaluation.csv).")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(help="Surface Dice tolerance in mm.")] = 1.0,
+) -> None:
+    """Dice, HD95 (mm) and surface Dice per case and class; mean and std per class."""
+    from c2fnas.evaluation.metrics import EvaluationError, evaluate_folders, summarize
+    from c2fnas.evaluation.report import write_csv, write_summary
+
+    tokens = ([labels] if labels else []) + list(ctx.args)
+    try:
+        values = [int(part) for token in tokens for part in token.replace(",", " ").split()]
+    except ValueError:
+        raise _fail(f"--labels {' '.join(tokens)}: expected integer label values") from None
+    bar, update = _progress_bar()
+    try:
+        with bar:
+            scores = evaluate_folders(
+                pred_dir, label_dir, values or None, tolerance,
+                progress=lambda case, done, total: update("evaluate", done, total),
+            )  # fmt: skip
+    except EvaluationError as error:
+        raise _fail(str(error)) from None
+    summary = summarize(scores)
+    write_csv(scores, csv_out or pred_dir / "evaluation.csv")
+    write_summary(summary, json_out or pred_dir / "evaluation.json")
+    table = Table(
+        title=f"{len({s.case for s in scores})} case(s), mean Dice {summary['mean_dice']:.4f}"
+    )
+    for column in ("label", "Dice", "HD95 (mm)", f"surface Dice @{tolerance:g} mm"):
+        table.add_column(column, justify="right")
+    for label, entry in summary["labels"].items():  # type: ignore[attr-defined]
+        table.add_row(
+            label,
+            *(
+                f"{entry[m + '_mean']:.4f} ± {entry[m + '_std']:.4f}"
+                for m in ("dice", "hd95", "surface_dice")
+            ),
+        )
+    console.print(table)
+
+
 search_app = typer.Typer(help="The search stages: coarse (topology).", no_args_is_help=True)
 app.add_typer(search_app, name="search")
 
@@ -108,6 +423,9 @@ def search_coarse(
     grace_period: Annotated[
         int, typer.Option(help="Seconds without heartbeat before a worker counts as dead.")
     ] = 600,
+    prune: Annotated[
+        bool, typer.Option(help="Stop weak candidates early (successive halving on val. Dice).")
+    ] = False,
 ) -> None:
     """Topology search (paper Algorithm 1); rerun the same command to resume or to join."""
     from rich.live import Live
@@ -131,6 +449,7 @@ def search_coarse(
             strategy,
             heartbeat_interval=max(1, grace_period // 10),
             grace_period=grace_period,
+            prune_min_iterations=run_config.training.validate_every if prune else 0,
         )
         settings.make_strategy()
         in_channels, classes = dataset_channels(run_dir)
@@ -176,7 +495,14 @@ def search_coarse(
     best = snapshot.best
     if best is None:
         raise _fail(f"no candidate finished; see {run_dir / 'coarse' / 'trials.csv'}", code=1)
-    console.print(f"best topology: {run_dir / 'coarse' / 'best_topology.json'}")
+    if prune:
+        saved = snapshot.iterations_saved(run_config.search.iterations)
+        total = run_config.search.iterations * snapshot.evaluated
+        console.print(f"pruning saved {saved} of {total} training iterations")
+    console.print(
+        f"best topology (trial {best.number}, Dice {best.score:.4f}): "
+        f"{run_dir / 'coarse' / 'best_topology.json'}"
+    )
 
 
 def _gpu_count() -> int:

@@ -1,1 +1,1 @@
-"""evaluation stage of c2fnas."""
+"""Evaluation: Dice, HD95 and surface Dice per case and class; CSV and JSON reports."""

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import optuna
+
 from c2fnas.search.report import write_outputs
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
 from c2fnas.search.strategies import (
@@ -43,6 +45,9 @@ class CoarseSettings:
         heartbeat_interval: seconds between a busy worker's heartbeats.
         grace_period: seconds of silence after which a worker counts as dead.
         poll_seconds: how often an idle worker looks again while others finish.
+        prune_min_iterations: 0 trains every candidate to the end (the paper). Otherwise the
+            successive-halving pruner (reduction factor 3) compares candidates' validation
+            Dice from this many iterations on and stops the weak ones. Not under torchrun.
     """
 
     budget: int = 50
@@ -53,6 +58,7 @@ class CoarseSettings:
     heartbeat_interval: int = 60
     grace_period: int = 600
     poll_seconds: float = 10.0
+    prune_min_iterations: int = 0
 
     def make_strategy(self) -> Strategy:
         if self.strategy == "c2f":
@@ -81,11 +87,17 @@ class CoarseJob:
         return self.run_dir / "coarse"
 
     def open_store(self) -> TrialStore:
+        pruner = None
+        if self.settings.prune_min_iterations > 0:
+            pruner = optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=self.settings.prune_min_iterations, reduction_factor=3
+            )
         return TrialStore(
             self.storage,
             study_name="coarse",
             heartbeat_interval=self.settings.heartbeat_interval,
             grace_period=self.settings.grace_period,
+            pruner=pruner,
         )
 
 
@@ -112,6 +124,8 @@ def coarse_worker(index: int, job: CoarseJob, factory: EvaluatorFactory) -> None
     settings = job.settings
     evaluate = factory(job, index)
     rank, world_size = _world()
+    if world_size > 1 and settings.prune_min_iterations > 0:
+        raise ValueError("pruning needs every rank to stop together: not available under torchrun")
     if world_size > 1:
         from c2fnas.search import distributed
 

@@ -2,18 +2,21 @@
 
 Each candidate trains with all ops ``3d`` through ``c2fnas.training.train`` on the run's split
 (folds 1-4 train, fold 5 validates: index 4), with the search schedule of the configuration
-(``RunConfig.for_search``), in ``RUN_DIR/coarse/candidates/trial_NNNN``. Its score is the mean
-validation Dice over the foreground classes.
+(``RunConfig.for_search``), in ``RUN_DIR/coarse/candidates/<topology>``. Its score is the best
+mean validation Dice over the foreground classes (``TrainResult.best_mean``). A NaN loss raises
+``TrainingDiverged``, which the worker records as the candidate's failure.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import optuna
+
 from c2fnas.search.coarse import CoarseJob, CoarseSettings
+from c2fnas.search.report import code_text
 from c2fnas.search.worker import Evaluate, TrialContext
 from c2fnas.space import Architecture
 
@@ -42,17 +45,20 @@ def settings_from_config(config: RunConfig, strategy: str, **overrides: object) 
 
 
 def dataset_channels(run_dir: Path) -> tuple[int, int]:
-    """``(input channels, classes with background)`` from ``RUN_DIR/dataset.json``."""
-    path = run_dir / "dataset.json"
+    """``(input channels, classes with background)`` from the run's preprocessing plan."""
+    from c2fnas.data.preprocess import Plan
+
     try:
-        dataset = json.loads(path.read_text(encoding="utf-8"))
-        return len(dataset["modality"]), len(dataset["labels"])
-    except OSError:
-        raise RunFolderError(
-            f"{path} not found: prepare the run folder first (c2fnas preprocess ...)"
-        ) from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise RunFolderError(f"{path}: no 'modality' and 'labels' ({error})") from None
+        plan = Plan.load(run_dir)
+    except (OSError, ValueError) as error:
+        raise RunFolderError(str(error)) from None
+    return plan.in_channels, plan.num_classes
+
+
+def candidate_dir(job: CoarseJob, code: tuple[int, ...]) -> Path:
+    """Training folder of a topology. Keyed by topology, not trial: when a worker dies, the
+    next holder of the topology resumes from the last checkpoint instead of starting over."""
+    return job.coarse_dir / "candidates" / code_text(code)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,9 @@ class TrainingEvaluator:
     Attributes:
         config_yaml: the resolved run configuration (``RunConfig.to_yaml()``).
         width: width multiplier of every candidate (1.0 in the paper).
+
+    With ``CoarseSettings.prune_min_iterations``, every validation Dice goes to the store's
+    successive-halving pruner, which may stop the candidate early (``optuna.TrialPruned``).
     """
 
     config_yaml: str
@@ -70,20 +79,32 @@ class TrainingEvaluator:
     def __call__(self, job: CoarseJob, index: int) -> Evaluate:
         import yaml  # type: ignore[import-untyped]
 
-        from c2fnas.training import TrainingDiverged, train
-        from c2fnas.training.config import RunConfig
+        from c2fnas.training import RunConfig, train
 
         config = RunConfig.model_validate(yaml.safe_load(self.config_yaml)).for_search()
+        validate_every = config.training.validate_every
+        prune = job.settings.prune_min_iterations > 0
 
         def evaluate(architecture: Architecture, context: TrialContext) -> float:
-            out_dir = job.coarse_dir / "candidates" / f"trial_{context.number:04d}"
-            try:
-                result = train(
-                    architecture.with_width(self.width), job.run_dir, SEARCH_FOLD, config, out_dir
-                )
-            except TrainingDiverged as error:
-                raise TrainingDiverged(f"training diverged: {error}") from error
+            def progress(done: int, total: int, values: dict[str, float]) -> None:
+                context.iterations = done
+                # Validation at iteration v runs after the callback of v: its Dice shows at v + 1.
+                validated = done - 1
+                if prune and validated > 0 and validated % validate_every == 0 and "dice" in values:
+                    context.report(values["dice"], validated)
+                    if context.should_prune():
+                        raise optuna.TrialPruned(f"pruned at iteration {validated}")
+
+            result = train(
+                architecture.with_width(self.width),
+                job.run_dir,
+                SEARCH_FOLD,
+                config,
+                candidate_dir(job, architecture.levels),
+                resume=True,
+                progress=progress,
+            )
             context.iterations = int(result.iterations)
-            return float(result.mean)
+            return float(result.best_mean)
 
         return evaluate

@@ -88,8 +88,8 @@ def write_best_topology(snapshot: Snapshot, path: Path, width: float = 1.0) -> A
 
 
 def evaluated_in_order(snapshot: Snapshot) -> list[Record]:
-    """Scored and failed candidates in the order they finished."""
-    done = [r for r in snapshot.records if r.state in ("finished", "failed") and r.code]
+    """Scored, failed and pruned candidates in the order they finished."""
+    done = [r for r in snapshot.records if r.state in ("finished", "failed", "pruned") and r.code]
     return sorted(done, key=lambda r: (r.completed_at is None, r.completed_at, r.number))
 
 
@@ -148,7 +148,7 @@ def progress_table(snapshot: Snapshot, budget: int, last: int = 12) -> Table:
     for column in ("trial", "topology", "cluster", "Dice", "iterations", "time", "worker"):
         table.add_column(column, justify="left" if column in ("topology", "worker") else "right")
     for record in evaluated_in_order(snapshot)[-last:]:
-        dice = f"{record.score:.4f}" if record.score is not None else f"failed: {record.failure}"
+        dice = f"{record.score:.4f}" if record.score is not None else record.state
         style = "bold green" if best is not None and record.number == best.number else None
         table.add_row(
             str(record.number),

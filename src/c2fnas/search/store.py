@@ -9,8 +9,8 @@ Each trial is one candidate. Its topology and bookkeeping are trial user attribu
 
 - running: a worker holds its topology (state RUNNING, heartbeat alive);
 - finished: scored (COMPLETE);
-- failed: training raised (``failure_kind = "evaluation"``) or was pruned. The topology counts
-  as evaluated and is never handed out again;
+- failed: training raised (``failure_kind = "evaluation"``); pruned: stopped early by the
+  pruner. Both count as evaluated and are never handed out again;
 - released: the worker died (its heartbeat stopped and the trial was failed as stale), was
   interrupted, or found nothing to claim. Its topology is free again.
 
@@ -55,7 +55,7 @@ class Record:
     """One trial as the search sees it."""
 
     number: int
-    state: str  # "running", "finished", "failed", "released"
+    state: str  # "running", "finished", "failed", "pruned", "released"
     code: Code | None
     score: float | None
     cluster: int | None
@@ -80,15 +80,22 @@ class Snapshot:
     @property
     def pending(self) -> set[Code]:
         """Topologies that must not be proposed: held by a live worker, or failed."""
-        return {r.code for r in self.records if r.state in ("running", "failed") and r.code}
+        held = ("running", "failed", "pruned")
+        return {r.code for r in self.records if r.state in held and r.code}
 
     def count(self, state: str) -> int:
         return sum(r.state == state for r in self.records)
 
     @property
     def evaluated(self) -> int:
-        """Candidates that count towards the budget: scored or failed."""
-        return self.count("finished") + self.count("failed")
+        """Candidates that count towards the budget: scored, failed or pruned."""
+        return self.count("finished") + self.count("failed") + self.count("pruned")
+
+    def iterations_saved(self, iterations: int) -> int:
+        """Training iterations the pruner saved, with ``iterations`` per full training."""
+        return sum(
+            max(0, iterations - (r.iterations or 0)) for r in self.records if r.state == "pruned"
+        )
 
     @property
     def best(self) -> Record | None:
@@ -121,6 +128,7 @@ class TrialStore:
         study_name: str = "coarse",
         heartbeat_interval: int = 60,
         grace_period: int = 300,
+        pruner: optuna.pruners.BasePruner | None = None,
     ) -> None:
         if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
             raise StoreError("need heartbeat_interval >= 1 s and grace_period > heartbeat_interval")
@@ -140,6 +148,7 @@ class TrialStore:
                     study_name=study_name,
                     direction="maximize",
                     load_if_exists=True,
+                    pruner=pruner,
                 )
                 break
             except Exception as error:  # optuna raises many kinds (SQLAlchemy, journal, version)
@@ -275,7 +284,7 @@ def _record(trial: FrozenTrial) -> Record:
     if trial.state == TrialState.COMPLETE:
         state = "finished"
     elif trial.state == TrialState.PRUNED:
-        state = "failed"
+        state = "pruned"
     elif trial.state == TrialState.RUNNING:
         state = "running"
     elif trial.state == TrialState.FAIL and attrs.get("failure_kind") == EVALUATION:

@@ -157,8 +157,8 @@ def _evaluate(
         score = float(evaluate(Architecture.coarse(code), context))
         if not math.isfinite(score):
             raise CandidateFailed(f"score is {score}")
-    except optuna.TrialPruned:
-        store.prune(trial, attrs())
+    except optuna.TrialPruned as pruned:
+        store.prune(trial, {**attrs(), "failure": str(pruned) or "pruned"})
         logger.info("%s: trial %d pruned", worker, trial.number)
         return
     except (KeyboardInterrupt, SystemExit):

@@ -1,0 +1,163 @@
+"""The preprocessed cache of a run: ``RUN_DIR/preprocessed/<case>.npz`` + ``<case>.json``.
+
+The ``.npz`` holds ``image`` float32 ``(C, X, Y, Z)``, ``label`` uint8 ``(X, Y, Z)`` and
+``locations`` int32 ``(N, 4)`` (a seeded sample of foreground voxels, rows ``[value, x, y, z]``,
+used for foreground oversampling). The ``.json`` holds the properties that undo preprocessing, plus
+the source files' size and mtime, the plan digest and the ``.npz`` size. The ``.json`` is written
+last, so a case counts as done only when both files are complete; every write goes to a temporary
+file first and is moved into place with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from c2fnas.data.fingerprint import stamps
+from c2fnas.data.io import load_image, load_label
+from c2fnas.data.msd import Case
+from c2fnas.data.preprocess import Plan, preprocess_arrays
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "preprocessed"
+LOCATIONS_PER_CLASS = 10_000
+
+
+class CacheError(RuntimeError):
+    """A cached case is missing or damaged; the message names the file."""
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode())
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def case_paths(run_dir: str | Path, case_id: str) -> tuple[Path, Path]:
+    folder = Path(run_dir) / CACHE_DIR
+    return folder / f"{case_id}.npz", folder / f"{case_id}.json"
+
+
+def foreground_locations(label: np.ndarray, seed: int) -> np.ndarray:
+    """Up to ``LOCATIONS_PER_CLASS`` voxels of each foreground value, rows ``[value, x, y, z]``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for value in np.unique(label):
+        if value == 0:
+            continue
+        coords = np.argwhere(label == value)
+        if len(coords) > LOCATIONS_PER_CLASS:
+            coords = coords[rng.choice(len(coords), LOCATIONS_PER_CLASS, replace=False)]
+        rows.append(np.column_stack([np.full(len(coords), value), coords]))
+    if not rows:
+        return np.zeros((0, 4), dtype=np.int32)
+    return np.concatenate(rows).astype(np.int32)
+
+
+def preprocess_case(case: Case, plan: Plan, run_dir: str | Path) -> dict[str, Any]:
+    """Preprocess one labeled case and write it to the cache; returns its properties."""
+    assert case.label is not None
+    image, nifti = load_image(case.image)
+    label, _ = load_label(case.label)
+    if label.shape != image.shape[1:]:
+        raise ValueError(
+            f"{case.label}: shape {label.shape} differs from the image's {image.shape[1:]}"
+        )
+    image, label, properties = preprocess_arrays(image, nifti.affine, plan, label)
+    assert label is not None
+    locations = foreground_locations(label, zlib.crc32(case.case_id.encode()))
+    buffer = io.BytesIO()
+    np.savez(buffer, image=image, label=label, locations=locations)
+    npz_path, json_path = case_paths(run_dir, case.case_id)
+    write_bytes_atomic(npz_path, buffer.getvalue())
+    properties.update(
+        case_id=case.case_id,
+        source={"image": str(case.image), "label": str(case.label)},
+        stamps=stamps(case),
+        plan_digest=plan.digest(),
+        npz_bytes=len(buffer.getvalue()),
+        class_voxels={str(v): int(n) for v, n in enumerate(np.bincount(label.ravel())) if n},
+    )
+    write_json_atomic(json_path, properties)
+    return properties
+
+
+def read_properties(run_dir: str | Path, case_id: str) -> dict[str, Any]:
+    _, json_path = case_paths(run_dir, case_id)
+    try:
+        return dict(json.loads(json_path.read_text()))
+    except FileNotFoundError:
+        raise CacheError(f"{json_path}: missing; run `c2fnas preprocess` first") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CacheError(f"{json_path}: damaged ({error}); rerun `c2fnas preprocess`") from None
+
+
+def is_current(run_dir: str | Path, case: Case, plan_digest: str) -> bool:
+    """True when the cached case exists, is intact, and matches the source files and plan."""
+    npz_path, json_path = case_paths(run_dir, case.case_id)
+    if not json_path.is_file():
+        return False
+    try:
+        properties = read_properties(run_dir, case.case_id)
+        if properties.get("plan_digest") != plan_digest or properties.get("stamps") != stamps(case):
+            return False
+        if npz_path.stat().st_size != properties.get("npz_bytes"):
+            log.warning("%s: wrong size, redoing it", npz_path)
+            return False
+        with zipfile.ZipFile(npz_path) as archive:
+            intact = archive.testzip() is None  # checks every member's CRC
+            names = set(archive.namelist())
+    except (CacheError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as error:
+        log.warning("%s: %s, redoing it", npz_path, error)
+        return False
+    if not intact or not {"image.npy", "label.npy", "locations.npy"} <= names:
+        log.warning("%s: damaged, redoing it", npz_path)
+        return False
+    return True
+
+
+def load_arrays(run_dir: str | Path, case_id: str) -> dict[str, np.ndarray]:
+    """All arrays of a cached case (``image``, ``label``, ``locations``); never unpickles."""
+    npz_path, _ = case_paths(run_dir, case_id)
+    try:
+        with np.load(npz_path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise CacheError(f"{npz_path}: missing; run `c2fnas preprocess` first") from None
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise CacheError(f"{npz_path}: damaged ({error}); rerun `c2fnas preprocess`") from None
+
+
+def load_case(
+    run_dir: str | Path, case_id: str
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """A cached case: image ``(C, X, Y, Z)`` float32, label ``(X, Y, Z)`` uint8, properties.
+
+    Raises:
+        CacheError: the case is missing or damaged (naming the file).
+    """
+    properties = read_properties(run_dir, case_id)
+    arrays = load_arrays(run_dir, case_id)
+    return arrays["image"], arrays.get("label"), properties

@@ -1,0 +1,281 @@
+"""The training loop: one ``fit`` for a network or a supernet, on one process or under DDP.
+
+``fit`` takes its data as callables so it runs on in-memory tensors in tests; ``train`` (in
+``c2fnas.training.run``) wires it to a run folder. Each iteration is one SGD step on one batch
+(``run_step``); every ``validate_every`` iterations the model is validated on whole cases and the
+best and last model folders are written; every ``checkpoint_every`` iterations a resumable
+checkpoint is written and the batch stream is restarted from ``batches(iteration)``, so a resumed
+run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from monai.losses import DiceCELoss
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from c2fnas.space import Architecture, Op
+from c2fnas.training import checkpoint as ckpt
+from c2fnas.training.config import RunConfig
+from c2fnas.training.precision import autocast, memory_format, resolve_precision
+from c2fnas.training.report import RunLog
+from c2fnas.training.schedule import learning_rate
+from c2fnas.training.validation import ValidationCase, validate
+
+log = logging.getLogger(__name__)
+
+BatchSource = Callable[[int], Iterator[dict[str, torch.Tensor]]]
+"""Given the iteration to start from, an endless stream of ``{"image": (B, C, *patch) float32,
+"label": (B, 1, *patch) int64}`` for this process."""
+ValidationSource = Callable[[], Iterable[ValidationCase]]
+"""This process's share of the validation cases."""
+OpsSampler = Callable[[random.Random], Sequence[Op]]
+"""Draws the colouring a supernet trains at one iteration."""
+Progress = Callable[[int, int, dict[str, float]], None]
+"""Called on rank 0 after every iteration with (iterations done, total, {"loss", "lr", ...})."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message gives the iteration and the value."""
+
+
+@dataclass
+class TrainResult:
+    best_dice: list[float]
+    """Validation Dice per foreground class of the best model."""
+    best_mean: float
+    best_iteration: int
+    iterations: int
+    seconds: float
+    history: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def _rank() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    if _rank()[1] > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+@dataclass
+class _Trainer:
+    network: nn.Module
+    model: nn.Module  # the network, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    loss: nn.Module
+    config: RunConfig
+    precision: str
+    device: torch.device
+    scaler: torch.amp.GradScaler | None
+    sample_ops: OpsSampler | None
+    sampler_rng: random.Random
+
+    def run_step(self, iteration: int, batch: dict[str, torch.Tensor]) -> float:
+        """One SGD step; returns the loss averaged over processes."""
+        training = self.config.training
+        rate = learning_rate(
+            iteration,
+            training.learning_rate,
+            training.warmup_start_lr,
+            training.warmup_iterations,
+            training.milestones,
+            training.gamma,
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+        image = batch["image"].to(self.device, memory_format=memory_format(self.precision))
+        label = batch["label"].to(self.device)
+        arguments = () if self.sample_ops is None else (tuple(self.sample_ops(self.sampler_rng)),)
+        with autocast(self.precision, self.device):
+            logits = self.model(image, *arguments)
+        loss = self.loss(logits.float(), label)
+        # Every process must see the same verdict, or the others would wait forever.
+        value = float(_all_reduce(loss.detach().clone()).item()) / _rank()[1]
+        if not torch.isfinite(torch.tensor(value)):
+            raise TrainingDiverged(f"loss became {value} at iteration {iteration + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return value
+
+
+def _validation_model(network: nn.Module, architecture: Architecture, supernet: bool) -> Any:
+    if supernet:
+        # A supernet is validated on the path of the architecture's own colouring.
+        return lambda x: network(x, architecture.ops)
+    return network
+
+
+def fit(
+    network: nn.Module,
+    architecture: Architecture,
+    batches: BatchSource,
+    validation: ValidationSource,
+    config: RunConfig,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    sample_ops: OpsSampler | None = None,
+    progress: Progress | None = None,
+    model_info: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+) -> TrainResult:
+    """Train ``network`` (a ``C2FNet``, or a ``Supernet`` when ``sample_ops`` is given).
+
+    Args:
+        network: built from ``architecture``, on any device; moved to ``device``.
+        architecture: stored with every model folder and checkpoint.
+        batches: see ``BatchSource``; under DDP each process gets its own share of the batch.
+        validation: see ``ValidationSource``; Dice is summed over processes.
+        config: the resolved run configuration.
+        out_dir: receives ``config.yaml``, ``checkpoints/``, ``best/``, ``last/``,
+            ``progress.png`` and ``tb/``.
+        resume: continue from ``out_dir/checkpoints`` (from scratch if there is none).
+        sample_ops: draws a colouring per iteration for a supernet.
+        progress: per-iteration callback on rank 0.
+        model_info: extra fields for ``model.json`` (e.g. the preprocessing plan's name).
+
+    Raises:
+        TrainingDiverged: on a NaN or infinite loss.
+        FileExistsError: ``out_dir`` already holds a checkpoint and ``resume`` is false.
+    """
+    training = config.training
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world = _rank()
+    precision = resolve_precision(training.precision, device)
+    network = network.to(device, memory_format=memory_format(precision))
+    optimizer = torch.optim.SGD(
+        network.parameters(),
+        lr=training.learning_rate,
+        momentum=training.momentum,
+        weight_decay=training.weight_decay,
+    )
+    checkpoints = out_dir / "checkpoints"
+    existing = ckpt.latest_checkpoint(checkpoints)
+    if existing is not None and not resume:
+        raise FileExistsError(f"{out_dir} already holds a run; resume it or choose another folder")
+    sampler_rng = random.Random(training.seed)
+    state: dict[str, Any] = {}
+    if existing is not None:
+        state = ckpt.read_checkpoint(existing, network, optimizer)
+        sampler_rng.setstate(ckpt.python_state_from_json(state["sampler_rng"]))
+        log.info("resuming %s from iteration %d", out_dir, state["iteration"])
+    model: nn.Module = network
+    if world > 1:
+        model = DistributedDataParallel(
+            network,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=sample_ops is not None,  # a supernet trains one path per step
+        )
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    trainer = _Trainer(
+        network, model, optimizer, DiceCELoss(to_onehot_y=True, softmax=True), config,
+        precision, device, scaler, sample_ops, sampler_rng,
+    )  # fmt: skip
+    run_log = RunLog(
+        out_dir, state.get("history"), enabled=rank == 0, tensorboard=training.tensorboard
+    )
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    info = {
+        "kind": "supernet" if sample_ops is not None else "network",
+        "in_channels": int(getattr(network, "in_channels", 0)),
+        "num_classes": int(getattr(network, "num_classes", 0)),
+        "patch": list(config.data.patch),
+        "stride": training.stride,
+        **(model_info or {}),
+    }
+    started = time.perf_counter() - float(state.get("seconds", 0.0))
+    start = int(state.get("iteration", 0))
+    stream = batches(start)
+    network.train()
+    for iteration in range(start, training.iterations):
+        loss = trainer.run_step(iteration, next(stream))
+        done = iteration + 1
+        run_log.loss(done, loss, optimizer.param_groups[0]["lr"])
+        if progress is not None and rank == 0:
+            progress(done, training.iterations, {"loss": loss, **run_log.last_dice()})
+        last = done == training.iterations
+        if done % training.validate_every == 0 or last:
+            _validate(trainer, architecture, validation, run_log, done, info, out_dir, sample_ops)
+        if done % training.checkpoint_every == 0 or last:
+            if rank == 0:
+                saved = {
+                    "seconds": time.perf_counter() - started,
+                    "history": run_log.history,
+                    "sampler_rng": ckpt.python_state_to_json(sampler_rng.getstate()),
+                    **({"scaler": scaler.state_dict()} if scaler is not None else {}),
+                }
+                ckpt.write_checkpoint(
+                    checkpoints, done, network, architecture, info, optimizer, saved
+                )
+            stream = batches(done)
+    run_log.close()
+    best = run_log.best()
+    return TrainResult(
+        best_dice=best["dice"],
+        best_mean=best["mean"],
+        best_iteration=best["iteration"],
+        iterations=training.iterations,
+        seconds=time.perf_counter() - started,
+        history=run_log.history,
+    )
+
+
+def _validate(
+    trainer: _Trainer,
+    architecture: Architecture,
+    validation: ValidationSource,
+    run_log: RunLog,
+    iteration: int,
+    info: dict[str, Any],
+    out_dir: Path,
+    sample_ops: OpsSampler | None,
+) -> None:
+    network, config = trainer.network, trainer.config
+    network.eval()
+    total, count = validate(
+        _validation_model(network, architecture, sample_ops is not None),
+        validation(),
+        int(info["num_classes"]),
+        config.data.patch,
+        config.training.stride,
+        trainer.precision,
+        trainer.device,
+        config.training.window_batch,
+    )
+    network.train()
+    summed = _all_reduce(torch.cat([total, torch.tensor([float(count)], dtype=torch.float64)]))
+    cases = int(summed[-1].item())
+    dice = (summed[:-1] / max(cases, 1)).tolist()
+    improved = run_log.dice(iteration, dice, cases)
+    if _rank()[0] != 0:
+        return
+    model_info = {**info, "iteration": iteration, "dice": dice, "validation_cases": cases}
+    ckpt.write_model(out_dir / "last", network, architecture, model_info)
+    if improved:
+        ckpt.write_model(out_dir / "best", network, architecture, model_info)
+    run_log.plot()

@@ -1,0 +1,106 @@
+"""What a run records: loss and Dice history, TensorBoard scalars and ``progress.png``."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+LOSS_WINDOW = 50
+"""Iterations averaged per point of the plotted loss curve."""
+
+
+class RunLog:
+    """History of one training run; only rank 0 writes files (``enabled``).
+
+    ``history`` is JSON: ``{"loss": [[iteration, loss, lr], ...],
+    "dice": [[iteration, [dice per class], mean, cases], ...]}``; it travels in checkpoints.
+    """
+
+    def __init__(
+        self, out_dir: Path, history: dict[str, Any] | None, enabled: bool, tensorboard: bool
+    ) -> None:
+        self.out_dir = out_dir
+        self.history: dict[str, Any] = history or {"loss": [], "dice": []}
+        self.enabled = enabled
+        self._writer: Any = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(out_dir / "tb"))
+
+    def loss(self, iteration: int, value: float, rate: float) -> None:
+        self.history["loss"].append([iteration, value, rate])
+        if self._writer is not None:
+            self._writer.add_scalar("train/loss", value, iteration)
+            self._writer.add_scalar("train/lr", rate, iteration)
+
+    def dice(self, iteration: int, dice: list[float], cases: int) -> bool:
+        """Record a validation; True when it is the best so far (first one included)."""
+        mean = sum(dice) / len(dice) if cases and dice else math.nan
+        previous = self.best() if self.history["dice"] else None
+        self.history["dice"].append([iteration, dice, mean, cases])
+        if self._writer is not None and cases:
+            for index, value in enumerate(dice, start=1):
+                self._writer.add_scalar(f"val/dice_class_{index}", value, iteration)
+            self._writer.add_scalar("val/dice_mean", mean, iteration)
+        if previous is None or math.isnan(previous["mean"]):
+            return True
+        return not math.isnan(mean) and mean > previous["mean"]
+
+    def best(self) -> dict[str, Any]:
+        """The best validation so far (the latest one when none has a number)."""
+        if not self.history["dice"]:
+            return {"iteration": 0, "dice": [], "mean": math.nan}
+        scored = [entry for entry in self.history["dice"] if not math.isnan(entry[2])]
+        iteration, dice, mean, _ = (
+            max(scored, key=lambda entry: (entry[2], -entry[0]))
+            if scored
+            else self.history["dice"][-1]
+        )
+        return {"iteration": iteration, "dice": dice, "mean": mean}
+
+    def last_dice(self) -> dict[str, float]:
+        if not self.history["dice"]:
+            return {}
+        return {"dice": float(self.history["dice"][-1][2])}
+
+    def plot(self) -> None:
+        """Write ``progress.png``: smoothed loss and validation Dice per class."""
+        if not self.enabled:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, (loss_axis, dice_axis) = plt.subplots(1, 2, figsize=(10, 4))
+        losses = self.history["loss"]
+        window = max(1, min(LOSS_WINDOW, len(losses) // 20 or 1))
+        points = [
+            (losses[end - 1][0], sum(item[1] for item in losses[end - window : end]) / window)
+            for end in range(window, len(losses) + 1, window)
+        ]
+        if points:
+            loss_axis.plot(*zip(*points, strict=True))
+        loss_axis.set(xlabel="iteration", ylabel="Dice + CE loss", title="training loss")
+        dice = [entry for entry in self.history["dice"] if entry[3]]
+        if dice:
+            iterations = [entry[0] for entry in dice]
+            for index in range(len(dice[0][1])):
+                dice_axis.plot(
+                    iterations, [entry[1][index] for entry in dice], label=f"class {index + 1}"
+                )
+            dice_axis.plot(iterations, [entry[2] for entry in dice], "k--", label="mean")
+            dice_axis.legend()
+        dice_axis.set(xlabel="iteration", ylabel="Dice", ylim=(0, 1), title="validation Dice")
+        figure.tight_layout()
+        temporary = self.out_dir / "progress.tmp.png"
+        figure.savefig(temporary, dpi=80)
+        plt.close(figure)
+        os.replace(temporary, self.out_dir / "progress.png")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

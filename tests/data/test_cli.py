@@ -1,0 +1,51 @@
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from c2fnas.cli import app
+from c2fnas.data.preprocess import Plan
+
+runner = CliRunner()
+
+
+def test_synth_check_preprocess(tmp_path):
+    data = tmp_path / "data"
+    result = runner.invoke(
+        app, ["data", "synth", str(data), "--cases", "5", "--shape", "20", "20", "10"]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["data", "check", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "synth_000" in result.stdout and "all 7 case(s) ok" in result.stdout
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app, ["preprocess", str(data), "--run", str(run), "--spacing", "1", "1", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "5 case(s) written" in result.stdout and Plan.load(run).spacing == (1, 1, 2)
+    result = runner.invoke(app, ["preprocess", "--spacing", "auto", str(data), "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    assert Plan.load(run).spacing != (1, 1, 2)
+    result = runner.invoke(app, ["preprocess", str(data), "--run", str(run), "--spacing", "1,1"])
+    assert result.exit_code != 0 and "--spacing" in result.stderr
+
+
+def test_check_exit_code_and_json(synthetic, tmp_path):
+    data = shutil.copytree(synthetic, tmp_path / "data")
+    (data / "labelsTr" / "synth_002.nii.gz").write_bytes(b"garbage")
+    (data / "imagesTr" / "synth_004.nii.gz").unlink()
+    result = runner.invoke(app, ["data", "check", str(data)])
+    assert result.exit_code == 1
+    assert "2 bad case(s)" in result.stderr and "synth_002, synth_004" in result.stderr
+    result = runner.invoke(app, ["data", "check", str(data), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert [c["case_id"] for c in report["cases"] if not c["ok"]] == ["synth_002", "synth_004"]
+
+
+def test_clear_errors(tmp_path):
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "not a folder" in result.stderr
+    result = runner.invoke(app, ["preprocess", str(tmp_path), "--run", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "dataset.json" in result.stderr

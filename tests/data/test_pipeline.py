@@ -1,0 +1,116 @@
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from c2fnas.data.cache import CacheError, case_paths, load_case
+from c2fnas.data.pipeline import PreprocessError, parse_spacing, preprocess_dataset
+from c2fnas.data.preprocess import Plan
+
+IDS = [f"synth_{i:03d}" for i in range(6)]
+
+
+@pytest.fixture
+def dataset(synthetic, tmp_path):
+    return shutil.copytree(synthetic, tmp_path / "dataset")
+
+
+def test_run_folder_contents(run_dir, synthetic):
+    source = json.loads((run_dir / "dataset.json").read_text())
+    assert source["source"] == str(synthetic.resolve())
+    fingerprint = json.loads((run_dir / "fingerprint.json").read_text())
+    assert fingerprint["cases"].keys() == set(IDS)
+    median = fingerprint["spacing"]["median"]
+    assert median[0] < 1.0 < median[2]  # the synthetic voxels are about 0.9 x 0.9 x 1.8 mm
+    frequency = fingerprint["class_frequency"]
+    assert set(frequency) == {"0", "1", "2"} and abs(sum(frequency.values()) - 1) < 1e-9
+    image, label, properties = load_case(run_dir, IDS[0])
+    assert image.dtype == np.float32 and image.ndim == 4 and image.shape[0] == 1
+    assert label.dtype == np.uint8 and label.shape == image.shape[1:]
+    assert properties["spacing"] == [1.0, 1.0, 1.0] and properties["case_id"] == IDS[0]
+    assert not list(run_dir.rglob(".*tmp*"))  # no temporary files left behind
+
+
+def test_reruns_skip_and_redo_what_changed(dataset, tmp_path):
+    run = tmp_path / "run"
+    assert len(preprocess_dataset(dataset, run).written) == 6
+    again = preprocess_dataset(dataset, run)
+    assert again.written == [] and len(again.skipped) == 6
+
+    npz, _ = case_paths(run, IDS[1])
+    npz.write_bytes(npz.read_bytes()[:-100])  # truncated
+    npz2, _ = case_paths(run, IDS[2])
+    payload = bytearray(npz2.read_bytes())
+    payload[len(payload) // 2] ^= 0xFF  # same size, one flipped byte
+    npz2.write_bytes(bytes(payload))
+    image = dataset / "imagesTr" / f"{IDS[3]}.nii.gz"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    summary = preprocess_dataset(dataset, run)
+    assert sorted(summary.written) == IDS[1:4]
+    load_case(run, IDS[1])  # readable again
+
+    summary = preprocess_dataset(dataset, run, spacing=(2.0, 2.0, 2.0))
+    assert len(summary.written) == 6  # a new plan redoes everything
+    assert Plan.load(run).spacing == (2.0, 2.0, 2.0)
+
+
+def test_one_bad_case_does_not_stop_the_others(dataset, tmp_path):
+    bad = dataset / "labelsTr" / f"{IDS[4]}.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:40])
+    run = tmp_path / "run"
+    with pytest.raises(PreprocessError, match=IDS[4]) as error:
+        preprocess_dataset(dataset, run)
+    assert "1 case(s) failed" in str(error.value)
+    for case_id in IDS[:4] + IDS[5:]:
+        load_case(run, case_id)
+    with pytest.raises(CacheError, match=IDS[4]):
+        load_case(run, IDS[4])
+
+
+def test_workers_give_the_same_cache(dataset, tmp_path, run_dir):
+    preprocess_dataset(dataset, tmp_path / "run", workers=2)
+    for case_id in IDS[:2]:
+        first, label, _ = load_case(run_dir, case_id)
+        second, label2, _ = load_case(tmp_path / "run", case_id)
+        np.testing.assert_array_equal(first, second)
+        np.testing.assert_array_equal(label, label2)
+
+
+def test_progress_callback(dataset, tmp_path):
+    calls = []
+    preprocess_dataset(dataset, tmp_path / "run", progress=lambda *a: calls.append(a))
+    assert ("fingerprint", 6, 6) in calls and ("preprocess", 6, 6) in calls
+
+
+def test_auto_spacing_and_ct(tmp_path):
+    from c2fnas.data.synth import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "ct", cases=5, shape=(20, 20, 10), modalities=["CT"])
+    plan = preprocess_dataset(root, tmp_path / "run", spacing="auto").plan
+    fingerprint = json.loads((tmp_path / "run" / "fingerprint.json").read_text())
+    assert list(plan.spacing) == fingerprint["spacing"]["median"]
+    rule = plan.normalization[0]
+    assert rule.scheme == "ct" and rule.clip[0] < rule.mean < rule.clip[1]
+    assert 30 < rule.mean < 130  # organ and lesion HU of the synthetic CT, not air
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], None),
+        (["auto"], "auto"),
+        (["1.5"], (1.5, 1.5, 1.5)),
+        (["0.8", "0.8", "2.5"], (0.8, 0.8, 2.5)),
+        (["0.8,0.8,2.5"], (0.8, 0.8, 2.5)),
+    ],
+)
+def test_parse_spacing(values, expected):
+    assert parse_spacing(values) == expected
+
+
+@pytest.mark.parametrize("values", [["1", "2"], ["-1"], ["fast"], ["1", "0", "1"]])
+def test_parse_spacing_rejects(values):
+    with pytest.raises(ValueError, match="--spacing"):
+        parse_spacing(values)

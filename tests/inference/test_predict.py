@@ -1,0 +1,135 @@
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from c2fnas.data import cache
+from c2fnas.data.pipeline import preprocess_dataset
+from c2fnas.data.preprocess import ChannelNormalization, Plan
+from c2fnas.inference.predict import (
+    LoadedModel,
+    ensemble_labels,
+    load_model,
+    predict_folder,
+)
+from c2fnas.nn import C2FNet
+from c2fnas.training.checkpoint import write_model
+from tests.training.synthetic import TINY
+
+PLAN = Plan(
+    spacing=(1.0, 1.0, 1.0),
+    normalization=[ChannelNormalization(scheme="mr")],
+    modalities={0: "MR"},
+    labels={0: "background", 1: "one", 2: "two"},
+)
+
+
+def oblique_affine(spacing, degrees=(20, -35, 110), origin=(-40.0, 12.5, 7.0)):
+    """A rotation that is not a permutation, plus a flip, so every axis is reoriented."""
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", degrees, degrees=True).as_matrix() @ np.diag(
+        [spacing[0], -spacing[1], spacing[2]]
+    )
+    affine[:3, 3] = origin
+    return affine
+
+
+def write_case(folder, name, shape, spacing, seed=0):
+    """An image whose intensity encodes the label (10 x label, background 0) and the label."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros(shape, dtype=np.uint8)
+    grid = np.indices(shape).transpose(1, 2, 3, 0)
+    for value in (1, 2):
+        centre = rng.uniform(0.3, 0.7, 3) * shape
+        label[((grid - centre) ** 2 / (np.array(shape) / 5) ** 2).sum(-1) < 1] = value
+    image = (label * 10.0).astype(np.float32)
+    affine = oblique_affine(spacing)
+    for kind, data in (("imagesTr", image), ("labelsTr", label)):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        nifti = nib.Nifti1Image(data, affine)
+        nifti.header.set_xyzt_units("mm", "sec")
+        nib.save(nifti, folder / kind / name)
+    return folder / "imagesTr" / name, folder / "labelsTr" / name
+
+
+def test_output_geometry_equals_the_input(tmp_path):
+    image_path, _ = write_case(tmp_path / "data", "odd.nii.gz", (23, 30, 17), (0.7, 1.3, 2.1))
+    torch.manual_seed(0)
+    network = C2FNet(TINY, 1, 3)
+    info = {"kind": "network", "in_channels": 1, "num_classes": 3, "patch": [32, 32, 16],
+            "stride": 16, "plan": PLAN.model_dump(mode="json")}  # fmt: skip
+    write_model(tmp_path / "fold_0" / "best", network, TINY, info)
+    summary = predict_folder([tmp_path / "fold_0"], image_path.parent, tmp_path / "out", stride=8)
+    assert not summary.failed and len(summary.written) == 1
+    source, written = nib.load(image_path), nib.load(tmp_path / "out" / "odd.nii.gz")
+    assert written.shape == source.shape
+    np.testing.assert_array_equal(written.affine, source.affine)
+    np.testing.assert_array_equal(written.header.get_zooms(), source.header.get_zooms())
+    assert written.header.get_xyzt_units() == source.header.get_xyzt_units()
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2}
+
+
+class NearestMean(torch.nn.Module):
+    """A 'perfect' model fitted on the cached training case: each voxel goes to the class whose
+    mean normalised intensity is nearest. It sees only the image, as a trained network does."""
+
+    def __init__(self, image, label):
+        super().__init__()
+        self.register_buffer(
+            "means", torch.tensor([float(image[0][label == v].mean()) for v in (0, 1, 2)])
+        )
+
+    def forward(self, x):
+        return -((x - self.means.view(1, 3, 1, 1, 1)) ** 2)
+
+
+def test_perfect_model_reproduces_the_label_through_the_whole_chain(tmp_path):
+    data = tmp_path / "data"
+    image_path, label_path = write_case(data, "case_001.nii.gz", (27, 31, 19), (1.0, 1.0, 1.0))
+    (data / "dataset.json").write_text(
+        '{"name": "t", "modality": {"0": "MR"}, "labels": {"0": "bg", "1": "a", "2": "b"},'
+        ' "training": [{"image": "./imagesTr/case_001.nii.gz",'
+        ' "label": "./labelsTr/case_001.nii.gz"}], "test": []}'
+    )
+    summary = preprocess_dataset(data, tmp_path / "run")
+    image, label, _ = cache.load_case(tmp_path / "run", "case_001")
+    assert image.shape[1:] != nib.load(image_path).shape  # reoriented and cropped: a real test
+    model = LoadedModel(NearestMean(image, label), summary.plan, (16, 16, 16))
+    result = predict_folder([], data / "imagesTr", tmp_path / "out", models=[model], stride=8,
+                            precision="fp32")  # fmt: skip
+    assert not result.failed
+    predicted = np.asarray(nib.load(tmp_path / "out" / "case_001.nii.gz").dataobj)
+    np.testing.assert_array_equal(predicted, np.asarray(nib.load(label_path).dataobj))
+
+
+def test_a_failing_case_is_reported_and_the_others_run(tmp_path):
+    data = tmp_path / "data"
+    write_case(data, "good.nii.gz", (20, 20, 20), (1.0, 1.0, 1.0))
+    (data / "imagesTr" / "broken.nii.gz").write_bytes(b"not a nifti")
+    model = LoadedModel(lambda x: torch.zeros(x.shape[0], 3, *x.shape[2:]), PLAN, (16, 16, 16))
+    result = predict_folder([], data / "imagesTr", tmp_path / "out", models=[model], stride=16)
+    assert (
+        list(result.failed) == ["broken.nii.gz"]
+        and "broken.nii.gz" in result.failed["broken.nii.gz"]
+    )
+    assert [p.name for p in result.written] == ["good.nii.gz"]
+
+
+def test_vote_and_mean_ensembles():
+    def probabilities(*classes):
+        return torch.tensor(classes, dtype=torch.float32).view(3, 1, 1, 1)
+
+    models = [probabilities(0.1, 0.5, 0.4), probabilities(0.1, 0.45, 0.45 + 1e-3),
+              probabilities(0.0, 0.3, 0.7)]  # fmt: skip
+    assert ensemble_labels(models, "vote").item() == 2  # two of three pick class 2
+    assert ensemble_labels(models[:2], "mean").item() == 1
+    tie = [probabilities(0.2, 0.7, 0.1), probabilities(0.2, 0.3, 0.5)]
+    assert ensemble_labels(tie, "vote").item() == 1  # 1 vote each; class 1 has more probability
+    with pytest.raises(ValueError, match="vote or mean"):
+        ensemble_labels(tie, "median")
+
+
+def test_load_model_rejects_a_folder_without_a_model(tmp_path):
+    with pytest.raises(ValueError, match="no model here"):
+        load_model(tmp_path, torch.device("cpu"))

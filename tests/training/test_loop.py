@@ -1,0 +1,107 @@
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from c2fnas.nn import C2FNet, Supernet
+from c2fnas.training.checkpoint import read_model
+from c2fnas.training.config import load_config
+from c2fnas.training.loop import TrainingDiverged, fit
+from tests.training.synthetic import TINY, batches, validation
+
+
+def smoke(**training):
+    config = load_config("smoke")
+    return config.model_copy(update={"training": config.training.model_copy(update=training)})
+
+
+def network(seed=0):
+    torch.manual_seed(seed)
+    return C2FNet(TINY, 1, 3)
+
+
+def test_fit_writes_models_checkpoint_and_reports(tmp_path):
+    calls = []
+    result = fit(
+        network(), TINY, batches(0), validation(), smoke(), tmp_path,
+        progress=lambda done, total, metrics: calls.append((done, total, metrics["loss"])),
+    )  # fmt: skip
+    assert result.iterations == 6 and [c[0] for c in calls] == list(range(1, 7))
+    assert all(math.isfinite(c[2]) for c in calls)
+    assert len(result.best_dice) == 2 and result.best_iteration in (3, 6)
+    assert [entry[0] for entry in result.history["dice"]] == [3, 6]
+    for name in ("config.yaml", "progress.png", "best/model.safetensors", "last/model.json"):
+        assert (tmp_path / name).is_file(), name
+    architecture, weights, info = read_model(tmp_path / "last")
+    assert architecture == TINY and info["iteration"] == 6 and info["num_classes"] == 3
+    rebuilt = C2FNet(architecture, 1, 3)
+    rebuilt.load_state_dict(weights)
+    checkpoint = tmp_path / "checkpoints" / "iter_0000006"
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "architecture.json", "model.json", "model.safetensors", "optimizer.safetensors",
+        "rng.safetensors", "state.json",
+    ]  # fmt: skip
+    momentum = load_file(str(checkpoint / "optimizer.safetensors"))
+    assert any(key.endswith("momentum_buffer") for key in momentum)
+    assert json.loads((checkpoint / "state.json").read_text())["iteration"] == 6
+    with pytest.raises(FileExistsError, match="resume"):
+        fit(network(), TINY, batches(0), validation(), smoke(), tmp_path)
+
+
+def test_training_learns_the_synthetic_task(tmp_path):
+    config = smoke(
+        iterations=40, validate_every=40, checkpoint_every=40, milestones=(40,),
+        learning_rate=0.05, warmup_iterations=5,
+    )  # fmt: skip
+    result = fit(network(), TINY, batches(0), validation(), config, tmp_path)
+    losses = [entry[1] for entry in result.history["loss"]]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert result.best_mean > 0.7
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    fit(network(), TINY, batches(0), validation(), smoke(), tmp_path / "straight")
+    first = smoke(iterations=3)
+    fit(network(), TINY, batches(0), validation(), first, tmp_path / "resumed")
+    # A "killed" run: started again with the full schedule and another initialisation.
+    fit(network(seed=7), TINY, batches(0), validation(), smoke(), tmp_path / "resumed", resume=True)
+    straight = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "last" / "model.safetensors"))
+    for key, value in straight.items():
+        torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6)
+    untrained = network(seed=7).state_dict()
+    assert any(not torch.equal(untrained[key], value) for key, value in straight.items())
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    def poisoned(start):
+        stream = batches(0)(start)
+        while True:
+            batch = next(stream)
+            batch["image"][0, 0, 0, 0, 0] = math.nan
+            yield batch
+
+    with pytest.raises(TrainingDiverged, match="iteration 1"):
+        fit(network(), TINY, poisoned, validation(), smoke(), tmp_path)
+
+
+def test_supernet_trains_only_the_sampled_path(tmp_path):
+    torch.manual_seed(0)
+    supernet = Supernet(TINY, 1, 3)
+    before = {key: value.clone() for key, value in supernet.state_dict().items()}
+    drawn = []
+
+    def sample_ops(rng):
+        ops = tuple(rng.choice(["2d", "p3d"]) for _ in range(12))
+        drawn.append(ops)
+        return ops
+
+    result = fit(supernet, TINY, batches(0), validation(), smoke(), tmp_path, sample_ops=sample_ops)
+    assert len(drawn) == 6 and len(set(drawn)) > 1 and len(result.best_dice) == 2
+    after = supernet.state_dict()
+    changed = {key for key in before if not torch.equal(before[key], after[key].cpu())}
+    assert not any(".3d." in key for key in changed)
+    assert any(".2d." in key for key in changed) and any(".p3d." in key for key in changed)
+    assert read_model(tmp_path / "last")[2]["kind"] == "supernet"
