@@ -3,9 +3,10 @@
 Where it lives (``open_store``): an SQLite file by default, any SQLAlchemy database URL
 (``postgresql://...``) for workers on many machines, or a path to an Optuna journal file.
 
-Each trial is one candidate. Its topology and bookkeeping are trial user attributes
-(``topology``, ``cluster``, ``worker``, ``seconds``, ``iterations``, ``failure``,
-``failure_kind``). A trial is in one of these conditions:
+Each trial is one candidate. The candidate (a tuple, stored as a list under the store's ``key``:
+``topology`` in the coarse stage; the fine stage can store colourings the same way) and the
+bookkeeping are trial user attributes (``cluster``, ``worker``, ``seconds``, ``iterations``,
+``failure``, ``failure_kind``). A trial is in one of these conditions:
 
 - running: a worker holds its topology (state RUNNING, heartbeat alive);
 - finished: scored (COMPLETE);
@@ -34,8 +35,10 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from c2fnas.search.claims import Claims, LockedClaims, SqlClaims
-from c2fnas.search.strategies import Code
+from c2fnas.search.claims import ClaimResult, Claims, LockedClaims, SqlClaims
+
+Code = tuple[Any, ...]
+"""A candidate: a topology code (levels) in the coarse stage."""
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +122,9 @@ class TrialStore:
         study_name: one store may hold several studies (e.g. ``coarse`` and ``fine``).
         heartbeat_interval: seconds between a busy worker's heartbeats.
         grace_period: seconds without a heartbeat after which a running trial is failed and
-            its topology handed out again; several heartbeat intervals.
+            its candidate handed out again; several heartbeat intervals.
+        pruner: Optuna pruner deciding ``TrialContext.should_prune``.
+        key: the user attribute holding the candidate.
     """
 
     def __init__(
@@ -129,12 +134,14 @@ class TrialStore:
         heartbeat_interval: int = 60,
         grace_period: int = 300,
         pruner: optuna.pruners.BasePruner | None = None,
+        key: str = "topology",
     ) -> None:
         if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
             raise StoreError("need heartbeat_interval >= 1 s and grace_period > heartbeat_interval")
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.storage_spec = storage
+        self.key = key
         self._heartbeats: dict[int, tuple[threading.Event, threading.Thread]] = {}
         # Workers starting together on a new database race to create its schema; the loser
         # finds it created on the next try.
@@ -174,12 +181,12 @@ class TrialStore:
 
     def snapshot(self) -> Snapshot:
         trials = self.study.get_trials(deepcopy=False)
-        return Snapshot(tuple(_record(trial) for trial in trials))
+        return Snapshot(tuple(_record(trial, self.key) for trial in trials))
 
     def holds(self, number: int) -> bool:
         """Whether trial ``number`` still owns its topology (not released)."""
         trial = self._storage.get_trial(self._trial_id(number))
-        return _record(trial).state != "released"
+        return _record(trial, self.key).state != "released"
 
     def fail_stale(self) -> None:
         """Fail running trials whose worker stopped sending heartbeats."""
@@ -234,9 +241,12 @@ class TrialStore:
             stop.set()
             thread.join()
 
-    def claim(self, trial: optuna.Trial, code: Code, attrs: dict[str, Any]) -> bool:
-        """Atomically make ``trial`` the only holder of ``code``; record ``attrs`` on success."""
-        return self.claims.claim(self, trial, code, attrs)
+    def claim(
+        self, trial: optuna.Trial, code: Code, attrs: dict[str, Any], budget: int
+    ) -> ClaimResult:
+        """Atomically make ``trial`` the only holder of ``code`` within a budget of ``budget``
+        candidates; records ``code`` and ``attrs`` on the trial when ``claimed``."""
+        return self.claims.claim(self, trial, code, attrs, budget)
 
     def record(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():
@@ -278,9 +288,9 @@ class TrialStore:
         return self._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
 
 
-def _record(trial: FrozenTrial) -> Record:
+def _record(trial: FrozenTrial, key: str) -> Record:
     attrs = trial.user_attrs
-    code = tuple(attrs["topology"]) if "topology" in attrs else None
+    code = tuple(attrs[key]) if key in attrs else None
     if trial.state == TrialState.COMPLETE:
         state = "finished"
     elif trial.state == TrialState.PRUNED:

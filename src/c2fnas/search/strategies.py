@@ -46,7 +46,7 @@ def topology_clusters(seed: int = 0, clusters: int = NUM_CLUSTERS) -> dict[Code,
     """
     import numpy as np
     from sklearn.cluster import KMeans  # type: ignore[import-untyped]
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     codes = u_shaped_topologies()
     # 924 x 12 points take milliseconds on one thread; OpenMP threads on a busy machine can

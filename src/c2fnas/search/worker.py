@@ -98,7 +98,7 @@ def run_worker(
             return done
         claimed = None
         if snapshot.evaluated + running < budget:
-            claimed = _claim_next(store, strategy, seed, worker, cluster_of)
+            claimed = _claim_next(store, strategy, budget, seed, worker, cluster_of)
         if claimed is None:
             if running == 0 and snapshot.evaluated + running < budget:
                 logger.info("%s: no topology left to propose", worker)
@@ -112,6 +112,7 @@ def run_worker(
 def _claim_next(
     store: TrialStore,
     strategy: Strategy,
+    budget: int,
     seed: int,
     worker: str,
     cluster_of: dict[Code, int],
@@ -120,6 +121,7 @@ def _claim_next(
     snapshot = store.snapshot()
     lost: set[Code] = set()
     trial = None
+    reason = "nothing left to claim"
     try:
         for attempt in range(attempts):
             rng = proposal_rng(seed, len(snapshot.records), attempt)
@@ -129,9 +131,13 @@ def _claim_next(
             if trial is None:
                 trial = store.ask()
             attrs = {"worker": worker, "cluster": cluster_of[code]}
-            if store.claim(trial, code, attrs):
+            result = store.claim(trial, code, attrs, budget)
+            if result == "claimed":
                 logger.info("%s: trial %d claims %s", worker, trial.number, list(code))
                 return trial, code
+            if result == "full":
+                reason = "the budget is held by other trials"
+                break
             lost.add(code)  # another worker was faster; look again with fresh history
             snapshot = store.snapshot()
     except (KeyboardInterrupt, SystemExit):
@@ -139,7 +145,7 @@ def _claim_next(
             store.fail(trial, "interrupted", RELEASED, {"worker": worker})
         raise
     if trial is not None:
-        store.fail(trial, "nothing left to claim", RELEASED, {"worker": worker})
+        store.fail(trial, reason, RELEASED, {"worker": worker})
     return None
 
 
