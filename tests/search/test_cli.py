@@ -41,7 +41,7 @@ def test_coarse_search_end_to_end(run_dir, tmp_path):
     override = tmp_path / "fast.yaml"
     override.write_text(FAST)
     arguments = ["search", "coarse", str(run_dir), "--preset", "smoke", "--config", str(override)]
-    result = runner.invoke(app, [*arguments, "--width", "0.125", "--workers", "2"])
+    result = runner.invoke(app, [*arguments, "--width", "0.125", "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert "compute estimate: 2 networks x 2 iterations x batch 2" in result.stdout
     assert "best topology" in result.stdout
