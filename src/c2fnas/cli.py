@@ -440,6 +440,7 @@ def search_coarse(
     )
     from c2fnas.search.report import progress_table
     from c2fnas.search.store import StoreError
+    from c2fnas.space import Architecture, u_shaped_topologies
     from c2fnas.training.config import ConfigError, load_config
 
     try:
@@ -452,9 +453,10 @@ def search_coarse(
             prune_min_iterations=run_config.training.validate_every if prune else 0,
         )
         settings.make_strategy()
+        Architecture.coarse(u_shaped_topologies()[0], width)  # a bad --width fails here, once
         in_channels, classes = dataset_channels(run_dir)
         job = make_job(run_dir, settings, storage)
-    except (ConfigError, RunFolderError, ValueError) as error:
+    except (ConfigError, RunFolderError, ValueError) as error:  # ArchitectureError included
         raise _fail(str(error)) from None
     factory = TrainingEvaluator(run_config.to_yaml(), width)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -68,6 +68,10 @@ def test_user_errors_are_one_red_line(run_dir, tmp_path):
         app, ["search", "coarse", str(run_dir), "--preset", "smoke", "--strategy", "annealing"]
     )
     assert result.exit_code == 2 and "unknown strategy 'annealing'" in stderr(result)
+    result = runner.invoke(
+        app, ["search", "coarse", str(run_dir), "--preset", "smoke", "--width", "-1"]
+    )
+    assert result.exit_code == 2 and "width" in stderr(result)
     bad = tmp_path / "bad.yaml"
     bad.write_text("search:\n  coarse_netwroks: 3\n")
     result = runner.invoke(

@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 
 from c2fnas.search.simulate import proposal_rng
-from c2fnas.search.store import EVALUATION, RELEASED, TrialStore
+from c2fnas.search.store import EVALUATION, RELEASED, Record, Snapshot, TrialStore
 from c2fnas.search.strategies import NUM_CLUSTERS, Code, Strategy, topology_clusters
 from c2fnas.space import Architecture
 
@@ -77,14 +77,17 @@ def run_worker(
     worker: str = "",
     poll_seconds: float = 10.0,
     clusters: int = NUM_CLUSTERS,
+    max_failures_in_a_row: int = 5,
 ) -> int:
     """Evaluate candidates until ``budget`` networks are evaluated (scored or failed).
 
     When the budget is covered by running candidates, the worker keeps polling instead of
     leaving: if one of those workers dies, its topology is handed out again and this worker
     takes it. Each trial records the topology's cluster (K-means with ``clusters`` and
-    ``seed``) for reports, whatever the strategy. Returns the number of candidates this worker
-    evaluated.
+    ``seed``) for reports, whatever the strategy. When the last ``max_failures_in_a_row``
+    evaluated candidates all failed, the fault is probably not the candidates' (bad data, no
+    memory at all): the worker stops instead of burning the budget. Returns the number of
+    candidates this worker evaluated.
     """
     worker = worker or default_worker_name()
     cluster_of = topology_clusters(seed, clusters)  # once, before any trial is held
@@ -95,6 +98,16 @@ def run_worker(
         running = snapshot.count("running")
         if snapshot.evaluated >= budget:
             logger.info("%s: budget of %d evaluated networks reached", worker, budget)
+            return done
+        recent = _last_evaluated(snapshot, max_failures_in_a_row)
+        if len(recent) == max_failures_in_a_row and all(r.state == "failed" for r in recent):
+            logger.error(
+                "%s: the last %d candidates all failed (last: %s); stopping. Fix the cause and "
+                "rerun the command to continue.",
+                worker,
+                len(recent),
+                recent[-1].failure,
+            )
             return done
         claimed = None
         if snapshot.evaluated + running < budget:
@@ -107,6 +120,12 @@ def run_worker(
             continue
         _evaluate(store, evaluate, claimed, worker)
         done += 1
+
+
+def _last_evaluated(snapshot: Snapshot, count: int) -> list[Record]:
+    evaluated = [r for r in snapshot.records if r.state in ("finished", "failed", "pruned")]
+    evaluated.sort(key=lambda r: (r.completed_at is None, r.completed_at, r.number))
+    return evaluated[-count:] if count > 0 else []
 
 
 def _claim_next(

@@ -1,54 +1,15 @@
 import optuna
 import pytest
 
-from c2fnas.search import evaluate as search_evaluate
 from c2fnas.search.coarse import CoarseSettings, make_job
 from c2fnas.search.evaluate import SEARCH_FOLD, TrainingEvaluator
-from c2fnas.search.strategies import RandomSearch
-from c2fnas.search.worker import run_worker
-from c2fnas.space import u_shaped_topologies
+from c2fnas.space import Architecture, u_shaped_topologies
 from c2fnas.training import RunConfig
 from c2fnas.training.loop import TrainResult
 
-STEPS = 9
-
 
 def _settings(prune_from):
-    return CoarseSettings(
-        budget=12, strategy="random", heartbeat_interval=1, grace_period=5,
-        poll_seconds=0.1, prune_min_iterations=prune_from,
-    )  # fmt: skip
-
-
-def _learning_curve(architecture, context):
-    """Scores rise with the iterations towards a value fixed by the topology."""
-    final = sum(level * (cell + 1) for cell, level in enumerate(architecture.levels)) / 100
-    for step in range(1, STEPS + 1):
-        context.report(final * step / STEPS, step)
-        if context.should_prune():
-            raise optuna.TrialPruned(f"pruned at iteration {step}")
-    context.iterations = STEPS
-    return final
-
-
-def test_successive_halving_stops_weak_candidates_and_reports_the_saving(tmp_path):
-    job = make_job(tmp_path, _settings(prune_from=1))
-    store = job.open_store()
-    run_worker(store, RandomSearch(), _learning_curve, 12, worker="w", poll_seconds=0.1)
-    snapshot = store.snapshot()
-    pruned = [r for r in snapshot.records if r.state == "pruned"]
-    assert snapshot.evaluated == 12 and pruned
-    assert all(r.iterations < STEPS and r.failure.startswith("pruned at") for r in pruned)
-    assert snapshot.iterations_saved(STEPS) == sum(STEPS - r.iterations for r in pruned) > 0
-    codes = [r.code for r in snapshot.records]
-    assert len(codes) == len(set(codes))  # a pruned topology is not handed out again
-
-
-def test_without_pruning_every_candidate_trains_to_the_end(tmp_path):
-    job = make_job(tmp_path, _settings(prune_from=0))
-    store = job.open_store()
-    run_worker(store, RandomSearch(), _learning_curve, 4, worker="w", poll_seconds=0.1)
-    assert store.snapshot().count("finished") == 4
+    return CoarseSettings(budget=3, strategy="random", prune_min_iterations=prune_from)
 
 
 @pytest.mark.parametrize("prune_from", [0, 2])
@@ -81,7 +42,7 @@ def test_training_evaluator_calls_train_as_the_contract_says(tmp_path, monkeypat
             return len(reports) == 2
 
     code = u_shaped_topologies()[5]
-    architecture = search_evaluate.Architecture.coarse(code)
+    architecture = Architecture.coarse(code)
     if prune_from:
         with pytest.raises(optuna.TrialPruned, match="pruned at iteration 4"):
             evaluate(architecture, Context())
