@@ -410,7 +410,8 @@ def search_coarse(
     preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
     config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Local worker processes (default: one per GPU, or 1).")
+        int | None,
+        typer.Option(min=1, help="Local worker processes (default: one per GPU, or 1)."),
     ] = None,
     storage: Annotated[
         str | None,

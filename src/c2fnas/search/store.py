@@ -15,8 +15,9 @@ bookkeeping are trial user attributes (``cluster``, ``worker``, ``seconds``, ``i
 - released: the worker died (its heartbeat stopped and the trial was failed as stale), was
   interrupted, or found nothing to claim. Its topology is free again.
 
-Claiming is atomic through ``claims.py``: a database table with the topology as primary key
-for SQL storages, a lock file for journal files.
+Claiming is atomic through ``claims.py`` (a database table keyed by candidate and by budget slot
+for SQL storages, a lock file for journal files): two workers never hold the same candidate, and
+never more than the budget is evaluated.
 """
 
 from __future__ import annotations
