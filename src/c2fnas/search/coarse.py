@@ -1,0 +1,230 @@
+"""The coarse stage (paper Sec. 3.3): topology search with N local workers on a shared store.
+
+``run_coarse`` opens (or resumes) the trial store, starts the worker processes, and refreshes
+``RUN_DIR/coarse/{trials.csv, search.png, best_topology.json}`` while they run. Workers on other
+machines join by running the same command with the same ``--storage``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import optuna
+
+from c2fnas.search.report import write_outputs
+from c2fnas.search.store import Snapshot, TrialStore, default_storage
+from c2fnas.search.strategies import (
+    NUM_CLUSTERS,
+    CoarseToFine,
+    RandomSearch,
+    RegularizedEvolution,
+    Strategy,
+)
+from c2fnas.search.worker import Evaluate, run_worker, start_workers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoarseSettings:
+    """How the coarse search runs (SPEC section 2 defaults).
+
+    Attributes:
+        budget: networks to evaluate (scored or failed), 50 in the paper.
+        strategy: ``c2f`` (Algorithm 1), ``random`` or ``evolution``.
+        seed: fixes the clustering and every proposal.
+        clusters: K of the K-means over the 924 codes.
+        explore: probability of a random cluster instead of the best one.
+        heartbeat_interval: seconds between a busy worker's heartbeats.
+        grace_period: seconds of silence after which a worker counts as dead.
+        poll_seconds: how often an idle worker looks again while others finish.
+        prune_min_iterations: 0 trains every candidate to the end (the paper). Otherwise the
+            successive-halving pruner (reduction factor 3) compares candidates' validation
+            Dice from this many iterations on and stops the weak ones. Not under torchrun.
+    """
+
+    budget: int = 50
+    strategy: str = "c2f"
+    seed: int = 0
+    clusters: int = NUM_CLUSTERS
+    explore: float = 0.2
+    heartbeat_interval: int = 60
+    grace_period: int = 600
+    poll_seconds: float = 10.0
+    prune_min_iterations: int = 0
+
+    def make_strategy(self) -> Strategy:
+        if self.strategy == "c2f":
+            return CoarseToFine(seed=self.seed, clusters=self.clusters, explore=self.explore)
+        if self.strategy == "random":
+            return RandomSearch()
+        if self.strategy == "evolution":
+            return RegularizedEvolution()
+        raise ValueError(f"unknown strategy {self.strategy!r}; choose c2f, random or evolution")
+
+    def identity(self) -> dict[str, object]:
+        """Settings a resumed search must share with the stored one."""
+        return {"strategy": self.strategy, "seed": self.seed, "clusters": self.clusters}
+
+
+@dataclass(frozen=True)
+class CoarseJob:
+    """Everything a worker process needs (picklable: it crosses a process boundary)."""
+
+    run_dir: Path
+    storage: str
+    settings: CoarseSettings
+
+    @property
+    def coarse_dir(self) -> Path:
+        return self.run_dir / "coarse"
+
+    def open_store(self) -> TrialStore:
+        pruner = None
+        if self.settings.prune_min_iterations > 0:
+            pruner = optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=self.settings.prune_min_iterations, reduction_factor=3
+            )
+        return TrialStore(
+            self.storage,
+            study_name="coarse",
+            heartbeat_interval=self.settings.heartbeat_interval,
+            grace_period=self.settings.grace_period,
+            pruner=pruner,
+        )
+
+
+EvaluatorFactory = Callable[[CoarseJob, int], Evaluate]
+"""Builds a worker's evaluator inside the worker process: ``factory(job, worker_index)``."""
+
+
+def make_job(run_dir: Path, settings: CoarseSettings, storage: str | None = None) -> CoarseJob:
+    return CoarseJob(
+        run_dir=run_dir, storage=storage or default_storage(run_dir), settings=settings
+    )
+
+
+def coarse_worker(index: int, job: CoarseJob, factory: EvaluatorFactory) -> None:
+    """Body of one worker process: log to its own file, then evaluate until the budget is met."""
+    name = f"{socket.gethostname()}-{os.getpid()}-w{index}"
+    log_dir = job.coarse_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_dir / f"{name}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # Schedulers stop jobs with SIGTERM: leave like Ctrl-C, releasing the candidate at once.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    settings = job.settings
+    evaluate = factory(job, index)
+    rank, world_size = _world()
+    if world_size > 1 and settings.prune_min_iterations > 0:
+        raise ValueError("pruning needs every rank to stop together: not available under torchrun")
+    if world_size > 1:
+        from c2fnas.search import distributed
+
+        distributed.init_process_group()
+        if rank > 0:
+            distributed.follow(evaluate, f"{name}-rank{rank}")
+            return
+        evaluate = distributed.announcing(evaluate)
+    try:
+        run_worker(
+            job.open_store(),
+            settings.make_strategy(),
+            evaluate,
+            settings.budget,
+            seed=settings.seed,
+            worker=name,
+            poll_seconds=settings.poll_seconds,
+            clusters=settings.clusters,
+        )
+    finally:
+        if world_size > 1:
+            distributed.announce_end()
+
+
+def _world() -> tuple[int, int]:
+    # Read here without importing torch: workers of a non-distributed search never need it.
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def run_under_torchrun(job: CoarseJob, factory: EvaluatorFactory) -> Snapshot | None:
+    """The command under ``torchrun``: this process is one rank of one multi-GPU worker.
+
+    Returns the final state on rank 0 (which also writes the outputs), None on other ranks.
+    """
+    rank, _ = _world()
+    if rank == 0:
+        open_search(job)
+    coarse_worker(int(os.environ.get("LOCAL_RANK", "0")), job, factory)
+    if rank != 0:
+        return None
+    snapshot = job.open_store().snapshot()
+    write_outputs(snapshot, job.coarse_dir, job.settings.clusters)
+    return snapshot
+
+
+def open_search(job: CoarseJob) -> TrialStore:
+    """Open or resume the store, refusing one that holds a search with other settings."""
+    store = job.open_store()
+    store.check_settings(job.settings.identity())
+    store.study.set_user_attr("last_settings", asdict(job.settings))
+    return store
+
+
+def run_coarse(
+    job: CoarseJob,
+    factory: EvaluatorFactory,
+    workers: int = 1,
+    gpus: int = 0,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    refresh_seconds: float = 5.0,
+) -> Snapshot:
+    """Run (or resume) the search with ``workers`` local processes; returns the final state.
+
+    Outputs are refreshed every ``refresh_seconds`` and once more at the end.
+    """
+    store = open_search(job)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if in_main_thread else None
+    processes = start_workers(workers, coarse_worker, (job, factory), gpus=gpus)
+    try:
+        while any(process.is_alive() for process in processes):
+            _refresh(store, job, on_progress)
+            for process in processes:
+                process.join(timeout=refresh_seconds / max(1, len(processes)))
+    except SystemExit:
+        # SIGTERM reached only this process; Ctrl-C reaches the workers by itself.
+        for process in processes:
+            process.terminate()
+        raise
+    finally:
+        for process in processes:
+            process.join()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        _refresh(store, job, on_progress)
+    failed = [p.name for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        logger.error("worker processes %s exited with an error; see %s", failed, job.coarse_dir)
+    return store.snapshot()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _refresh(
+    store: TrialStore, job: CoarseJob, on_progress: Callable[[Snapshot], None] | None
+) -> None:
+    snapshot = store.snapshot()
+    write_outputs(snapshot, job.coarse_dir, job.settings.clusters)
+    if on_progress is not None:
+        on_progress(snapshot)

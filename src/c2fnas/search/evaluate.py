@@ -1,0 +1,110 @@
+"""The real evaluator of the coarse stage: train a candidate from scratch, score it by Dice.
+
+Each candidate trains with all ops ``3d`` through ``c2fnas.training.train`` on the run's split
+(folds 1-4 train, fold 5 validates: index 4), with the search schedule of the configuration
+(``RunConfig.for_search``), in ``RUN_DIR/coarse/candidates/<topology>``. Its score is the best
+mean validation Dice over the foreground classes (``TrainResult.best_mean``). A NaN loss raises
+``TrainingDiverged``, which the worker records as the candidate's failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+
+from c2fnas.search.coarse import CoarseJob, CoarseSettings
+from c2fnas.search.report import code_text
+from c2fnas.search.worker import Evaluate, TrialContext
+from c2fnas.space import Architecture
+
+if TYPE_CHECKING:
+    from c2fnas.training.config import RunConfig
+
+SEARCH_FOLD = 4
+"""The fifth fold validates during the search (paper Sec. 4.1, SPEC section 5)."""
+
+
+class RunFolderError(Exception):
+    """The run folder is not ready for a search (names the missing file)."""
+
+
+def settings_from_config(config: RunConfig, strategy: str, **overrides: object) -> CoarseSettings:
+    """Coarse-search settings from the ``search`` section of a run configuration."""
+    values: dict[str, object] = {
+        "budget": config.search.coarse_networks,
+        "strategy": strategy,
+        "seed": config.training.seed,
+        "clusters": config.search.clusters,
+        "explore": config.search.random_cluster_probability,
+    }
+    values.update(overrides)
+    return CoarseSettings(**values)  # type: ignore[arg-type]
+
+
+def dataset_channels(run_dir: Path) -> tuple[int, int]:
+    """``(input channels, classes with background)`` from the run's preprocessing plan."""
+    from c2fnas.data.preprocess import Plan
+
+    try:
+        plan = Plan.load(run_dir)
+    except (OSError, ValueError) as error:
+        raise RunFolderError(str(error)) from None
+    return plan.in_channels, plan.num_classes
+
+
+def candidate_dir(job: CoarseJob, code: tuple[int, ...]) -> Path:
+    """Training folder of a topology. Keyed by topology, not trial: when a worker dies, the
+    next holder of the topology resumes from the last checkpoint instead of starting over."""
+    return job.coarse_dir / "candidates" / code_text(code)
+
+
+@dataclass(frozen=True)
+class TrainingEvaluator:
+    """Picklable evaluator factory: each worker process rebuilds the configuration from YAML.
+
+    Attributes:
+        config_yaml: the resolved run configuration (``RunConfig.to_yaml()``).
+        width: width multiplier of every candidate (1.0 in the paper).
+
+    With ``CoarseSettings.prune_min_iterations``, every validation Dice goes to the store's
+    successive-halving pruner, which may stop the candidate early (``optuna.TrialPruned``).
+    """
+
+    config_yaml: str
+    width: float = 1.0
+
+    def __call__(self, job: CoarseJob, index: int) -> Evaluate:
+        import yaml  # type: ignore[import-untyped]
+
+        from c2fnas.training import RunConfig, train
+
+        config = RunConfig.model_validate(yaml.safe_load(self.config_yaml)).for_search()
+        validate_every = config.training.validate_every
+        prune = job.settings.prune_min_iterations > 0
+
+        def evaluate(architecture: Architecture, context: TrialContext) -> float:
+            def progress(done: int, total: int, values: dict[str, float]) -> None:
+                context.iterations = done
+                # Validation at iteration v runs after the callback of v: its Dice shows at v + 1.
+                validated = done - 1
+                if prune and validated > 0 and validated % validate_every == 0 and "dice" in values:
+                    context.report(values["dice"], validated)
+                    if context.should_prune():
+                        raise optuna.TrialPruned(f"pruned at iteration {validated}")
+
+            result = train(
+                architecture.with_width(self.width),
+                job.run_dir,
+                SEARCH_FOLD,
+                config,
+                candidate_dir(job, architecture.levels),
+                resume=True,
+                progress=progress,
+            )
+            context.iterations = int(result.iterations)
+            return float(result.best_mean)
+
+        return evaluate

@@ -1,0 +1,163 @@
+"""What a search leaves in the run folder: trials.csv, best_topology.json, search.png.
+
+All files are written atomically (temporary file, then ``os.replace``), so a reader, or a worker
+killed mid-write, never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.table import Table
+
+from c2fnas.search.store import Record, Snapshot
+from c2fnas.space import Architecture
+
+CSV_COLUMNS = (
+    "trial",
+    "topology",
+    "cluster",
+    "dice",
+    "iterations",
+    "seconds",
+    "state",
+    "worker",
+    "failure",
+)
+
+
+def code_text(code: tuple[int, ...] | None) -> str:
+    """A topology code as ``0-0-1-1-2-3-2-2-1-0-0-0`` (empty when unknown)."""
+    return "-".join(str(level) for level in code) if code else ""
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix
+    )
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_trials_csv(snapshot: Snapshot, path: Path) -> None:
+    """One row per trial, by trial number; ``dice`` is the mean validation Dice when scored."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for record in snapshot.records:
+        writer.writerow(
+            [
+                record.number,
+                code_text(record.code),
+                "" if record.cluster is None else record.cluster,
+                "" if record.score is None else f"{record.score:.6f}",
+                "" if record.iterations is None else record.iterations,
+                "" if record.seconds is None else f"{record.seconds:.1f}",
+                record.state,
+                record.worker,
+                record.failure,
+            ]
+        )
+    _write_atomic(path, lambda temporary: temporary.write_text(buffer.getvalue(), encoding="utf-8"))
+
+
+def write_best_topology(snapshot: Snapshot, path: Path, width: float = 1.0) -> Architecture | None:
+    """The best scored topology as an ``Architecture`` with ``3d`` in every cell."""
+    best = snapshot.best
+    if best is None or best.code is None:
+        return None
+    architecture = Architecture(
+        levels=best.code,
+        ops=Architecture.coarse(best.code).ops,
+        width=width,
+        name=f"coarse-best-trial-{best.number}",
+    )
+    _write_atomic(path, lambda temporary: temporary.write_text(architecture.to_json()))
+    return architecture
+
+
+def evaluated_in_order(snapshot: Snapshot) -> list[Record]:
+    """Scored, failed and pruned candidates in the order they finished."""
+    done = [r for r in snapshot.records if r.state in ("finished", "failed", "pruned") and r.code]
+    return sorted(done, key=lambda r: (r.completed_at is None, r.completed_at, r.number))
+
+
+def plot_search(snapshot: Snapshot, path: Path, clusters: int) -> None:
+    """Paper Fig. 4: the share of evaluated networks per cluster against the number evaluated,
+    next to the best Dice so far."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = evaluated_in_order(snapshot)
+    counts = [[0] * clusters]
+    best, best_so_far = float("nan"), []
+    for record in records:
+        row = list(counts[-1])
+        if record.cluster is not None and 0 <= record.cluster < clusters:
+            row[record.cluster] += 1
+        counts.append(row)
+        if record.score is not None and not record.score <= best:
+            best = record.score
+        best_so_far.append(best)
+    evaluated = list(range(1, len(records) + 1))
+    shares = [[row[k] / max(1, sum(row)) for row in counts[1:]] for k in range(clusters)]
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    if records:
+        left.stackplot(evaluated, shares, labels=[f"cluster {k}" for k in range(clusters)])
+        right.plot(evaluated, best_so_far, marker=".")
+        left.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    left.set(xlabel="networks evaluated", ylabel="share per cluster", ylim=(0, 1))
+    right.set(xlabel="networks evaluated", ylabel="best validation Dice so far")
+    right.grid(alpha=0.3)
+    figure.tight_layout()
+    _write_atomic(path, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
+    plt.close(figure)
+
+
+def write_outputs(snapshot: Snapshot, coarse_dir: Path, clusters: int) -> Architecture | None:
+    """Refresh every output of the coarse stage from the trial store's current state."""
+    write_trials_csv(snapshot, coarse_dir / "trials.csv")
+    plot_search(snapshot, coarse_dir / "search.png", clusters)
+    return write_best_topology(snapshot, coarse_dir / "best_topology.json")
+
+
+def progress_table(snapshot: Snapshot, budget: int, last: int = 12) -> Table:
+    """A rich table of the latest finished candidates and the best so far (for the CLI)."""
+    best = snapshot.best
+    title = (
+        f"coarse search: {snapshot.evaluated}/{budget} evaluated, "
+        f"{snapshot.count('running')} running"
+    )
+    if best is not None and best.score is not None:
+        title += f", best Dice {best.score:.4f} (trial {best.number})"
+    table = Table(title=title)
+    for column in ("trial", "topology", "cluster", "Dice", "iterations", "time", "worker"):
+        table.add_column(column, justify="left" if column in ("topology", "worker") else "right")
+    for record in evaluated_in_order(snapshot)[-last:]:
+        dice = f"{record.score:.4f}" if record.score is not None else record.state
+        style = "bold green" if best is not None and record.number == best.number else None
+        table.add_row(
+            str(record.number),
+            code_text(record.code),
+            "" if record.cluster is None else str(record.cluster),
+            dice,
+            "" if record.iterations is None else str(record.iterations),
+            "" if record.seconds is None else f"{record.seconds:.0f} s",
+            record.worker,
+            style=style,
+        )
+    return table

@@ -1,0 +1,235 @@
+"""The worker loop: claim a topology, evaluate it, report, until the budget is spent.
+
+Workers never wait for each other (SPEC section 2): each one asks the shared trial store for work
+whenever it is idle. ``launch_workers`` starts N local worker processes; on other machines the
+same command joins the same store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import optuna
+
+from c2fnas.search.simulate import proposal_rng
+from c2fnas.search.store import EVALUATION, RELEASED, Record, Snapshot, TrialStore
+from c2fnas.search.strategies import NUM_CLUSTERS, Code, Strategy, topology_clusters
+from c2fnas.space import Architecture
+
+logger = logging.getLogger(__name__)
+
+
+class CandidateFailed(Exception):
+    """Raised by an evaluator for a candidate that cannot be scored (the reason is recorded)."""
+
+
+@dataclass
+class TrialContext:
+    """What an evaluator may use besides the architecture.
+
+    Attributes:
+        number: the trial number (unique in the store; names the candidate's folder).
+        code: the topology code.
+        worker: the worker's name.
+        iterations: set by the evaluator to the iterations it trained (recorded).
+    """
+
+    number: int
+    code: Code
+    worker: str
+    trial: optuna.Trial | None = field(repr=False)
+    """None on the non-zero ranks of a ``torchrun`` worker: only rank 0 talks to the store."""
+    iterations: int = 0
+
+    def report(self, score: float, iteration: int) -> None:
+        """Report an intermediate validation score (for pruners) at ``iteration``."""
+        if self.trial is not None:
+            self.trial.report(score, iteration)
+        self.iterations = iteration
+
+    def should_prune(self) -> bool:
+        return self.trial is not None and bool(self.trial.should_prune())
+
+
+Evaluate = Callable[[Architecture, TrialContext], float]
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def run_worker(
+    store: TrialStore,
+    strategy: Strategy,
+    evaluate: Evaluate,
+    budget: int,
+    *,
+    seed: int = 0,
+    worker: str = "",
+    poll_seconds: float = 10.0,
+    clusters: int = NUM_CLUSTERS,
+    max_failures_in_a_row: int = 5,
+) -> int:
+    """Evaluate candidates until ``budget`` networks are evaluated (scored or failed).
+
+    When the budget is covered by running candidates, the worker keeps polling instead of
+    leaving: if one of those workers dies, its topology is handed out again and this worker
+    takes it. Each trial records the topology's cluster (K-means with ``clusters`` and
+    ``seed``) for reports, whatever the strategy. When the last ``max_failures_in_a_row``
+    evaluated candidates all failed, the fault is probably not the candidates' (bad data, no
+    memory at all): the worker stops instead of burning the budget. Returns the number of
+    candidates this worker evaluated.
+    """
+    worker = worker or default_worker_name()
+    cluster_of = topology_clusters(seed, clusters)  # once, before any trial is held
+    done = 0
+    while True:
+        store.fail_stale()
+        snapshot = store.snapshot()
+        running = snapshot.count("running")
+        if snapshot.evaluated >= budget:
+            logger.info("%s: budget of %d evaluated networks reached", worker, budget)
+            return done
+        recent = _last_evaluated(snapshot, max_failures_in_a_row)
+        if len(recent) == max_failures_in_a_row and all(r.state == "failed" for r in recent):
+            logger.error(
+                "%s: the last %d candidates all failed (last: %s); stopping. Fix the cause and "
+                "rerun the command to continue.",
+                worker,
+                len(recent),
+                recent[-1].failure,
+            )
+            return done
+        claimed = None
+        if snapshot.evaluated + running < budget:
+            claimed = _claim_next(store, strategy, budget, seed, worker, cluster_of)
+        if claimed is None:
+            if running == 0 and snapshot.evaluated + running < budget:
+                logger.info("%s: no topology left to propose", worker)
+                return done
+            time.sleep(poll_seconds)
+            continue
+        _evaluate(store, evaluate, claimed, worker)
+        done += 1
+
+
+def _last_evaluated(snapshot: Snapshot, count: int) -> list[Record]:
+    evaluated = [r for r in snapshot.records if r.state in ("finished", "failed", "pruned")]
+    evaluated.sort(key=lambda r: (r.completed_at is None, r.completed_at, r.number))
+    return evaluated[-count:] if count > 0 else []
+
+
+def _claim_next(
+    store: TrialStore,
+    strategy: Strategy,
+    budget: int,
+    seed: int,
+    worker: str,
+    cluster_of: dict[Code, int],
+    attempts: int = 20,
+) -> tuple[optuna.Trial, Code] | None:
+    snapshot = store.snapshot()
+    lost: set[Code] = set()
+    trial = None
+    reason = "nothing left to claim"
+    try:
+        for attempt in range(attempts):
+            rng = proposal_rng(seed, len(snapshot.records), attempt)
+            code = strategy.propose(snapshot.finished, snapshot.pending | lost, rng)
+            if code is None:
+                break
+            if trial is None:
+                trial = store.ask()
+            attrs = {"worker": worker, "cluster": cluster_of[code]}
+            result = store.claim(trial, code, attrs, budget)
+            if result == "claimed":
+                logger.info("%s: trial %d claims %s", worker, trial.number, list(code))
+                return trial, code
+            if result == "full":
+                reason = "the budget is held by other trials"
+                break
+            lost.add(code)  # another worker was faster; look again with fresh history
+            snapshot = store.snapshot()
+    except (KeyboardInterrupt, SystemExit):
+        if trial is not None:
+            store.fail(trial, "interrupted", RELEASED, {"worker": worker})
+        raise
+    if trial is not None:
+        store.fail(trial, reason, RELEASED, {"worker": worker})
+    return None
+
+
+def _evaluate(
+    store: TrialStore, evaluate: Evaluate, claimed: tuple[optuna.Trial, Code], worker: str
+) -> None:
+    trial, code = claimed
+    context = TrialContext(number=trial.number, code=code, worker=worker, trial=trial)
+    start = time.perf_counter()
+
+    def attrs() -> dict[str, Any]:
+        return {"seconds": round(time.perf_counter() - start, 3), "iterations": context.iterations}
+
+    try:
+        score = float(evaluate(Architecture.coarse(code), context))
+        if not math.isfinite(score):
+            raise CandidateFailed(f"score is {score}")
+    except optuna.TrialPruned as pruned:
+        store.prune(trial, {**attrs(), "failure": str(pruned) or "pruned"})
+        logger.info("%s: trial %d pruned", worker, trial.number)
+        return
+    except (KeyboardInterrupt, SystemExit):
+        store.fail(trial, "interrupted", RELEASED, attrs())
+        raise
+    except Exception as error:  # any training failure: record it, keep searching
+        reason = f"{type(error).__name__}: {error}"
+        store.fail(trial, reason, EVALUATION, attrs())
+        logger.warning("%s: trial %d failed: %s", worker, trial.number, reason)
+        return
+    store.complete(trial, score, attrs())
+    logger.info("%s: trial %d scored %.4f", worker, trial.number, score)
+
+
+def start_workers(
+    count: int, target: Callable[..., Any], args: tuple[Any, ...], gpus: int = 0
+) -> list[BaseProcess]:
+    """Start ``target(index, *args)`` in ``count`` fresh processes.
+
+    With ``gpus > 0``, worker ``index`` sees only GPU ``index % gpus`` (``CUDA_VISIBLE_DEVICES``
+    is set before the child imports torch). Processes are spawned, not forked, so no CUDA or
+    database connection leaks from the parent.
+    """
+    context = multiprocessing.get_context("spawn")
+    processes: list[BaseProcess] = []
+    for index in range(count):
+        gpu = str(index % gpus) if gpus > 0 else None
+        process = context.Process(
+            target=_worker_entry, args=(gpu, target, index, *args), name=f"worker-{index}"
+        )
+        process.start()
+        processes.append(process)
+    return processes
+
+
+def launch_workers(
+    count: int, target: Callable[..., Any], args: tuple[Any, ...], gpus: int = 0
+) -> list[int]:
+    """``start_workers`` and wait for all of them; returns their exit codes."""
+    processes = start_workers(count, target, args, gpus)
+    for process in processes:
+        process.join()
+    return [process.exitcode if process.exitcode is not None else -1 for process in processes]
+
+
+def _worker_entry(gpu: str | None, target: Callable[..., Any], *args: Any) -> None:
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    target(*args)

@@ -1,0 +1,84 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from c2fnas.search.coarse import CoarseSettings, make_job, open_search, run_coarse
+from c2fnas.search.report import code_text, progress_table
+from c2fnas.search.store import StoreError
+from c2fnas.space import Architecture
+from tests.search import toy_worker
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _settings(budget, strategy="random"):
+    return CoarseSettings(
+        budget=budget, strategy=strategy, heartbeat_interval=1, grace_period=5, poll_seconds=0.2
+    )
+
+
+def _rows(run_dir):
+    with open(run_dir / "coarse" / "trials.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_run_writes_outputs_and_a_rerun_extends_the_search(tmp_path):
+    seen = []
+    job = make_job(tmp_path, _settings(5))
+    first = run_coarse(job, toy_worker.toy_factory, workers=2, on_progress=seen.append)
+    assert first.evaluated == 5 and seen[-1].evaluated == 5
+
+    rows = _rows(tmp_path)
+    assert len(rows) == len(first.records)
+    assert set(rows[0]) >= {"trial", "topology", "cluster", "dice", "iterations", "seconds"}
+    finished = [row for row in rows if row["state"] == "finished"]
+    assert all(row["iterations"] == "3" for row in finished)
+    best = max(finished, key=lambda row: float(row["dice"]))
+    architecture = Architecture.load(tmp_path / "coarse" / "best_topology.json")
+    assert code_text(architecture.levels) == best["topology"]
+    assert set(architecture.ops) == {"3d"}
+    assert (tmp_path / "coarse" / "search.png").read_bytes()[:4] == b"\x89PNG"
+    assert "best Dice" in progress_table(first, 5).title
+
+    before = {r.number: r for r in first.records if r.state == "finished"}
+    second = run_coarse(make_job(tmp_path, _settings(7)), toy_worker.toy_factory, workers=1)
+    assert second.evaluated == 7
+    assert all(second.records[number] == record for number, record in before.items())
+    assert len(_rows(tmp_path)) == len(second.records)
+
+
+def test_resuming_with_another_strategy_is_refused(tmp_path):
+    open_search(make_job(tmp_path, _settings(1)))
+    open_search(make_job(tmp_path, _settings(3)))  # a larger budget extends the same search
+    with pytest.raises(StoreError, match="strategy='random', not 'c2f'"):
+        run_coarse(make_job(tmp_path, _settings(2, "c2f")), toy_worker.toy_factory)
+    assert (tmp_path / "coarse" / "trials.db").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_releases_the_candidate_at_once(tmp_path):
+    job = make_job(tmp_path, _settings(3))
+    store = open_search(job)
+    script = (
+        "import sys; from pathlib import Path; from c2fnas.search.coarse import *; "
+        "from tests.search import toy_worker; "
+        "settings = CoarseSettings(budget=3, strategy='random', heartbeat_interval=1, "
+        "grace_period=5, poll_seconds=0.2); "
+        "coarse_worker(0, make_job(Path(sys.argv[1]), settings), toy_worker.slow_factory)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    worker = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, env=env)
+    deadline = time.monotonic() + 60
+    while not any(r.code for r in store.snapshot().records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 128 + signal.SIGTERM
+    [record] = store.snapshot().records
+    assert (record.state, record.failure) == ("released", "interrupted")

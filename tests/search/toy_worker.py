@@ -1,0 +1,77 @@
+"""A worker with a sleeping toy evaluator, run in separate processes by the store tests."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import time
+
+from c2fnas.search.store import TrialStore
+from c2fnas.search.strategies import Code
+from c2fnas.search.worker import run_worker
+from c2fnas.space import u_shaped_topologies
+
+
+class FirstUntaken:
+    """Every worker proposes the same topology: the worst case for claiming."""
+
+    name = "first"
+
+    def propose(self, finished, pending, rng) -> Code | None:
+        taken = pending | {code for code, _ in finished}
+        return next((code for code in u_shaped_topologies() if code not in taken), None)
+
+
+def toy_score(levels) -> float:
+    return sum(level * (index + 1) for index, level in enumerate(levels)) / 100
+
+
+def run(index: int, storage: str, budget: int, seconds: float, start_at: float = 0.0) -> None:
+    """One worker; with ``start_at`` (a ``time.time()``), it waits so that all start together."""
+    store = TrialStore(storage, heartbeat_interval=1, grace_period=3)
+    time.sleep(max(0.0, start_at - time.time()))
+    rng = random.Random(index)
+
+    def evaluate(architecture, context):
+        time.sleep(seconds * (0.5 + rng.random()))
+        if context.code == u_shaped_topologies()[3]:
+            raise FloatingPointError("loss is nan")
+        context.iterations = 7
+        return toy_score(architecture.levels)
+
+    run_worker(store, FirstUntaken(), evaluate, budget, worker=f"w{index}", poll_seconds=0.2)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("storage")
+    parser.add_argument("budget", type=int)
+    parser.add_argument("seconds", type=float)
+    parser.add_argument("--index", type=int, default=0)
+    options = parser.parse_args()
+    run(options.index, options.storage, options.budget, options.seconds)
+
+
+def toy_factory(job, index):
+    """An evaluator factory for ``run_coarse``: a quick deterministic score, one failure."""
+
+    def evaluate(architecture, context):
+        time.sleep(0.1)
+        if architecture.levels == u_shaped_topologies()[0]:
+            raise MemoryError("CUDA out of memory (pretend)")
+        context.iterations = 3
+        return toy_score(architecture.levels)
+
+    return evaluate
+
+
+def slow_factory(job, index):
+    """Candidates that take 30 s: long enough to be interrupted."""
+
+    def evaluate(architecture, context):
+        time.sleep(30)
+        return 0.0
+
+    return evaluate
