@@ -400,7 +400,9 @@ def evaluate(
     console.print(table)
 
 
-search_app = typer.Typer(help="The search stages: coarse (topology).", no_args_is_help=True)
+search_app = typer.Typer(
+    help="The search stages: coarse (topology), fine (ops), scale (width).", no_args_is_help=True
+)
 app.add_typer(search_app, name="search")
 
 
@@ -503,6 +505,123 @@ def search_coarse(
         f"best topology (trial {best.number}, Dice {best.score:.4f}): "
         f"{run_dir / 'coarse' / 'best_topology.json'}"
     )
+
+
+@search_app.command("fine")
+def search_fine(
+    run_dir: Annotated[Path, typer.Argument(help="Prepared run folder (after preprocess).")],
+    topology: Annotated[
+        Path | None,
+        typer.Option(help="Topology JSON (default RUN_DIR/coarse/best_topology.json)."),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
+    config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Scoring worker processes (default: one per GPU, or 1).")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Trial store: database URL or journal file (default RUN_DIR/fine/)."),
+    ] = None,
+) -> None:
+    """Op search: train the one-shot supernet, then score random colourings with its weights.
+
+    Rerun the same command to resume; workers on other machines join with the same --storage.
+    """
+    from rich.live import Live
+
+    from c2fnas.search.fine import make_job, run_fine, supernet_trained, train_supernet
+    from c2fnas.search.report import progress_table
+    from c2fnas.search.store import StoreError
+    from c2fnas.space import Architecture, ArchitectureError
+    from c2fnas.training.config import ConfigError, load_config
+    from c2fnas.training.loop import TrainingDiverged
+
+    topology_path = topology or run_dir / "coarse" / "best_topology.json"
+    try:
+        run_config = load_config(preset, config)
+        job = make_job(run_dir, Architecture.load(topology_path), run_config, storage)
+    except (ArchitectureError, ConfigError, ValueError) as error:
+        raise _fail(str(error)) from None
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        if not supernet_trained(job):
+            bar, update = _training_bar()
+            with bar if rank == 0 else contextlib.nullcontext():
+                train_supernet(job, progress=update)
+        if rank != 0:
+            return  # under torchrun, rank 0 alone runs the random search after the supernet
+        workers = workers if workers is not None else max(1, _gpu_count())
+        budget = job.settings.candidates
+        with Live(console=console, refresh_per_second=1) as live:
+            snapshot = run_fine(
+                job,
+                workers,
+                _gpu_count(),
+                on_progress=lambda now: live.update(
+                    progress_table(now, budget, stage="fine", describe=_ops_text)
+                ),
+            )
+    except TrainingDiverged as error:
+        raise _fail(f"supernet training diverged: {error}", code=1) from None
+    except (StoreError, FileNotFoundError) as error:
+        raise _fail(str(error)) from None
+    best = snapshot.best
+    if best is None:
+        raise _fail(f"no colouring was scored; see {job.fine_dir / 'candidates.csv'}", code=1)
+    console.print(
+        f"best colouring (trial {best.number}, supernet Dice {best.score:.4f}): "
+        f"{job.fine_dir / 'best_architecture.json'}"
+    )
+
+
+def _ops_text(code: tuple[int, ...] | None) -> str:
+    from c2fnas.search.fine import decode
+
+    return " ".join(decode(code)) if code else ""
+
+
+@search_app.command("scale")
+def search_scale(
+    run_dir: Annotated[Path, typer.Argument(help="Prepared run folder (after preprocess).")],
+    arch: Annotated[Path, typer.Option("--arch", help="Architecture JSON to scale.")],
+    widths: Annotated[
+        list[float] | None,
+        typer.Option("--widths", help="Width multipliers (repeat; default 0.25 ... 2.0)."),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
+    config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+) -> None:
+    """Width scaling (paper Sec. 5.3): train and validate every width; table and Dice-MACs plot."""
+    from c2fnas.search.scale import PAPER_WIDTHS, run_scaling
+    from c2fnas.space import Architecture, ArchitectureError
+    from c2fnas.training.config import ConfigError, load_config
+    from c2fnas.training.loop import TrainingDiverged
+
+    try:
+        run_config = load_config(preset, config)
+        architecture = Architecture.load(arch)
+        rows = run_scaling(
+            run_dir,
+            architecture,
+            run_config,
+            widths or PAPER_WIDTHS,
+            on_width=lambda row: console.print(
+                f"width {row['width']:g}: Dice {row['dice_mean']:.4f}, "
+                f"{row['params'] / 1e6:.2f} M parameters, {row['macs'] / 1e9:.2f} G MACs"
+            ),
+        )
+    except TrainingDiverged as error:
+        raise _fail(f"training diverged: {error}", code=1) from None
+    except (ArchitectureError, ConfigError, ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from None
+    table = Table(title="width scaling")
+    for column in rows[0]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.print(table)
+    console.print(f"wrote {run_dir / 'scale' / 'scaling.csv'} and scaling.png")
 
 
 def _gpu_count() -> int:
