@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -206,7 +207,9 @@ def data_synth(
     modality: Annotated[
         list[str] | None, typer.Option(help="Modality per channel (repeat for 4D); CT or MR.")
     ] = None,
-    test_cases: Annotated[int, typer.Option(help="Unlabeled cases in imagesTs.")] = 2,
+    test_cases: Annotated[
+        int, typer.Option(help="Test cases in imagesTs (reference labels in labelsTs).")
+    ] = 2,
 ) -> None:
     """Write a synthetic MSD dataset: body, organ (label 1), lesion (label 2)."""
     from c2fnas.data.synth import make_synthetic_dataset
@@ -435,7 +438,9 @@ def evaluate(
     console.print(table)
 
 
-search_app = typer.Typer(help="The search stages: coarse (topology).", no_args_is_help=True)
+search_app = typer.Typer(
+    help="The search stages: coarse (topology), fine (ops), scale (width).", no_args_is_help=True
+)
 app.add_typer(search_app, name="search")
 
 
@@ -541,6 +546,263 @@ def search_coarse(
         f"best topology (trial {best.number}, Dice {best.score:.4f}): "
         f"{run_dir / 'coarse' / 'best_topology.json'}"
     )
+
+
+@search_app.command("fine")
+def search_fine(
+    run_dir: Annotated[Path, typer.Argument(help="Prepared run folder (after preprocess).")],
+    topology: Annotated[
+        Path | None,
+        typer.Option(help="Topology JSON (default RUN_DIR/coarse/best_topology.json)."),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
+    config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Scoring worker processes (default: one per GPU, or 1).")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Trial store: database URL or journal file (default RUN_DIR/fine/)."),
+    ] = None,
+) -> None:
+    """Op search: train the one-shot supernet, then score random colourings with its weights.
+
+    Rerun the same command to resume; workers on other machines join with the same --storage.
+    """
+    from rich.live import Live
+
+    from c2fnas.search.fine import make_job, run_fine, supernet_trained, train_supernet
+    from c2fnas.search.report import progress_table
+    from c2fnas.search.store import StoreError
+    from c2fnas.space import Architecture, ArchitectureError
+    from c2fnas.training.config import ConfigError, load_config
+    from c2fnas.training.loop import TrainingDiverged
+
+    topology_path = topology or run_dir / "coarse" / "best_topology.json"
+    try:
+        run_config = load_config(preset, config)
+        job = make_job(run_dir, Architecture.load(topology_path), run_config, storage)
+    except (ArchitectureError, ConfigError, ValueError) as error:
+        raise _fail(str(error)) from None
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        if not supernet_trained(job):
+            bar, update = _training_bar()
+            with bar if rank == 0 else contextlib.nullcontext():
+                train_supernet(job, progress=update)
+        if rank != 0:
+            return  # under torchrun, rank 0 alone runs the random search after the supernet
+        workers = workers if workers is not None else max(1, _gpu_count())
+        budget = job.settings.candidates
+        with Live(console=console, refresh_per_second=1) as live:
+            snapshot = run_fine(
+                job,
+                workers,
+                _gpu_count(),
+                on_progress=lambda now: live.update(
+                    progress_table(now, budget, stage="fine", describe=_ops_text)
+                ),
+            )
+    except TrainingDiverged as error:
+        raise _fail(f"supernet training diverged: {error}", code=1) from None
+    except (StoreError, FileNotFoundError) as error:
+        raise _fail(str(error)) from None
+    best = snapshot.best
+    if best is None:
+        raise _fail(f"no colouring was scored; see {job.fine_dir / 'candidates.csv'}", code=1)
+    console.print(
+        f"best colouring (trial {best.number}, supernet Dice {best.score:.4f}): "
+        f"{job.fine_dir / 'best_architecture.json'}"
+    )
+
+
+def _ops_text(code: tuple[int, ...] | None) -> str:
+    from c2fnas.search.fine import decode
+
+    return " ".join(decode(code)) if code else ""
+
+
+@search_app.command("scale")
+def search_scale(
+    run_dir: Annotated[Path, typer.Argument(help="Prepared run folder (after preprocess).")],
+    arch: Annotated[Path, typer.Option("--arch", help="Architecture JSON to scale.")],
+    widths: Annotated[
+        list[float] | None,
+        typer.Option("--widths", help="Width multipliers (repeat; default 0.25 ... 2.0)."),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
+    config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+) -> None:
+    """Width scaling (paper Sec. 5.3): train and validate every width; table and Dice-MACs plot."""
+    from c2fnas.search.scale import PAPER_WIDTHS, run_scaling
+    from c2fnas.space import Architecture, ArchitectureError
+    from c2fnas.training.config import ConfigError, load_config
+    from c2fnas.training.loop import TrainingDiverged
+
+    try:
+        run_config = load_config(preset, config)
+        architecture = Architecture.load(arch)
+        rows = run_scaling(
+            run_dir,
+            architecture,
+            run_config,
+            widths or PAPER_WIDTHS,
+            on_width=lambda row: console.print(
+                f"width {row['width']:g}: Dice {row['dice_mean']:.4f}, "
+                f"{row['params'] / 1e6:.2f} M parameters, {row['macs'] / 1e9:.2f} G MACs"
+            ),
+        )
+    except TrainingDiverged as error:
+        raise _fail(f"training diverged: {error}", code=1) from None
+    except (ArchitectureError, ConfigError, ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from None
+    table = Table(title="width scaling")
+    for column in rows[0]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.print(table)
+    console.print(f"wrote {run_dir / 'scale' / 'scaling.csv'} and scaling.png")
+
+
+@app.command("run")
+def run(
+    dataset_dir: Annotated[Path, typer.Argument(help="MSD dataset folder (with dataset.json).")],
+    run_dir: Annotated[Path, typer.Option("--run", help="Run folder for every output.")],
+    preset: Annotated[str, typer.Option(help="paper, cpu or smoke.")] = "paper",
+    config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+    stages: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stages",
+            help="Stages to run (repeat): check preprocess coarse fine scale train predict "
+            "evaluate report. Default: all but scale.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Local search workers (default: one per GPU, or 1).")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Shared trial store URL or journal file for the searches.")
+    ] = None,
+) -> None:
+    """Every stage from data to evaluated predictions; rerun the same command to resume."""
+    from c2fnas.pipeline import DEFAULT_STAGES, Pipeline, PipelineError
+    from c2fnas.training.config import ConfigError, load_config
+
+    try:
+        run_config = load_config(preset, config)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    gpus = _gpu_count()
+    bar, progress = _pipeline_progress()
+
+    def on_stage(stage: str, event: str, seconds: float) -> None:
+        if event == "skip":
+            bar.console.print(f"[dim]{stage}: done before, skipped[/]")
+        elif event == "done":
+            bar.console.print(f"[green]{stage}[/]: done in {seconds:.1f} s")
+
+    pipeline = Pipeline(
+        dataset_dir=dataset_dir,
+        run_dir=run_dir,
+        config=run_config,
+        workers=workers if workers is not None else max(1, gpus),
+        gpus=gpus,
+        storage=storage,
+        on_stage=on_stage,
+        progress=progress,
+    )
+    try:
+        with bar:
+            state = pipeline.run(tuple(stages) if stages else DEFAULT_STAGES)
+    except PipelineError as error:
+        raise _fail(str(error), code=1) from None
+    except Exception as error:  # a stage's own clear error (data, config, training)
+        raise _fail(f"{type(error).__name__}: {error}", code=1) from None
+    _print_run_summary(run_dir, state)
+
+
+def _pipeline_progress() -> tuple[Any, Callable[[str, str, int | None], Callable[..., None]]]:
+    """One rich progress display for a whole run, and the factory of per-task callbacks."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+
+    def factory(kind: str, label: str, total: int | None) -> Callable[..., None]:
+        task = bar.add_task(label, total=total, info="")
+
+        def data(stage: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"{label}: {stage}")
+
+        def training(done: int, total: int, metrics: dict[str, float]) -> None:
+            dice = f"  val Dice {metrics['dice']:.3f}" if "dice" in metrics else ""
+            bar.update(task, completed=done, total=total, info=f"loss {metrics['loss']:.3f}{dice}")
+
+        def search(snapshot: Any) -> None:
+            best = snapshot.best
+            info = f"best Dice {best.score:.3f}" if best is not None else ""
+            running = snapshot.count("running")
+            bar.update(task, completed=snapshot.evaluated, info=f"{info}  {running} running")
+
+        def cases(case: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, info=case)
+
+        return {"data": data, "train": training, "search": search, "predict": cases}[kind]
+
+    return bar, factory
+
+
+def _print_run_summary(run_dir: Path, state: dict[str, Any]) -> None:
+    stages = state.get("stages", {})
+    table = Table(title=f"c2fnas run: {run_dir}")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("result")
+    for stage, info in stages.items():
+        result = ""
+        if "fold_dice" in info:
+            result = "fold Dice " + ", ".join(f"{d:.3f}" for d in info["fold_dice"])
+        elif "best_dice" in info:
+            result = f"{info['evaluated']} evaluated, best Dice {info['best_dice']:.3f}"
+        elif "mean_dice" in info:
+            result = f"test mean Dice {info['mean_dice']:.4f} (5-fold ensemble)"
+        elif "cases" in info:
+            result = f"{info['cases']} cases"
+        table.add_row(stage, f"{info.get('seconds', 0):.1f}", result)
+    console.print(table)
+    summary = run_dir / "evaluation" / "summary.json"
+    if summary.is_file():
+        labels = json.loads(summary.read_text())["labels"]
+        dice = Table(title="test set, 5-fold ensemble (majority vote)")
+        for column in ("label", "Dice", "HD95 (mm)", "surface Dice", "cases"):
+            dice.add_column(column, justify="right")
+        for label, entry in labels.items():
+            hd95 = entry.get("hd95_mean")
+            dice.add_row(
+                label,
+                f"{entry['dice_mean']:.4f}",
+                "-" if hd95 is None else f"{hd95:.2f}",
+                f"{entry['surface_dice_mean']:.4f}",
+                str(entry["cases"]),
+            )
+        console.print(dice)
+    console.print(f"report: {run_dir / 'report.md'} (and report.html)")
 
 
 def _gpu_count() -> int:

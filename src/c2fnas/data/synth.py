@@ -107,7 +107,8 @@ def make_synthetic_dataset(
         shape: mean voxel grid ``(X, Y, Z)``; each case varies it by up to +-12%.
         modalities: one name per channel; ``"CT"`` gives Hounsfield units, others MR-like
             contrasts; several give 4D images with channels on the 4th axis.
-        test_cases: unlabeled cases in ``imagesTs``.
+        test_cases: test cases in ``imagesTs``, with their reference labels in ``labelsTs``
+            (not listed in ``dataset.json``, as MSD keeps test labels apart).
 
     Returns:
         The dataset folder.
@@ -115,7 +116,8 @@ def make_synthetic_dataset(
     if cases < 1 or test_cases < 0 or len(shape) != 3 or min(shape) < 8 or not modalities:
         raise ValueError("need cases >= 1, test_cases >= 0, a shape of 3 sizes >= 8, a modality")
     root = Path(out_dir)
-    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+    folders = ("imagesTr", "labelsTr", "imagesTs") + (("labelsTs",) if test_cases else ())
+    for folder in folders:
         (root / folder).mkdir(parents=True, exist_ok=True)
     training, test = [], []
     for index in range(cases + test_cases):
@@ -127,6 +129,9 @@ def make_synthetic_dataset(
             training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         else:
             _save(image, affine, root / "imagesTs" / name)
+            # Held-out reference labels, outside dataset.json as in MSD: `c2fnas run` and
+            # `c2fnas evaluate` score the test predictions against them.
+            _save(label, affine, root / "labelsTs" / name)
             test.append(f"./imagesTs/{name}")
     description = {
         "name": "Synthetic",

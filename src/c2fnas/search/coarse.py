@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from c2fnas.search.strategies import (
     RegularizedEvolution,
     Strategy,
 )
-from c2fnas.search.worker import Evaluate, run_worker, start_workers
+from c2fnas.search.worker import Evaluate, exit_on_signal, run_worker, start_workers, supervise
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ def coarse_worker(index: int, job: CoarseJob, factory: EvaluatorFactory) -> None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # Schedulers stop jobs with SIGTERM: leave like Ctrl-C, releasing the candidate at once.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGTERM, exit_on_signal)
     settings = job.settings
     evaluate = factory(job, index)
     rank, world_size = _world()
@@ -192,33 +191,12 @@ def run_coarse(
     Outputs are refreshed every ``refresh_seconds`` and once more at the end.
     """
     store = open_search(job)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if in_main_thread else None
     processes = start_workers(workers, coarse_worker, (job, factory), gpus=gpus)
-    try:
-        while any(process.is_alive() for process in processes):
-            _refresh(store, job, on_progress)
-            for process in processes:
-                process.join(timeout=refresh_seconds / max(1, len(processes)))
-    except SystemExit:
-        # SIGTERM reached only this process; Ctrl-C reaches the workers by itself.
-        for process in processes:
-            process.terminate()
-        raise
-    finally:
-        for process in processes:
-            process.join()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        _refresh(store, job, on_progress)
+    supervise(processes, lambda: _refresh(store, job, on_progress), refresh_seconds)
     failed = [p.name for p in processes if p.exitcode not in (0, None)]
     if failed:
         logger.error("worker processes %s exited with an error; see %s", failed, job.coarse_dir)
     return store.snapshot()
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 def _refresh(

@@ -135,24 +135,34 @@ def write_outputs(snapshot: Snapshot, coarse_dir: Path, clusters: int) -> Archit
     return write_best_topology(snapshot, coarse_dir / "best_topology.json")
 
 
-def progress_table(snapshot: Snapshot, budget: int, last: int = 12) -> Table:
-    """A rich table of the latest finished candidates and the best so far (for the CLI)."""
+def progress_table(
+    snapshot: Snapshot,
+    budget: int,
+    last: int = 12,
+    stage: str = "coarse",
+    describe: Callable[[tuple[int, ...] | None], str] = code_text,
+) -> Table:
+    """A rich table of the latest finished candidates and the best so far (for the CLI).
+
+    ``describe`` shows a candidate's code (a topology by default; the fine stage's colourings).
+    """
     best = snapshot.best
     title = (
-        f"coarse search: {snapshot.evaluated}/{budget} evaluated, "
+        f"{stage} search: {snapshot.evaluated}/{budget} evaluated, "
         f"{snapshot.count('running')} running"
     )
     if best is not None and best.score is not None:
         title += f", best Dice {best.score:.4f} (trial {best.number})"
     table = Table(title=title)
-    for column in ("trial", "topology", "cluster", "Dice", "iterations", "time", "worker"):
-        table.add_column(column, justify="left" if column in ("topology", "worker") else "right")
+    candidate = "topology" if stage == "coarse" else "ops"
+    for column in ("trial", candidate, "cluster", "Dice", "iterations", "time", "worker"):
+        table.add_column(column, justify="left" if column in (candidate, "worker") else "right")
     for record in evaluated_in_order(snapshot)[-last:]:
         dice = f"{record.score:.4f}" if record.score is not None else record.state
         style = "bold green" if best is not None and record.number == best.number else None
         table.add_row(
             str(record.number),
-            code_text(record.code),
+            describe(record.code),
             "" if record.cluster is None else str(record.cluster),
             dice,
             "" if record.iterations is None else str(record.iterations),

@@ -107,8 +107,9 @@ class Snapshot:
         return max(scored, key=lambda r: (r.score, -r.number)) if scored else None
 
 
-def default_storage(run_dir: Path) -> str:
-    return f"sqlite:///{(run_dir / 'coarse' / 'trials.db').resolve()}"
+def default_storage(run_dir: Path, stage: str = "coarse") -> str:
+    """The SQLite file of a search stage: ``RUN_DIR/<stage>/trials.db``."""
+    return f"sqlite:///{(run_dir / stage / 'trials.db').resolve()}"
 
 
 def is_database_url(storage: str) -> bool:

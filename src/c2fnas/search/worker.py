@@ -11,7 +11,9 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,21 +78,25 @@ def run_worker(
     seed: int = 0,
     worker: str = "",
     poll_seconds: float = 10.0,
-    clusters: int = NUM_CLUSTERS,
+    clusters: int | None = NUM_CLUSTERS,
     max_failures_in_a_row: int = 5,
+    architecture_of: Callable[[Code], Architecture] = Architecture.coarse,
 ) -> int:
     """Evaluate candidates until ``budget`` networks are evaluated (scored or failed).
 
     When the budget is covered by running candidates, the worker keeps polling instead of
     leaving: if one of those workers dies, its topology is handed out again and this worker
     takes it. Each trial records the topology's cluster (K-means with ``clusters`` and
-    ``seed``) for reports, whatever the strategy. When the last ``max_failures_in_a_row``
-    evaluated candidates all failed, the fault is probably not the candidates' (bad data, no
-    memory at all): the worker stops instead of burning the budget. Returns the number of
-    candidates this worker evaluated.
+    ``seed``) for reports, whatever the strategy; ``clusters=None`` records none (the fine
+    stage, whose codes are colourings). ``architecture_of`` turns a claimed code into the
+    candidate to evaluate (default: the coarse stage's all-``3d`` network of a topology).
+    When the last ``max_failures_in_a_row`` evaluated candidates all failed, the fault is
+    probably not the candidates' (bad data, no memory at all): the worker stops instead of
+    burning the budget. Returns the number of candidates this worker evaluated.
     """
     worker = worker or default_worker_name()
-    cluster_of = topology_clusters(seed, clusters)  # once, before any trial is held
+    # once, before any trial is held
+    cluster_of = topology_clusters(seed, clusters) if clusters is not None else {}
     done = 0
     while True:
         store.fail_stale()
@@ -118,7 +124,7 @@ def run_worker(
                 return done
             time.sleep(poll_seconds)
             continue
-        _evaluate(store, evaluate, claimed, worker)
+        _evaluate(store, evaluate, claimed, worker, architecture_of)
         done += 1
 
 
@@ -149,7 +155,9 @@ def _claim_next(
                 break
             if trial is None:
                 trial = store.ask()
-            attrs = {"worker": worker, "cluster": cluster_of[code]}
+            attrs: dict[str, Any] = {"worker": worker}
+            if code in cluster_of:
+                attrs["cluster"] = cluster_of[code]
             result = store.claim(trial, code, attrs, budget)
             if result == "claimed":
                 logger.info("%s: trial %d claims %s", worker, trial.number, list(code))
@@ -169,7 +177,11 @@ def _claim_next(
 
 
 def _evaluate(
-    store: TrialStore, evaluate: Evaluate, claimed: tuple[optuna.Trial, Code], worker: str
+    store: TrialStore,
+    evaluate: Evaluate,
+    claimed: tuple[optuna.Trial, Code],
+    worker: str,
+    architecture_of: Callable[[Code], Architecture],
 ) -> None:
     trial, code = claimed
     context = TrialContext(number=trial.number, code=code, worker=worker, trial=trial)
@@ -179,7 +191,7 @@ def _evaluate(
         return {"seconds": round(time.perf_counter() - start, 3), "iterations": context.iterations}
 
     try:
-        score = float(evaluate(Architecture.coarse(code), context))
+        score = float(evaluate(architecture_of(code), context))
         if not math.isfinite(score):
             raise CandidateFailed(f"score is {score}")
     except optuna.TrialPruned as pruned:
@@ -217,6 +229,37 @@ def start_workers(
         process.start()
         processes.append(process)
     return processes
+
+
+def exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def supervise(
+    processes: list[BaseProcess], refresh: Callable[[], None], refresh_seconds: float = 5.0
+) -> None:
+    """Wait for worker processes, calling ``refresh`` every ``refresh_seconds`` and at the end.
+
+    SIGTERM to this process (a scheduler stopping the job) terminates the workers, which
+    release their candidates; Ctrl-C reaches them by itself.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, exit_on_signal) if in_main_thread else None
+    try:
+        while any(process.is_alive() for process in processes):
+            refresh()
+            for process in processes:
+                process.join(timeout=refresh_seconds / max(1, len(processes)))
+    except SystemExit:
+        for process in processes:
+            process.terminate()
+        raise
+    finally:
+        for process in processes:
+            process.join()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        refresh()
 
 
 def launch_workers(

@@ -83,6 +83,10 @@ class SearchConfig(_Strict):
     iterations: int = Field(20000, ge=1)
     milestones: tuple[int, ...] = (8000, 16000)
     fine_stride: int = Field(48, ge=1)
+    width: float = Field(1.0, gt=0.0)
+    """Width multiplier of every searched and finally trained network (paper: 1.0)."""
+    scale_widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    """The third stage's grid (paper Sec. 5.3), used when ``c2fnas run`` includes ``scale``."""
 
 
 class RunConfig(_Strict):

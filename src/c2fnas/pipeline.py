@@ -1,0 +1,262 @@
+"""``c2fnas run``: every stage from an MSD folder to evaluated predictions, resumable.
+
+Stages, in order: ``check``, ``preprocess``, ``coarse``, ``fine``, ``scale`` (only when asked),
+``train`` (the final architecture on the 5 folds), ``predict`` (``imagesTs`` with the fold
+ensemble, majority vote), ``evaluate`` (when ``labelsTs`` exists next to ``imagesTs``) and
+``report``. ``RUN_DIR/pipeline.json`` records each finished stage and its time; a rerun skips the
+finished stages and resumes the unfinished one (every stage is resumable by itself).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from c2fnas.data.cache import write_json_atomic
+from c2fnas.space import Architecture
+from c2fnas.training.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+STAGES = (
+    "check",
+    "preprocess",
+    "coarse",
+    "fine",
+    "scale",
+    "train",
+    "predict",
+    "evaluate",
+    "report",
+)
+DEFAULT_STAGES = tuple(stage for stage in STAGES if stage != "scale")
+FOLDS = 5
+
+
+class PipelineError(Exception):
+    """A stage cannot run; the message names the stage and the reason."""
+
+
+@dataclass
+class Pipeline:
+    """One run: where the data is, where the run lives, how it is configured.
+
+    Attributes:
+        dataset_dir: the MSD folder.
+        run_dir: every output goes below it.
+        config: the resolved configuration (saved as ``RUN_DIR/config.yaml``).
+        workers: local search workers (one per GPU on GPU machines).
+        storage: trial store URL or journal file shared by search workers (default: SQLite files).
+        on_stage: called as ``(stage, "start" | "done" | "skip", seconds)``.
+        progress: ``progress(kind, label, total)`` returns the progress callback of one piece of
+            work: kind ``data`` -> ``(stage, done, total)``, ``train`` -> ``(done, total,
+            metrics)``, ``search`` -> ``(snapshot)``, ``predict`` -> ``(case, done, total)``.
+    """
+
+    dataset_dir: Path
+    run_dir: Path
+    config: RunConfig
+    workers: int = 1
+    gpus: int = 0
+    storage: str | None = None
+    on_stage: Callable[[str, str, float], None] | None = None
+    progress: Callable[[str, str, int | None], Callable[..., None]] | None = None
+
+    # --- bookkeeping -----------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "pipeline.json"
+
+    def state(self) -> dict[str, Any]:
+        if not self.state_path.is_file():
+            return {"stages": {}}
+        try:
+            return dict(json.loads(self.state_path.read_text()))
+        except json.JSONDecodeError as error:
+            raise PipelineError(
+                f"{self.state_path}: unreadable ({error}); delete it to rerun all"
+            ) from None
+
+    def _mark(self, stage: str, seconds: float, **extra: Any) -> None:
+        state = self.state()
+        state["stages"][stage] = {"done": True, "seconds": round(seconds, 1), **extra}
+        write_json_atomic(self.state_path, state)
+
+    def run(self, stages: Sequence[str] = DEFAULT_STAGES) -> dict[str, Any]:
+        unknown = sorted(set(stages) - set(STAGES))
+        if unknown:
+            raise PipelineError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._save_config()
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            if self.state()["stages"].get(stage, {}).get("done") and stage != "report":
+                self._notify(stage, "skip", 0.0)
+                continue
+            self._notify(stage, "start", 0.0)
+            start = time.perf_counter()
+            extra = getattr(self, f"stage_{stage}")() or {}
+            seconds = time.perf_counter() - start
+            self._mark(stage, seconds, **extra)
+            self._notify(stage, "done", seconds)
+        return self.state()
+
+    def _view(self, kind: str, label: str, total: int | None = None) -> Callable[..., None] | None:
+        return self.progress(kind, label, total) if self.progress is not None else None
+
+    def _notify(self, stage: str, event: str, seconds: float) -> None:
+        logger.info("stage %s: %s", stage, event)
+        if self.on_stage is not None:
+            self.on_stage(stage, event, seconds)
+
+    def _save_config(self) -> None:
+        path = self.run_dir / "config.yaml"
+        text = self.config.to_yaml()
+        if path.is_file() and path.read_text() != text:
+            done = [s for s, v in self.state()["stages"].items() if v.get("done")]
+            if any(stage not in ("check", "preprocess") for stage in done):
+                raise PipelineError(
+                    f"{path}: this run was started with another configuration; use the same "
+                    "preset and --config to resume, or a new run folder"
+                )
+        path.write_text(text)
+
+    # --- stages ----------------------------------------------------------------------------
+
+    def stage_check(self) -> dict[str, Any]:
+        from c2fnas.data.check import check_dataset
+
+        report = check_dataset(self.dataset_dir, progress=self._view("data", "check"))
+        if not report.ok:
+            problems = list(report.problems) + [
+                f"{case.case_id}: {'; '.join(case.problems)}" for case in report.bad_cases
+            ]
+            shown = "\n  ".join(problems[:20])
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise PipelineError(
+                f"check: {self.dataset_dir} has problems (run `c2fnas data check` for the table):"
+                f"\n  {shown}{more}"
+            )
+        return {"cases": len(report.cases)}
+
+    def stage_preprocess(self) -> dict[str, Any]:
+        from c2fnas.data.pipeline import preprocess_dataset
+
+        summary = preprocess_dataset(
+            self.dataset_dir, self.run_dir, workers=max(1, self.config.data.workers),
+            progress=self._view("data", "preprocess"),
+        )  # fmt: skip
+        return {"cases": len(summary.written) + len(summary.skipped)}
+
+    def stage_coarse(self) -> dict[str, Any]:
+        from c2fnas.search.coarse import make_job, run_coarse
+        from c2fnas.search.evaluate import TrainingEvaluator, settings_from_config
+
+        settings = settings_from_config(self.config, "c2f")
+        job = make_job(self.run_dir, settings, self.storage)
+        factory = TrainingEvaluator(self.config.to_yaml(), self.config.search.width)
+        snapshot = run_coarse(
+            job,
+            factory,
+            self.workers,
+            self.gpus,
+            self._view("search", "coarse search", settings.budget),
+        )
+        if snapshot.best is None:
+            raise PipelineError(f"coarse: no candidate finished; see {job.coarse_dir}/trials.csv")
+        return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
+
+    def searched_topology(self) -> Architecture:
+        path = self.run_dir / "coarse" / "best_topology.json"
+        return Architecture.load(path).with_width(self.config.search.width)
+
+    def stage_fine(self) -> dict[str, Any]:
+        from c2fnas.search.fine import make_job, run_fine, supernet_trained, train_supernet
+
+        job = make_job(self.run_dir, self.searched_topology(), self.config, self.storage)
+        if not supernet_trained(job):
+            train_supernet(job, progress=self._view("train", "supernet"))
+        snapshot = run_fine(
+            job,
+            self.workers,
+            self.gpus,
+            self._view("search", "fine search", job.settings.candidates),
+        )
+        if snapshot.best is None:
+            raise PipelineError(f"fine: no colouring was scored; see {job.fine_dir}/candidates.csv")
+        return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
+
+    def final_architecture(self) -> Architecture:
+        path = self.run_dir / "fine" / "best_architecture.json"
+        architecture = Architecture.load(path)
+        return Architecture(architecture.levels, architecture.ops, architecture.width, "searched")
+
+    def stage_scale(self) -> dict[str, Any]:
+        from c2fnas.search.scale import run_scaling
+
+        rows = run_scaling(
+            self.run_dir, self.final_architecture(), self.config, self.config.search.scale_widths
+        )
+        return {"widths": len(rows)}
+
+    def stage_train(self) -> dict[str, Any]:
+        from c2fnas.training import train
+
+        architecture = self.final_architecture()
+        dice = []
+        for fold in range(FOLDS):
+            result = train(
+                architecture, self.run_dir, fold, self.config, resume=True,
+                progress=self._view("train", f"fold {fold}"),
+            )  # fmt: skip
+            dice.append(result.best_mean)
+        return {"fold_dice": dice}
+
+    @property
+    def test_images(self) -> Path:
+        return self.dataset_dir / "imagesTs"
+
+    def stage_predict(self) -> dict[str, Any]:
+        from c2fnas.inference.predict import predict_folder
+
+        if not self.test_images.is_dir() or not any(self.test_images.glob("*.nii*")):
+            logger.info("no images in %s: nothing to predict", self.test_images)
+            return {"cases": 0}
+        models = [self.run_dir / "train" / f"fold_{fold}" for fold in range(FOLDS)]
+        summary = predict_folder(
+            models, self.test_images, self.run_dir / "predictions", ensemble="vote",
+            stride=self.config.training.stride, precision=self.config.training.precision,
+            progress=self._view("predict", "predict"),
+        )  # fmt: skip
+        if summary.failed:
+            failed = "; ".join(f"{name}: {reason}" for name, reason in summary.failed.items())
+            raise PipelineError(f"predict: {len(summary.failed)} case(s) failed: {failed}")
+        return {"cases": len(summary.written)}
+
+    def stage_evaluate(self) -> dict[str, Any]:
+        from c2fnas.evaluation.metrics import evaluate_folders, summarize
+        from c2fnas.evaluation.report import write_csv, write_summary
+
+        labels = self.dataset_dir / "labelsTs"
+        predictions = self.run_dir / "predictions"
+        if not labels.is_dir() or not predictions.is_dir():
+            logger.info("no labelsTs or no predictions: nothing to evaluate")
+            return {"evaluated": False}
+        scores = evaluate_folders(predictions, labels)
+        summary = summarize(scores)
+        write_csv(scores, self.run_dir / "evaluation" / "cases.csv")
+        write_summary(summary, self.run_dir / "evaluation" / "summary.json")
+        return {"evaluated": True, "mean_dice": summary["mean_dice"]}
+
+    def stage_report(self) -> dict[str, Any]:
+        from c2fnas.report import write_report
+
+        paths = write_report(self.run_dir)
+        return {"files": [str(path) for path in paths]}

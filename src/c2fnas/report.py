@@ -1,0 +1,224 @@
+"""``RUN_DIR/report.md`` and ``report.html``: what a run searched, trained and scored.
+
+Everything is read back from the files the stages wrote, so a report can be rebuilt at any time
+(``c2fnas run ... --stages report``) and shows whatever stages have finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from c2fnas.data.cache import write_text_atomic
+from c2fnas.space import Architecture
+
+Table = tuple[list[str], list[list[str]]]
+
+
+@dataclass
+class Document:
+    """A report as blocks, rendered to Markdown and to HTML from the same content."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("heading", text))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(("text", text))
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.blocks.append(("table", (header, rows)))
+
+    def image(self, path: str, caption: str) -> None:
+        self.blocks.append(("image", (path, caption)))
+
+    def markdown(self) -> str:
+        lines = [f"# {self.title}", ""]
+        for kind, value in self.blocks:
+            if kind == "heading":
+                lines += [f"## {value}", ""]
+            elif kind == "text":
+                lines += [value, ""]
+            elif kind == "table":
+                header, rows = value
+                lines.append("| " + " | ".join(header) + " |")
+                lines.append("|" + "---|" * len(header))
+                lines += ["| " + " | ".join(row) + " |" for row in rows]
+                lines.append("")
+            else:
+                path, caption = value
+                lines += [f"![{caption}]({path})", ""]
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        parts = [f"<h1>{html.escape(self.title)}</h1>"]
+        for kind, value in self.blocks:
+            if kind == "heading":
+                parts.append(f"<h2>{html.escape(value)}</h2>")
+            elif kind == "text":
+                parts.append(f"<p>{html.escape(value)}</p>")
+            elif kind == "table":
+                header, rows = value
+                head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                    for row in rows
+                )
+                parts.append(f"<table><tr>{head}</tr>{body}</table>")
+            else:
+                path, caption = value
+                parts.append(
+                    f'<figure><img src="{html.escape(path)}" alt="{html.escape(caption)}">'
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+                )
+        style = (
+            "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+            "text-align:right}img{max-width:100%}"
+        )
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}"
+            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+        )
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def write_report(run_dir: Path) -> list[Path]:
+    """Write ``report.md`` and ``report.html`` in ``run_dir``; returns both paths."""
+    from c2fnas.data.preprocess import Plan
+
+    plan = Plan.load(run_dir)
+    classes = [plan.labels[value] for value in sorted(plan.labels)[1:]]
+    document = Document(f"C2FNAS run: {plan.dataset or run_dir.name}")
+    document.text(f"Run folder `{run_dir}`; configuration in `config.yaml`.")
+    _stage_times(document, run_dir)
+    _architecture(document, run_dir, plan)
+    _search(document, run_dir)
+    _scaling(document, run_dir)
+    _folds(document, run_dir, classes)
+    _ensemble(document, run_dir, plan)
+    paths = [run_dir / "report.md", run_dir / "report.html"]
+    write_text_atomic(paths[0], document.markdown())
+    write_text_atomic(paths[1], document.html())
+    return paths
+
+
+def _stage_times(document: Document, run_dir: Path) -> None:
+    state = _read_json(run_dir / "pipeline.json") or {"stages": {}}
+    rows = [[stage, _f(info.get("seconds"), 1)] for stage, info in state["stages"].items()]
+    if rows:
+        document.heading("Time per stage")
+        total = sum(float(info.get("seconds", 0)) for info in state["stages"].values())
+        document.table(["stage", "seconds"], [*rows, ["total", f"{total:.1f}"]])
+
+
+def _architecture(document: Document, run_dir: Path, plan: Any) -> None:
+    from c2fnas.nn.profile import profile_architecture
+    from c2fnas.plots import plot_architecture
+    from c2fnas.training.config import read_config
+
+    path = run_dir / "fine" / "best_architecture.json"
+    if not path.is_file():
+        return
+    architecture = Architecture.load(path)
+    patch = tuple(read_config(run_dir / "config.yaml").data.patch)
+    cost = profile_architecture(
+        architecture, patch, plan.in_channels, plan.num_classes, timing=False
+    )
+    caption = (
+        f"{cost['params'] / 1e6:.3f} M parameters, {cost['macs'] / 1e9:.2f} G MACs per "
+        f"{'x'.join(map(str, patch))} patch, width {architecture.width:g}"
+    )
+    plot_architecture(architecture, run_dir / "architecture.png", caption)
+    document.heading("Searched architecture")
+    document.text(
+        f"levels {list(architecture.levels)}, ops {list(architecture.ops)}; {caption}. "
+        f"File: `fine/best_architecture.json`."
+    )
+    document.image("architecture.png", "searched architecture (red 2D, green 3D, blue P3D)")
+
+
+def _search(document: Document, run_dir: Path) -> None:
+    coarse = [r for r in _read_csv(run_dir / "coarse" / "trials.csv") if r["state"] == "finished"]
+    if coarse:
+        best = max(coarse, key=lambda row: float(row["dice"]))
+        document.heading("Coarse stage: topology search")
+        document.text(
+            f"{len(coarse)} topologies trained and scored; best {best['topology']} "
+            f"(cluster {best['cluster']}) with validation Dice {_f(best['dice'])}."
+        )
+        document.image("coarse/search.png", "share of networks per cluster; best Dice so far")
+    fine = [r for r in _read_csv(run_dir / "fine" / "candidates.csv") if r["state"] == "finished"]
+    if fine:
+        best = max(fine, key=lambda row: float(row["dice"]))
+        document.heading("Fine stage: op search")
+        document.text(
+            f"{len(fine)} colourings scored with the supernet's weights; best "
+            f"[{best['ops']}] with supernet validation Dice {_f(best['dice'])}."
+        )
+
+
+def _scaling(document: Document, run_dir: Path) -> None:
+    rows = _read_csv(run_dir / "scale" / "scaling.csv")
+    if not rows:
+        return
+    document.heading("Width scaling")
+    header = list(rows[0])
+    document.table(header, [[row[key] for key in header] for row in rows])
+    document.image("scale/scaling.png", "validation Dice against MACs")
+
+
+def _folds(document: Document, run_dir: Path, classes: list[str]) -> None:
+    rows = []
+    for fold in range(5):
+        info = _read_json(run_dir / "train" / f"fold_{fold}" / "best" / "model.json")
+        if info is None:
+            continue
+        dice = info.get("dice") or []
+        mean = sum(dice) / len(dice) if dice else None
+        rows.append([str(fold), *(_f(value) for value in dice), _f(mean), str(info["iteration"])])
+    if rows:
+        document.heading("Final training: validation Dice per fold")
+        document.table(["fold", *classes, "mean", "best iteration"], rows)
+
+
+def _ensemble(document: Document, run_dir: Path, plan: Any) -> None:
+    summary = _read_json(run_dir / "evaluation" / "summary.json")
+    if summary is None:
+        return
+    document.heading("Test set: 5-fold ensemble (majority vote)")
+    rows = []
+    for label, entry in summary["labels"].items():
+        name = plan.labels.get(int(label), label)
+        rows.append(
+            [
+                f"{label} ({name})",
+                _f(entry.get("dice_mean")),
+                _f(entry.get("dice_std")),
+                _f(entry.get("hd95_mean"), 2),
+                _f(entry.get("surface_dice_mean")),
+                str(entry.get("cases")),
+            ]
+        )
+    document.table(["class", "Dice", "Dice std", "HD95 (mm)", "surface Dice", "cases"], rows)
+    document.text(f"Mean Dice over classes: {_f(summary.get('mean_dice'))}.")

@@ -1,0 +1,342 @@
+"""The fine stage (paper Sec. 3.4): a one-shot supernet of the searched topology, then random
+search over colourings scored with the supernet's weights.
+
+1. ``train_supernet``: every iteration trains the path of one colouring drawn uniformly
+   (single-path one-shot), for twice the coarse stage's iterations, through the same ``train``
+   as every other network (checkpointed, resumable, DDP under torchrun).
+2. ``run_fine``: K distinct colourings (paper: 2000) drawn once from a seed are scored on the
+   validation fold with sliding-window stride 48 by as many workers as are started, through an
+   Optuna trial store like the coarse stage's (study ``fine``): resumable, nothing scored twice,
+   a dead worker's candidate handed out again.
+
+A colouring is stored in the trial store as a code of op indices into ``OPS`` (``3d`` = 0,
+``2d`` = 1, ``p3d`` = 2), so the coarse stage's claim machinery serves it unchanged.
+Outputs: ``RUN_DIR/fine/{supernet/, candidates.csv, best_architecture.json}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import random
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from c2fnas.search.evaluate import SEARCH_FOLD
+from c2fnas.search.store import Snapshot, TrialStore, default_storage
+from c2fnas.search.strategies import Code, Finished
+from c2fnas.search.worker import (
+    Evaluate,
+    TrialContext,
+    exit_on_signal,
+    run_worker,
+    start_workers,
+    supervise,
+)
+from c2fnas.space import NUM_CELLS, OPS, Architecture, Op
+
+if TYPE_CHECKING:
+    from c2fnas.training.config import RunConfig
+    from c2fnas.training.loop import TrainResult
+
+logger = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("trial", "ops", "dice", "seconds", "state", "worker", "failure")
+
+
+def encode(ops: Sequence[Op]) -> Code:
+    """A colouring as op indices into ``OPS``."""
+    return tuple(OPS.index(op) for op in ops)
+
+
+def decode(code: Code) -> tuple[Op, ...]:
+    return tuple(OPS[index] for index in code)
+
+
+def sample_colourings(count: int, seed: int) -> tuple[Code, ...]:
+    """``count`` distinct colourings drawn uniformly without replacement, fixed by ``seed``."""
+    total = len(OPS) ** NUM_CELLS
+    if not 1 <= count <= total:
+        raise ValueError(f"the number of candidates must be 1..{total}, got {count}")
+    numbers = random.Random(seed).sample(range(total), count)
+    return tuple(
+        tuple((number // len(OPS) ** cell) % len(OPS) for cell in range(NUM_CELLS))
+        for number in numbers
+    )
+
+
+def uniform_colouring(rng: random.Random) -> tuple[Op, ...]:
+    """The path a supernet trains at one iteration: one op per cell, uniformly."""
+    return tuple(rng.choice(OPS) for _ in range(NUM_CELLS))
+
+
+@dataclass(frozen=True)
+class ColouringList:
+    """Random search as a strategy: the pre-drawn colourings, in order, skipping taken ones."""
+
+    codes: tuple[Code, ...]
+    name: str = "random-colourings"
+
+    def propose(self, finished: Finished, pending: set[Code], rng: random.Random) -> Code | None:
+        taken = pending | {code for code, _ in finished}
+        return next((code for code in self.codes if code not in taken), None)
+
+
+@dataclass(frozen=True)
+class FineSettings:
+    """How the fine search runs.
+
+    Attributes:
+        candidates: colourings scored by random search (paper: 2000).
+        seed: fixes the colourings drawn and the supernet's sampled paths.
+        stride: sliding-window step for scoring (paper: 48).
+    """
+
+    candidates: int = 2000
+    seed: int = 0
+    stride: int = 48
+    heartbeat_interval: int = 60
+    grace_period: int = 600
+    poll_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class FineJob:
+    """Everything a worker process needs (picklable)."""
+
+    run_dir: Path
+    storage: str
+    settings: FineSettings
+    topology: Architecture
+    config_yaml: str
+
+    @property
+    def fine_dir(self) -> Path:
+        return self.run_dir / "fine"
+
+    @property
+    def supernet_dir(self) -> Path:
+        return self.fine_dir / "supernet"
+
+    def config(self) -> RunConfig:
+        import yaml  # type: ignore[import-untyped]
+
+        from c2fnas.training.config import RunConfig
+
+        return RunConfig.model_validate(yaml.safe_load(self.config_yaml))
+
+    def candidate(self, code: Code) -> Architecture:
+        return self.topology.with_ops(decode(code))
+
+    def identity(self) -> dict[str, object]:
+        """Settings a resumed search must share with the stored one."""
+        return {
+            "candidates": self.settings.candidates,
+            "seed": self.settings.seed,
+            "topology": list(self.topology.levels),
+            "width": self.topology.width,
+        }
+
+    def open_store(self) -> TrialStore:
+        return TrialStore(
+            self.storage,
+            study_name="fine",
+            heartbeat_interval=self.settings.heartbeat_interval,
+            grace_period=self.settings.grace_period,
+        )
+
+
+def make_job(
+    run_dir: Path,
+    topology: Architecture,
+    config: RunConfig,
+    storage: str | None = None,
+    **overrides: object,
+) -> FineJob:
+    """A fine-stage job from the run configuration (``search.fine_candidates``, ``fine_stride``)."""
+    values: dict[str, object] = {
+        "candidates": config.search.fine_candidates,
+        "seed": config.training.seed,
+        "stride": config.search.fine_stride,
+    }
+    values.update(overrides)
+    storage = storage or default_storage(run_dir, "fine")
+    return FineJob(
+        run_dir=run_dir,
+        storage=storage,
+        settings=FineSettings(**values),  # type: ignore[arg-type]
+        topology=topology.with_ops(("3d",) * NUM_CELLS),
+        config_yaml=config.to_yaml(),
+    )
+
+
+def supernet_trained(job: FineJob) -> bool:
+    from c2fnas.training import checkpoint
+
+    model = job.supernet_dir / "last"
+    if not all((model / name).is_file() for name in checkpoint.MODEL_FILES):
+        return False
+    info = checkpoint.read_json(model / "model.json")
+    return int(info.get("iteration", -1)) >= job.config().for_search(2).training.iterations
+
+
+def train_supernet(
+    job: FineJob, progress: Callable[[int, int, dict[str, float]], None] | None = None
+) -> TrainResult:
+    """Train (or resume) the supernet of the job's topology for 2x the search iterations."""
+    import torch
+
+    from c2fnas.data.preprocess import Plan
+    from c2fnas.nn import Supernet
+    from c2fnas.training import train
+
+    config = job.config().for_search(2)
+    plan = Plan.load(job.run_dir)
+    torch.manual_seed(config.training.seed)
+    supernet = Supernet(job.topology, plan.in_channels, plan.num_classes)
+    return train(
+        job.topology,
+        job.run_dir,
+        SEARCH_FOLD,
+        config,
+        job.supernet_dir,
+        resume=True,
+        network=supernet,
+        sample_ops=uniform_colouring,
+        progress=progress,
+    )
+
+
+def supernet_scorer(job: FineJob) -> Evaluate:
+    """Load the trained supernet and the validation fold once; score a colouring by its path's
+    mean validation Dice (sliding window, ``settings.stride``)."""
+    import torch
+
+    from c2fnas.data import loader, splits
+    from c2fnas.data.pipeline import cached_case_ids
+    from c2fnas.data.preprocess import Plan
+    from c2fnas.nn import Supernet
+    from c2fnas.training import checkpoint
+    from c2fnas.training.precision import resolve_precision
+    from c2fnas.training.validation import validate
+
+    config = job.config()
+    plan = Plan.load(job.run_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    _, weights, _ = checkpoint.read_model(job.supernet_dir / "last")
+    supernet = Supernet(job.topology, plan.in_channels, plan.num_classes)
+    supernet.load_state_dict(weights)
+    supernet.to(device).eval()
+    folds = splits.load_or_create(job.run_dir, cached_case_ids(job.run_dir))
+    cases = list(loader.validation_cases(job.run_dir, folds[SEARCH_FOLD].val))
+    precision = resolve_precision(config.training.precision, device)
+
+    def evaluate(architecture: Architecture, context: TrialContext) -> float:
+        total, count = validate(
+            lambda x: supernet(x, architecture.ops),
+            cases,
+            plan.num_classes,
+            config.data.patch,
+            job.settings.stride,
+            precision,
+            device,
+            config.training.window_batch,
+        )
+        return float((total / max(count, 1)).mean())
+
+    return evaluate
+
+
+def fine_worker(index: int, job: FineJob) -> None:
+    """Body of one scoring worker process."""
+    name = f"{socket.gethostname()}-{os.getpid()}-w{index}"
+    log_dir = job.fine_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_dir / f"{name}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    settings = job.settings
+    run_worker(
+        job.open_store(),
+        ColouringList(sample_colourings(settings.candidates, settings.seed)),
+        supernet_scorer(job),
+        settings.candidates,
+        seed=settings.seed,
+        worker=name,
+        poll_seconds=settings.poll_seconds,
+        clusters=None,
+        architecture_of=job.candidate,
+    )
+
+
+def write_outputs(snapshot: Snapshot, job: FineJob) -> Architecture | None:
+    """``candidates.csv`` (one row per trial) and ``best_architecture.json``."""
+    from c2fnas.data.cache import write_text_atomic
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for record in snapshot.records:
+        writer.writerow(
+            [
+                record.number,
+                " ".join(decode(record.code)) if record.code else "",
+                "" if record.score is None else f"{record.score:.6f}",
+                "" if record.seconds is None else f"{record.seconds:.1f}",
+                record.state,
+                record.worker,
+                record.failure,
+            ]
+        )
+    write_text_atomic(job.fine_dir / "candidates.csv", buffer.getvalue())
+    best = snapshot.best
+    if best is None or best.code is None:
+        return None
+    architecture = job.candidate(best.code)
+    architecture = Architecture(
+        architecture.levels,
+        architecture.ops,
+        architecture.width,
+        name=f"fine-best-trial-{best.number}",
+    )
+    write_text_atomic(job.fine_dir / "best_architecture.json", architecture.to_json())
+    return architecture
+
+
+def open_search(job: FineJob) -> TrialStore:
+    store = job.open_store()
+    store.check_settings(job.identity())
+    return store
+
+
+def run_fine(
+    job: FineJob,
+    workers: int = 1,
+    gpus: int = 0,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    refresh_seconds: float = 5.0,
+) -> Snapshot:
+    """Score the colourings with ``workers`` local processes (the supernet must be trained)."""
+    if not supernet_trained(job):
+        raise RuntimeError(f"{job.supernet_dir}: the supernet is not trained yet")
+    store = open_search(job)
+
+    def refresh() -> None:
+        snapshot = store.snapshot()
+        write_outputs(snapshot, job)
+        if on_progress is not None:
+            on_progress(snapshot)
+
+    processes = start_workers(workers, fine_worker, (job,), gpus=gpus)
+    supervise(processes, refresh, refresh_seconds)
+    failed = [p.name for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        logger.error("worker processes %s exited with an error; see %s", failed, job.fine_dir)
+    return store.snapshot()

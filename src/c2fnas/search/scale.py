@@ -1,0 +1,112 @@
+"""The third stage (paper Sec. 5.3): scale the width of the final architecture.
+
+Each width multiplier of the grid (paper: 0.25 to 2.0 in steps of 0.25) is trained with the search
+schedule on the search split and validated; ``RUN_DIR/scale/scaling.csv`` lists width,
+parameters, MACs (per sample, at the configured patch) and Dice per class, and
+``RUN_DIR/scale/scaling.png`` plots Dice against MACs. A rerun resumes the width in progress and
+skips the finished ones (each width trains in its own resumable folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from c2fnas.search.evaluate import SEARCH_FOLD
+from c2fnas.space import Architecture
+
+if TYPE_CHECKING:
+    from c2fnas.training.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+PAPER_WIDTHS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+
+
+def width_dir(run_dir: Path, width: float) -> Path:
+    return run_dir / "scale" / f"width_{width:g}"
+
+
+def run_scaling(
+    run_dir: Path,
+    architecture: Architecture,
+    config: RunConfig,
+    widths: Sequence[float] = PAPER_WIDTHS,
+    on_width: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train every width, write the table and the plot after each one; returns the rows."""
+    import torch
+
+    from c2fnas.data.preprocess import Plan
+    from c2fnas.nn import C2FNet
+    from c2fnas.nn.profile import estimate_cost
+    from c2fnas.training import train
+
+    if not widths or any(width <= 0 for width in widths):
+        raise ValueError(f"widths must be positive multipliers, got {list(widths)}")
+    plan = Plan.load(run_dir)
+    search_config = config.for_search()
+    class_names = [plan.labels[value] for value in sorted(plan.labels)[1:]]
+    rows: list[dict[str, Any]] = []
+    for width in widths:
+        scaled = architecture.with_width(width)
+        torch.manual_seed(search_config.training.seed)
+        network = C2FNet(scaled, plan.in_channels, plan.num_classes)
+        cost = estimate_cost(network, (1, plan.in_channels, *config.data.patch))
+        result = train(
+            scaled, run_dir, SEARCH_FOLD, search_config, width_dir(run_dir, width),
+            resume=True, network=network,
+        )  # fmt: skip
+        row = {
+            "width": width,
+            "params": cost.params,
+            "macs": cost.macs,
+            "dice_mean": result.best_mean,
+            **{
+                f"dice_{name}": dice
+                for name, dice in zip(class_names, result.best_dice, strict=True)
+            },
+        }
+        rows.append(row)
+        write_outputs(rows, run_dir / "scale")
+        if on_width is not None:
+            on_width(row)
+    return rows
+
+
+def write_outputs(rows: Sequence[dict[str, Any]], scale_dir: Path) -> None:
+    from c2fnas.data.cache import write_text_atomic
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(scale_dir / "scaling.csv", buffer.getvalue())
+    plot_scaling(rows, scale_dir / "scaling.png")
+
+
+def plot_scaling(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5.5, 4))
+    macs = [row["macs"] / 1e9 for row in rows]
+    axes.plot(macs, [row["dice_mean"] for row in rows], marker="o")
+    for row, x in zip(rows, macs, strict=True):
+        axes.annotate(f"x{row['width']:g}", (x, row["dice_mean"]), textcoords="offset points",
+                      xytext=(4, 4), fontsize=8)  # fmt: skip
+    axes.set_xscale("log")
+    axes.set_xlabel("G MACs per sample")
+    axes.set_ylabel("mean validation Dice")
+    axes.set_title("width scaling")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
