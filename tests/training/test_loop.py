@@ -25,7 +25,7 @@ def network(seed=0):
 def test_fit_writes_models_checkpoint_and_reports(tmp_path):
     calls = []
     result = fit(
-        network(), TINY, batches(0), validation(), smoke(), tmp_path,
+        network(), TINY, batches(0), validation(), smoke(tensorboard=True), tmp_path,
         progress=lambda done, total, metrics: calls.append((done, total, metrics["loss"])),
     )  # fmt: skip
     assert result.iterations == 6 and [c[0] for c in calls] == list(range(1, 7))
@@ -34,6 +34,7 @@ def test_fit_writes_models_checkpoint_and_reports(tmp_path):
     assert [entry[0] for entry in result.history["dice"]] == [3, 6]
     for name in ("config.yaml", "progress.png", "best/model.safetensors", "last/model.json"):
         assert (tmp_path / name).is_file(), name
+    assert any(path.name.startswith("events.out.tfevents") for path in (tmp_path / "tb").iterdir())
     architecture, weights, info = read_model(tmp_path / "last")
     assert architecture == TINY and info["iteration"] == 6 and info["num_classes"] == 3
     rebuilt = C2FNet(architecture, 1, 3)

@@ -105,10 +105,14 @@ def predict_case(
     stride: int = 16,
     precision: str = "fp32",
     window_batch: int = 4,
+    device: torch.device | None = None,
 ) -> Path:
-    """Predict one image file and write its label map with the image's shape, affine and header."""
+    """Predict one image file and write its label map with the image's shape, affine and header.
+
+    ``device`` is where the models are (default CPU); ``precision`` is already resolved.
+    """
     plan = models[0].plan
-    device = next(iter(_devices(models)))
+    device = device or torch.device("cpu")
     image, properties = preprocess_images(image_path, plan)
     tensor = torch.from_numpy(image)[None].to(device)
     probabilities = [
@@ -121,15 +125,6 @@ def predict_case(
     values = np.array(sorted(plan.labels), dtype=np.int64)  # class index -> label value
     label = values[classes].astype(np.uint8 if values.max() <= 255 else np.int16)
     return write_like(restore_prediction(label, properties), image_path, out_path)
-
-
-def _devices(models: Sequence[LoadedModel]) -> set[torch.device]:
-    devices = set()
-    for model in models:
-        parameters = getattr(model.network, "parameters", None)
-        first = next(parameters(), None) if parameters else None
-        devices.add(first.device if first is not None else torch.device("cpu"))
-    return devices
 
 
 def image_files(in_dir: Path) -> list[Path]:
@@ -185,7 +180,9 @@ def predict_folder(
         try:
             out_path = Path(out_dir) / image_path.name
             summary.written.append(
-                predict_case(image_path, loaded, out_path, ensemble, stride, resolved)
+                predict_case(
+                    image_path, loaded, out_path, ensemble, stride, resolved, device=device
+                )
             )
         except Exception as error:  # noqa: BLE001 - one bad case must not stop the others
             log.error("%s: prediction failed: %s", image_path, error)

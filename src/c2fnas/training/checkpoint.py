@@ -55,13 +55,18 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def write_model(
-    folder: Path, network: nn.Module, architecture: Architecture, info: dict[str, Any]
+    folder: Path, network: nn.Module, architecture: Architecture | None, info: dict[str, Any]
 ) -> None:
-    """Write a model folder; the previous one is replaced only once the new one is complete."""
+    """Write a model folder; the previous one is replaced only once the new one is complete.
+
+    ``architecture`` is None only for networks from outside the search space (benchmarks); such
+    a folder has no ``architecture.json`` and cannot be used by ``c2fnas predict``.
+    """
     temporary = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
-    architecture.save(temporary / "architecture.json")
+    if architecture is not None:
+        architecture.save(temporary / "architecture.json")
     save_file(_tensors(network.state_dict()), str(temporary / "model.safetensors"))
     write_json(temporary / "model.json", info)
     old = folder.with_name(folder.name + ".old")
@@ -146,7 +151,7 @@ def write_checkpoint(
     checkpoints: Path,
     iteration: int,
     network: nn.Module,
-    architecture: Architecture,
+    architecture: Architecture | None,
     info: dict[str, Any],
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],

@@ -119,8 +119,9 @@ class _Trainer:
         return value
 
 
-def _validation_model(network: nn.Module, architecture: Architecture, supernet: bool) -> Any:
+def _validation_model(network: nn.Module, architecture: Architecture | None, supernet: bool) -> Any:
     if supernet:
+        assert architecture is not None, "a supernet is validated on the architecture's path"
         # A supernet is validated on the path of the architecture's own colouring.
         return lambda x: network(x, architecture.ops)
     return network
@@ -128,7 +129,7 @@ def _validation_model(network: nn.Module, architecture: Architecture, supernet: 
 
 def fit(
     network: nn.Module,
-    architecture: Architecture,
+    architecture: Architecture | None,
     batches: BatchSource,
     validation: ValidationSource,
     config: RunConfig,
@@ -144,7 +145,8 @@ def fit(
 
     Args:
         network: built from ``architecture``, on any device; moved to ``device``.
-        architecture: stored with every model folder and checkpoint.
+        architecture: stored with every model folder and checkpoint; None only for a network
+            from outside the search space (e.g. a benchmark's baseline).
         batches: see ``BatchSource``; under DDP each process gets its own share of the batch.
         validation: see ``ValidationSource``; Dice is summed over processes.
         config: the resolved run configuration.
@@ -160,62 +162,24 @@ def fit(
         FileExistsError: ``out_dir`` already holds a checkpoint and ``resume`` is false.
     """
     training = config.training
+    rank = _rank()[0]
+    info = _model_info(network, config, sample_ops is not None, model_info)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rank, world = _rank()
-    precision = resolve_precision(training.precision, device)
-    network = network.to(device, memory_format=memory_format(precision))
-    optimizer = torch.optim.SGD(
-        network.parameters(),
-        lr=training.learning_rate,
-        momentum=training.momentum,
-        weight_decay=training.weight_decay,
-    )
-    checkpoints = out_dir / "checkpoints"
-    existing = ckpt.latest_checkpoint(checkpoints)
-    if existing is not None and not resume:
-        raise FileExistsError(f"{out_dir} already holds a run; resume it or choose another folder")
-    sampler_rng = random.Random(training.seed)
-    state: dict[str, Any] = {}
-    if existing is not None:
-        state = ckpt.read_checkpoint(existing, network, optimizer)
-        sampler_rng.setstate(ckpt.python_state_from_json(state["sampler_rng"]))
-        log.info("resuming %s from iteration %d", out_dir, state["iteration"])
-    model: nn.Module = network
-    if world > 1:
-        model = DistributedDataParallel(
-            network,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=sample_ops is not None,  # a supernet trains one path per step
-        )
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    if scaler is not None and "scaler" in state:
-        scaler.load_state_dict(state["scaler"])
-    trainer = _Trainer(
-        network, model, optimizer, DiceCELoss(to_onehot_y=True, softmax=True), config,
-        precision, device, scaler, sample_ops, sampler_rng,
-    )  # fmt: skip
+    trainer = _make_trainer(network, config, device, sample_ops)
+    state = _restore(trainer, out_dir / "checkpoints", resume)
     run_log = RunLog(
         out_dir, state.get("history"), enabled=rank == 0, tensorboard=training.tensorboard
     )
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-    info = {
-        "kind": "supernet" if sample_ops is not None else "network",
-        "in_channels": int(getattr(network, "in_channels", 0)),
-        "num_classes": int(getattr(network, "num_classes", 0)),
-        "patch": list(config.data.patch),
-        "stride": training.stride,
-        **(model_info or {}),
-    }
     started = time.perf_counter() - float(state.get("seconds", 0.0))
     start = int(state.get("iteration", 0))
     stream = batches(start)
-    network.train()
+    trainer.network.train()
     for iteration in range(start, training.iterations):
         loss = trainer.run_step(iteration, next(stream))
         done = iteration + 1
-        run_log.loss(done, loss, optimizer.param_groups[0]["lr"])
+        run_log.loss(done, loss, trainer.optimizer.param_groups[0]["lr"])
         if progress is not None and rank == 0:
             progress(done, training.iterations, {"loss": loss, **run_log.last_dice()})
         last = done == training.iterations
@@ -223,15 +187,8 @@ def fit(
             _validate(trainer, architecture, validation, run_log, done, info, out_dir, sample_ops)
         if done % training.checkpoint_every == 0 or last:
             if rank == 0:
-                saved = {
-                    "seconds": time.perf_counter() - started,
-                    "history": run_log.history,
-                    "sampler_rng": ckpt.python_state_to_json(sampler_rng.getstate()),
-                    **({"scaler": scaler.state_dict()} if scaler is not None else {}),
-                }
-                ckpt.write_checkpoint(
-                    checkpoints, done, network, architecture, info, optimizer, saved
-                )
+                saved = {"seconds": time.perf_counter() - started, "history": run_log.history}
+                _checkpoint(trainer, out_dir / "checkpoints", done, architecture, info, saved)
             stream = batches(done)
     run_log.close()
     best = run_log.best()
@@ -245,9 +202,87 @@ def fit(
     )
 
 
+def _model_info(
+    network: nn.Module, config: RunConfig, supernet: bool, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    info = {
+        "kind": "supernet" if supernet else "network",
+        "in_channels": int(getattr(network, "in_channels", 0)),
+        "num_classes": int(getattr(network, "num_classes", 0)),
+        "patch": list(config.data.patch),
+        "stride": config.training.stride,
+        **(extra or {}),
+    }
+    if info["num_classes"] < 2:
+        raise ValueError("fit needs num_classes >= 2: from the network or in model_info")
+    return info
+
+
+def _make_trainer(
+    network: nn.Module, config: RunConfig, device: torch.device, sample_ops: OpsSampler | None
+) -> _Trainer:
+    training = config.training
+    precision = resolve_precision(training.precision, device)
+    network = network.to(device, memory_format=memory_format(precision))
+    optimizer = torch.optim.SGD(
+        network.parameters(),
+        lr=training.learning_rate,
+        momentum=training.momentum,
+        weight_decay=training.weight_decay,
+    )
+    model: nn.Module = network
+    if _rank()[1] > 1:
+        model = DistributedDataParallel(
+            network,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=sample_ops is not None,  # a supernet trains one path per step
+        )
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return _Trainer(
+        network, model, optimizer, DiceCELoss(to_onehot_y=True, softmax=True), config,
+        precision, device, scaler, sample_ops, random.Random(training.seed),
+    )  # fmt: skip
+
+
+def _restore(trainer: _Trainer, checkpoints: Path, resume: bool) -> dict[str, Any]:
+    """Load the latest checkpoint into ``trainer`` when resuming; its ``state.json`` or {}."""
+    existing = ckpt.latest_checkpoint(checkpoints)
+    if existing is not None and not resume:
+        raise FileExistsError(
+            f"{checkpoints.parent} already holds a run; resume it or choose another folder"
+        )
+    checkpoints.parent.mkdir(parents=True, exist_ok=True)
+    if existing is None:
+        return {}
+    state = ckpt.read_checkpoint(existing, trainer.network, trainer.optimizer)
+    trainer.sampler_rng.setstate(ckpt.python_state_from_json(state["sampler_rng"]))
+    if trainer.scaler is not None and "scaler" in state:
+        trainer.scaler.load_state_dict(state["scaler"])
+    log.info("resuming %s from iteration %d", checkpoints.parent, state["iteration"])
+    return state
+
+
+def _checkpoint(
+    trainer: _Trainer,
+    checkpoints: Path,
+    iteration: int,
+    architecture: Architecture | None,
+    info: dict[str, Any],
+    state: dict[str, Any],
+) -> None:
+    state = {
+        **state,
+        "sampler_rng": ckpt.python_state_to_json(trainer.sampler_rng.getstate()),
+        **({"scaler": trainer.scaler.state_dict()} if trainer.scaler is not None else {}),
+    }
+    ckpt.write_checkpoint(
+        checkpoints, iteration, trainer.network, architecture, info, trainer.optimizer, state
+    )
+
+
 def _validate(
     trainer: _Trainer,
-    architecture: Architecture,
+    architecture: Architecture | None,
     validation: ValidationSource,
     run_log: RunLog,
     iteration: int,

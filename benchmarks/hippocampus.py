@@ -1,0 +1,276 @@
+"""C2FNAS-Panc against MONAI's DynUNet (the nnU-Net network) on MSD Task04 Hippocampus.
+
+Both networks train with the same loop, loss (Dice + CE), optimiser (SGD 0.02, momentum 0.9,
+weight decay 4e-5), warm-up and step decay, patches, augmentation and precision, for the same
+wall-clock budget each. The split is fixed: the run's 5 folds in dataset order; folds 1-4 train
+and fold 5 (40 cases) is held out and scored once at the end (no model selection on it).
+
+The number of iterations that fits the budget is measured first (a few timed steps), then the
+schedule is laid out over it: warm-up over the first 5%, x0.5 at 60% and 85%. Steps are timed in
+CPU seconds of the process, not wall-clock seconds, so that other jobs on a shared machine change
+the wall time (reported) but not the compute each model gets; with ``--threads 1`` a CPU second
+is a wall-clock second of an unloaded core. Each model trains in its own process so its peak
+memory (max RSS) is its own.
+
+Usage::
+
+    python benchmarks/hippocampus.py --budget-minutes 30
+    python benchmarks/hippocampus.py --budget-minutes 12 --threads 1 --parallel  # shared CPU
+    python benchmarks/hippocampus.py --budget-minutes 1 --test-cases 4   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.networks.nets import DynUNet
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from c2fnas.data import loader, splits
+from c2fnas.data.pipeline import cached_case_ids, preprocess_dataset
+from c2fnas.data.preprocess import Plan
+from c2fnas.nn import C2FNet
+from c2fnas.nn.profile import estimate_cost
+from c2fnas.space import Architecture
+from c2fnas.training.config import DataConfig, RunConfig, TrainingConfig
+from c2fnas.training.loop import fit
+from c2fnas.training.precision import autocast, memory_format, resolve_precision
+from c2fnas.training.run import stream_seed
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
+MODELS = ("c2fnas-panc", "dynunet")
+CALIBRATION_STEPS = 6
+log = logging.getLogger("hippocampus")
+
+
+def build(model: str, width: float, classes: int) -> tuple[nn.Module, Architecture | None]:
+    """The network and, for C2FNAS, its architecture."""
+    torch.manual_seed(0)
+    if model == "c2fnas-panc":
+        architecture = Architecture.load(REPO / "architectures" / "c2fnas-panc.json")
+        architecture = architecture.with_width(width)
+        return C2FNet(architecture, 1, classes), architecture
+    # nnU-Net's 3d_fullres layout for a patch this size: 5 resolutions (4 poolings of 2),
+    # 32 base filters doubling up to 320, instance norm, leaky ReLU, transposed-conv upsampling.
+    # Deep supervision is left out so both networks see the same loss.
+    network = DynUNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=classes,
+        kernel_size=[3, 3, 3, 3, 3],
+        strides=[1, 2, 2, 2, 2],
+        upsample_kernel_size=[2, 2, 2, 2],
+        filters=[32, 64, 128, 256, 320],
+        norm_name="instance",
+        act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+    )
+    return network, None
+
+
+def make_config(args: argparse.Namespace, iterations: int) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(patch=tuple(args.patch), batch_size=args.batch, workers=0),
+        training=TrainingConfig(
+            iterations=iterations,
+            milestones=tuple(sorted({max(1, round(iterations * f)) for f in (0.6, 0.85)})),
+            warmup_iterations=max(1, iterations // 20),
+            precision=args.precision,
+            validate_every=iterations,  # only once, at the end, on the held-out fold
+            checkpoint_every=iterations,
+            stride=args.stride,
+            window_batch=2,
+            tensorboard=False,
+        ),
+    )
+
+
+def seconds_per_step(network: nn.Module, batches: Any, config: RunConfig) -> float:
+    """Median CPU time of a training step (forward, loss, backward, SGD) after two warm-ups."""
+    from monai.losses import DiceCELoss
+
+    precision = resolve_precision(config.training.precision, torch.device("cpu"))
+    network = network.to(memory_format=memory_format(precision))
+    optimizer = torch.optim.SGD(network.parameters(), lr=1e-4, momentum=0.9)
+    loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+    times = []
+    for _ in range(CALIBRATION_STEPS + 2):
+        batch = next(batches)
+        started = time.process_time()
+        with autocast(precision, torch.device("cpu")):
+            logits = network(batch["image"].to(memory_format=memory_format(precision)))
+        loss = loss_function(logits.float(), batch["label"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.process_time() - started)
+    return sorted(times[2:])[len(times[2:]) // 2]
+
+
+def run_one(args: argparse.Namespace) -> dict[str, Any]:
+    """Train and score one model in this process; returns its result row."""
+    run_dir = args.work / "run"
+    plan = Plan.load(run_dir)
+    folds = splits.load_or_create(run_dir, cached_case_ids(run_dir))
+    train_ids, test_ids = folds[4].train, folds[4].val[: args.test_cases]
+    config = make_config(args, 1)
+
+    def batches(start: int) -> Any:
+        seed = stream_seed(args.seed, 0, start)
+        return loader.train_batches(run_dir, train_ids, args.patch, args.batch, seed)
+
+    network, architecture = build(args.only, args.width, plan.num_classes)
+    cost = estimate_cost(network, (1, 1, *args.patch))
+    step = seconds_per_step(network, batches(10**6), config)
+    # The end-of-run validation is not part of the training budget; it is timed on its own.
+    iterations = max(10, int(args.budget_minutes * 60 / step))
+    log.info("%s: %.2f CPU s per step -> %d iterations", args.only, step, iterations)
+    network, architecture = build(args.only, args.width, plan.num_classes)
+    config = make_config(args, iterations)
+    shutil.rmtree(args.work / args.only, ignore_errors=True)  # a benchmark always starts afresh
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = fit(
+        network, architecture, batches,
+        lambda: loader.validation_cases(run_dir, test_ids), config,
+        args.work / args.only, resume=False, progress=_progress(iterations),
+        model_info={"benchmark": args.only, "in_channels": 1, "num_classes": plan.num_classes},
+    )  # fmt: skip
+    total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    history = result.history["loss"]
+    return {
+        "model": args.only,
+        "width": args.width if args.only == "c2fnas-panc" else None,
+        "params_millions": cost.params / 1e6,
+        "gmacs_per_patch": cost.macs / 1e9,
+        "seconds_per_step_calibrated": step,
+        "iterations": iterations,
+        "train_plus_eval_seconds": total,
+        "train_plus_eval_cpu_seconds": cpu,
+        "final_loss": sum(item[1] for item in history[-20:]) / len(history[-20:]),
+        "held_out_cases": len(test_ids),
+        "dice_per_class": dict(zip(("anterior", "posterior"), result.best_dice, strict=False)),
+        "mean_dice": result.best_mean,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def _progress(total: int) -> Any:
+    every = max(1, total // 20)
+
+    def report(done: int, _: int, metrics: dict[str, float]) -> None:
+        if done % every == 0 or done == total:
+            log.info("iteration %d/%d loss %.4f", done, total, metrics["loss"])
+
+    return report
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="Task04_Hippocampus folder")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "hippocampus-benchmark")
+    parser.add_argument(
+        "--budget-minutes", type=float, default=30.0, help="training time per model"
+    )
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--width", type=float, default=0.25, help="C2FNAS width multiplier")
+    parser.add_argument("--patch", type=int, nargs=3, default=[32, 48, 32])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--stride", type=int, default=16, help="sliding-window step (paper: 16)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--test-cases", type=int, default=None, help="score only the first N")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per model (default: torch's choice). On a CPU shared with other "
+        "jobs use 1: OpenMP threads spinning against another job's threads can make a step 10x "
+        "slower.",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "hippocampus.json"
+    )
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="train the models at the same time (with --threads 1 on a machine with a core each)",
+    )
+    parser.add_argument("--only", choices=MODELS, help=argparse.SUPPRESS)  # the child process
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.only:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(json.dumps(run_one(args)))
+        return
+    started = time.perf_counter()
+    summary = preprocess_dataset(args.data, args.work / "run", workers=2)
+    log.info("preprocessed: %d written, %d cached", len(summary.written), len(summary.skipped))
+    children = []
+    for model in args.models:
+        command = [sys.executable, __file__, *(argv or sys.argv[1:]), "--only", model]
+        children.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+        if not args.parallel:
+            children[-1].wait()
+    rows = []
+    for model, child in zip(args.models, children, strict=True):
+        output, _ = child.communicate()
+        if child.returncode:
+            raise SystemExit(f"{model}: the training process failed (exit {child.returncode})")
+        rows.append(json.loads(output.strip().splitlines()[-1]))
+    report = {
+        "dataset": str(args.data),
+        "split": "5 folds in dataset order; train on folds 1-4, score fold 5",
+        "budget_minutes_per_model": args.budget_minutes,
+        "patch": args.patch, "batch": args.batch, "stride": args.stride,
+        "precision": resolve_precision(args.precision, torch.device("cpu")),
+        "threads": args.threads or torch.get_num_threads(),
+        "parallel": args.parallel,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch": torch.__version__},
+        "results": rows,
+        "seconds": time.perf_counter() - started,
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    show(rows, args)
+
+
+def show(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    table = Table(title=f"Hippocampus, held-out fold, {args.budget_minutes:g} min training each")
+    for column in ("model", "params", "GMACs/patch", "iterations", "anterior", "posterior",
+                   "mean Dice", "time (s)", "peak RSS (GiB)"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for row in rows:
+        dice = row["dice_per_class"]
+        table.add_row(
+            row["model"] + (f" x{row['width']:g}" if row["width"] else ""),
+            f"{row['params_millions']:.2f} M", f"{row['gmacs_per_patch']:.2f}",
+            str(row["iterations"]), f"{dice.get('anterior', math.nan):.4f}",
+            f"{dice.get('posterior', math.nan):.4f}", f"{row['mean_dice']:.4f}",
+            f"{row['train_plus_eval_seconds']:.0f}", f"{row['peak_rss_gib']:.2f}",
+        )  # fmt: skip
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
