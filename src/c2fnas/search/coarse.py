@@ -19,13 +19,7 @@ import optuna
 
 from c2fnas.search.report import write_outputs
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
-from c2fnas.search.strategies import (
-    NUM_CLUSTERS,
-    CoarseToFine,
-    RandomSearch,
-    RegularizedEvolution,
-    Strategy,
-)
+from c2fnas.search.strategies import NUM_CLUSTERS, Strategy, make_strategy
 from c2fnas.search.worker import Evaluate, exit_on_signal, run_worker, start_workers, supervise
 
 logger = logging.getLogger(__name__)
@@ -60,13 +54,8 @@ class CoarseSettings:
     prune_min_iterations: int = 0
 
     def make_strategy(self) -> Strategy:
-        if self.strategy == "c2f":
-            return CoarseToFine(seed=self.seed, clusters=self.clusters, explore=self.explore)
-        if self.strategy == "random":
-            return RandomSearch()
-        if self.strategy == "evolution":
-            return RegularizedEvolution()
-        raise ValueError(f"unknown strategy {self.strategy!r}; choose c2f, random or evolution")
+        """Raises ``ValueError`` for an unknown strategy name."""
+        return make_strategy(self.strategy, self.seed, self.clusters, self.explore)
 
     def identity(self) -> dict[str, object]:
         """Settings a resumed search must share with the stored one."""

@@ -9,6 +9,7 @@ mean validation Dice over the foreground classes (``TrainResult.best_mean``). A 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,8 +91,14 @@ class TrainingEvaluator:
                 context.iterations = done
                 # Validation at iteration v runs after the callback of v: its Dice shows at v + 1.
                 validated = done - 1
-                if prune and validated > 0 and validated % validate_every == 0 and "dice" in values:
-                    context.report(values["dice"], validated)
+                dice = values.get("dice", math.nan)
+                if (
+                    prune
+                    and validated > 0
+                    and validated % validate_every == 0
+                    and math.isfinite(dice)
+                ):
+                    context.report(dice, validated)
                     if context.should_prune():
                         raise optuna.TrialPruned(f"pruned at iteration {validated}")
 

@@ -198,10 +198,12 @@ class RegularizedEvolution:
         return None
 
 
-def make_strategy(name: str, seed: int = 0) -> Strategy:
+def make_strategy(
+    name: str, seed: int = 0, clusters: int = NUM_CLUSTERS, explore: float = 0.2
+) -> Strategy:
     """The strategy called ``name`` (one of ``STRATEGIES``); ``seed`` fixes the clustering."""
     if name == "c2f":
-        return CoarseToFine(seed=seed)
+        return CoarseToFine(seed=seed, clusters=clusters, explore=explore)
     if name == "random":
         return RandomSearch()
     if name == "evolution":
