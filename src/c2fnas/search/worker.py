@@ -216,15 +216,20 @@ def start_workers(
     """Start ``target(index, *args)`` in ``count`` fresh processes.
 
     With ``gpus > 0``, worker ``index`` sees only GPU ``index % gpus`` (``CUDA_VISIBLE_DEVICES``
-    is set before the child imports torch). Processes are spawned, not forked, so no CUDA or
-    database connection leaks from the parent.
+    is set before the child imports torch). Without GPUs the CPU cores are shared out: each of
+    the ``count`` workers gets ``cores // count`` threads, because OpenMP threads that outnumber
+    the cores spin against each other and can make every step many times slower. Processes are
+    spawned, not forked, so no CUDA or database connection leaks from the parent.
     """
     context = multiprocessing.get_context("spawn")
     processes: list[BaseProcess] = []
+    threads = None if gpus > 0 else max(1, (os.cpu_count() or 1) // max(1, count))
     for index in range(count):
         gpu = str(index % gpus) if gpus > 0 else None
         process = context.Process(
-            target=_worker_entry, args=(gpu, target, index, *args), name=f"worker-{index}"
+            target=_worker_entry,
+            args=(gpu, threads, target, index, *args),
+            name=f"worker-{index}",
         )
         process.start()
         processes.append(process)
@@ -272,7 +277,13 @@ def launch_workers(
     return [process.exitcode if process.exitcode is not None else -1 for process in processes]
 
 
-def _worker_entry(gpu: str | None, target: Callable[..., Any], *args: Any) -> None:
+def _worker_entry(
+    gpu: str | None, threads: int | None, target: Callable[..., Any], *args: Any
+) -> None:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     target(*args)

@@ -1,0 +1,119 @@
+"""``c2fnas run``: every stage on a tiny synthetic dataset, resume, and a bad dataset."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from c2fnas.cli import app
+from c2fnas.data.synth import make_synthetic_dataset
+from c2fnas.pipeline import DEFAULT_STAGES
+
+runner = CliRunner()
+TINY = """
+training:
+  iterations: 2
+  milestones: [1]
+  validate_every: 2
+  checkpoint_every: 2
+  stride: 16
+search:
+  coarse_networks: 2
+  fine_candidates: 2
+  iterations: 1
+  milestones: []
+  width: 0.125
+"""
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    make_synthetic_dataset(root / "data", cases=5, shape=(32, 32, 24), test_cases=2)
+    (root / "tiny.yaml").write_text(TINY)
+    return root
+
+
+def _run(dataset, run_dir, *extra):
+    arguments = ["run", str(dataset / "data"), "--run", str(run_dir), "--preset", "smoke"]
+    return runner.invoke(app, [*arguments, "--config", str(dataset / "tiny.yaml"), *extra])
+
+
+@pytest.fixture(scope="module")
+def finished_run(dataset):
+    run_dir = dataset / "run"
+    return run_dir, _run(dataset, run_dir)
+
+
+@pytest.mark.slow
+def test_every_stage_runs_and_writes_its_outputs(dataset, finished_run):
+    run_dir, result = finished_run
+    assert result.exit_code == 0, result.output
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert list(state) == list(DEFAULT_STAGES)
+    assert len(state["train"]["fold_dice"]) == 5
+    for path in (
+        "coarse/best_topology.json", "fine/best_architecture.json", "fine/supernet/last",
+        "train/fold_4/best/model.safetensors", "evaluation/summary.json", "report.md",
+        "report.html", "architecture.png",
+    ):  # fmt: skip
+        assert (run_dir / path).exists(), path
+    for image in (dataset / "data" / "imagesTs").glob("*.nii.gz"):
+        source, prediction = nib.load(image), nib.load(run_dir / "predictions" / image.name)
+        assert prediction.shape == source.shape
+        np.testing.assert_allclose(prediction.affine, source.affine)
+    report = (run_dir / "report.md").read_text()
+    for heading in ("Time per stage", "Searched architecture", "Coarse stage", "Fine stage",
+                    "validation Dice per fold", "5-fold ensemble"):  # fmt: skip
+        assert heading in report
+    assert "test set, 5-fold ensemble" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_finished_stages(dataset, finished_run):
+    run_dir, first = finished_run
+    assert first.exit_code == 0, first.output
+    before = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    again = _run(dataset, run_dir)
+    assert again.exit_code == 0, again.output
+    after = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert {k: v for k, v in after.items() if k != "report"} == {
+        k: v for k, v in before.items() if k != "report"
+    }
+    assert again.stderr.count("done before, skipped") == len(DEFAULT_STAGES) - 1
+
+
+@pytest.mark.slow
+def test_a_changed_configuration_is_refused_on_resume(dataset, finished_run):
+    run_dir, first = finished_run
+    assert first.exit_code == 0, first.output
+    other = dataset / "other.yaml"
+    other.write_text(TINY.replace("coarse_networks: 2", "coarse_networks: 3"))
+    arguments = ["run", str(dataset / "data"), "--run", str(run_dir), "--preset", "smoke"]
+    result = runner.invoke(app, [*arguments, "--config", str(other)])
+    assert result.exit_code == 1
+    assert "another configuration" in result.stderr.replace("\n", " ")
+
+
+def test_a_bad_dataset_stops_at_the_check_naming_the_case(tmp_path):
+    root = make_synthetic_dataset(tmp_path / "data", cases=3, shape=(16, 16, 16))
+    (root / "labelsTr" / "synth_001.nii.gz").write_bytes(b"not a nifti file")
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["run", str(root), "--run", str(run_dir), "--preset", "smoke"])
+    assert result.exit_code == 1
+    message = result.stderr.replace("\n", " ")
+    assert "check:" in message and "synth_001" in message
+    assert not (run_dir / "preprocessed").exists()
+    assert (
+        "check" not in json.loads((run_dir / "pipeline.json").read_text())["stages"]
+        if (run_dir / "pipeline.json").exists()
+        else True
+    )
+
+
+def test_unknown_stage_is_refused(tmp_path):
+    root = make_synthetic_dataset(tmp_path / "data", cases=2, shape=(16, 16, 16))
+    result = runner.invoke(app, ["run", str(root), "--run", str(tmp_path / "r"), "--stages", "x"])
+    assert result.exit_code == 1 and "unknown stage" in result.stderr
