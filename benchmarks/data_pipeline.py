@@ -109,6 +109,7 @@ def main() -> None:
     if not (args.dataset / "dataset.json").is_file():
         raise SystemExit(f"{args.dataset}: no dataset.json (pass --dataset)")
 
+    load_before = os.getloadavg()[0]  # other work on the machine skews every number below
     with tempfile.TemporaryDirectory() as folder:
         run_dir = Path(folder) / "run"
         preprocess = time_preprocess(args.dataset, run_dir, args.workers)
@@ -120,6 +121,7 @@ def main() -> None:
     result = {
         "dataset": str(args.dataset),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "patch": args.patch,
         "batch": args.batch,
         "preprocess": preprocess,
@@ -138,7 +140,9 @@ def _print_table(result: dict) -> None:
 
     preprocess = result["preprocess"]
     patch = "x".join(map(str, result["patch"]))
-    table = Table(title=f"data pipeline ({result['machine']})")
+    load = result["load_average_1min"]
+    load_text = f"load {load['before']:.1f} -> {load['after']:.1f}"
+    table = Table(title=f"data pipeline ({result['machine']}, {load_text})")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row(

@@ -26,7 +26,7 @@ def broken_dataset(root):
     entries["escape"] = {"image": "../../etc/hosts", "label": "./labelsTr/good.nii.gz"}
     truncated = make_case(root, "truncated")
     path = root / "imagesTr" / "truncated.nii.gz"
-    path.write_bytes(path.read_bytes()[:60])
+    path.write_bytes(path.read_bytes()[:-100])  # header intact, data cut
     entries["truncated"] = truncated
     entries["text"] = make_case(root, "text")
     (root / "labelsTr" / "text.nii.gz").write_text("not an image")
@@ -57,7 +57,7 @@ def broken_dataset(root):
 EXPECTED = {
     "missing": "none.nii.gz is missing",
     "escape": "escapes the dataset folder",
-    "truncated": "image:",
+    "truncated": "cannot read the voxel data",
     "text": "not a readable NIfTI",
     "shape": "label shape (6, 7, 4) differs from image shape (6, 7, 5)",
     "affine": "affines differ by up to 0.5 mm",

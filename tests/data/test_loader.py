@@ -101,3 +101,17 @@ def test_bad_arguments(run_dir):
         next(train_batches(run_dir, [], (8, 8, 8), 2, seed=0))
     with pytest.raises(ValueError):
         next(train_batches(run_dir, IDS, (8, 8), 2, seed=0))
+
+
+def test_case_store_keeps_to_its_budget(run_dir):
+    from c2fnas.data.loader import CaseStore
+
+    store = CaseStore(run_dir, budget_bytes=1)
+    first = store.get(IDS[0])
+    assert store.get(IDS[0]) is first  # cached
+    store.get(IDS[1])
+    assert list(store.cases) == [IDS[1]]  # the least recently used case was dropped
+    roomy = CaseStore(run_dir)
+    for case_id in IDS:
+        roomy.get(case_id)
+    assert list(roomy.cases) == IDS

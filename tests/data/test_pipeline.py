@@ -114,3 +114,23 @@ def test_parse_spacing(values, expected):
 def test_parse_spacing_rejects(values):
     with pytest.raises(ValueError, match="--spacing"):
         parse_spacing(values)
+
+
+def test_cached_case_ids(run_dir, tmp_path):
+    from c2fnas.data.pipeline import cached_case_ids
+
+    assert cached_case_ids(run_dir) == IDS
+    with pytest.raises(FileNotFoundError, match="dataset.json"):
+        cached_case_ids(tmp_path)
+
+
+def test_a_killed_run_is_finished_cleanly(dataset, tmp_path):
+    run = tmp_path / "run"
+    preprocess_dataset(dataset, run)
+    npz, json_path = case_paths(run, IDS[0])
+    json_path.unlink()  # killed between writing the arrays and the properties
+    stale = npz.with_name(f".{npz.name}.tmp999")
+    stale.write_bytes(b"half")  # killed while writing
+    summary = preprocess_dataset(dataset, run)
+    assert summary.written == [IDS[0]] and not stale.exists()
+    load_case(run, IDS[0])

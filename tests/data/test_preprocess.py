@@ -98,6 +98,13 @@ def test_restore_rejects_a_wrong_shape():
         restore_prediction(np.zeros((3, 3, 3), np.uint8), properties)
 
 
+def test_non_finite_images_are_refused():
+    image, _ = blob_case()
+    image[0, 5, 5, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        preprocess_arrays(image, np.eye(4), mr_plan((1, 1, 1)))
+
+
 def test_crop_to_nonzero_and_mr_zscore():
     image, label = blob_case(margin=3)
     pre_image, _, properties = preprocess_arrays(image, np.eye(4), mr_plan((1, 1, 1)), label)

@@ -195,13 +195,19 @@ def train_batches(
         batch_size: patches per batch (2 per case, so ``ceil(B / 2)`` cases per batch).
         seed: the stream is a function of ``(seed, workers)``.
         foreground_oversample: probability that a patch is centred on a foreground voxel.
-        workers: DataLoader worker processes (0: in this process).
+        workers: DataLoader worker processes (0: in this process). On a CPU-only machine 0 is
+            usually best: cutting a batch takes milliseconds, a training step seconds, and
+            workers add inter-process copies (see ``benchmarks/data_pipeline.py``).
     """
     dataset = PatchBatches(run_dir, case_ids, patch, batch_size, seed, foreground_oversample)
     if workers <= 0:
         return iter(dataset)
     loader = DataLoader(
-        dataset, batch_size=None, num_workers=workers, prefetch_factor=4, persistent_workers=False
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4,
+        pin_memory=torch.cuda.is_available(),  # faster host-to-GPU copies
     )
     return iter(loader)
 

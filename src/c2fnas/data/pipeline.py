@@ -11,7 +11,7 @@ import json
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 from c2fnas.data import cache
 from c2fnas.data.fingerprint import SAMPLES_TOTAL, case_fingerprint, make_plan, stamps, summarize
-from c2fnas.data.msd import Case, read_dataset
+from c2fnas.data.msd import Case, case_id_of, read_dataset
 from c2fnas.data.preprocess import Plan
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,9 @@ def run_parallel(
 ) -> Iterator[tuple[str, Any, BaseException | None]]:
     """Run ``function(*args)`` per ``(key, args)``; yields ``(key, result, error)`` as they end.
 
-    ``workers <= 1`` runs in this process. Worker processes are spawned (not forked) so that a
-    parent holding threads (torch, a data loader) cannot deadlock them.
+    ``workers <= 1`` runs in this process. Workers are forked where the platform allows: they
+    need no ``if __name__ == "__main__"`` guard in the calling script and start at once; they
+    only run numpy, scipy and nibabel code, never torch, so threads of the parent do not matter.
     """
     total = len(jobs)
     if progress:
@@ -58,18 +59,21 @@ def run_parallel(
     if workers <= 1 or total <= 1:
         for done, (key, args) in enumerate(jobs, 1):
             try:
-                yield key, function(*args), None
+                result = function(*args)
             except Exception as error:  # reported per case, never hides the others
                 yield key, None, error
+            else:
+                yield key, result, None
             if progress:
                 progress(stage, done, total)
         return
-    context = multiprocessing.get_context("spawn")
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool:
         futures: dict[Future[Any], str] = {pool.submit(function, *args): key for key, args in jobs}
         for done, future in enumerate(as_completed(futures), 1):
-            error = future.exception()
-            yield futures[future], None if error else future.result(), error
+            failure = future.exception()
+            yield futures[future], None if failure else future.result(), failure
             if progress:
                 progress(stage, done, total)
 
@@ -149,6 +153,8 @@ def preprocess_dataset(
     plan.save(run_dir)
 
     summary = PreprocessSummary(plan=plan)
+    for stale in (run_dir / cache.CACHE_DIR).glob(".*.tmp*"):  # left by a killed run
+        stale.unlink(missing_ok=True)
     digest = plan.digest()
     todo = []
     for case in dataset.training:
@@ -183,14 +189,7 @@ def cached_case_ids(run_dir: str | Path) -> list[str]:
     path = Path(run_dir) / "dataset.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run `c2fnas preprocess` first")
-    description = json.loads(path.read_text())
-    from c2fnas.data.msd import case_id_of
-
-    return [case_id_of(entry["image"]) for entry in _entries(description["training"])]
-
-
-def _entries(items: Iterable[Any]) -> Iterable[dict[str, Any]]:
-    return (item for item in items if isinstance(item, dict))
+    return [case_id_of(entry["image"]) for entry in json.loads(path.read_text())["training"]]
 
 
 def parse_spacing(values: Sequence[str]) -> tuple[float, float, float] | str | None:

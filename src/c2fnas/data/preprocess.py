@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from scipy import ndimage
 
 from c2fnas.data.io import load_image
@@ -67,7 +67,6 @@ class Plan(BaseModel):
     modalities: dict[int, str]
     labels: dict[int, str]
     dataset: str = ""
-    extra: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def in_channels(self) -> int:
@@ -79,7 +78,7 @@ class Plan(BaseModel):
 
     def digest(self) -> str:
         """A short hash of everything that changes the preprocessed data."""
-        payload = self.model_dump(mode="json", exclude={"dataset", "extra"})
+        payload = self.model_dump(mode="json", exclude={"dataset"})
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -214,6 +213,8 @@ def preprocess_arrays(
         raise ValueError(
             f"image has {image.shape[0]} channel(s), the plan expects {plan.in_channels}"
         )
+    if not np.isfinite(image).all():
+        raise ValueError("image has NaN or infinite intensities (see `c2fnas data check`)")
     original_shape = list(image.shape[1:])
     orientation = io_orientation(affine)
     canonical_affine = affine @ inv_ornt_aff(orientation, original_shape)

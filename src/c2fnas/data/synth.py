@@ -25,8 +25,8 @@ DEFAULT_SHAPE = (64, 64, 32)
 DEFAULT_SPACING = (0.9, 0.9, 1.8)  # mm
 LABELS = {"0": "background", "1": "organ", "2": "lesion"}
 # mean intensity of background, body, organ, lesion; and the noise std
-CT_TISSUE = (-1000.0, 40.0, 110.0, 30.0, 15.0)
-MR_TISSUES = ((0.0, 100.0, 180.0, 60.0, 12.0), (0.0, 150.0, 90.0, 210.0, 14.0))
+CT_TISSUE = (-1000.0, 40.0, 110.0, 190.0, 15.0)
+MR_TISSUES = ((0.0, 100.0, 180.0, 290.0, 12.0), (0.0, 150.0, 90.0, 220.0, 14.0))
 
 
 def _affine(rng: np.random.Generator, spacing: Sequence[float], shape: Sequence[int]) -> np.ndarray:
