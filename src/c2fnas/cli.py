@@ -270,8 +270,9 @@ def _is_number(text: str) -> bool:
 # --- training, prediction, evaluation -----------------------------------------------------
 
 
-def _training_bar() -> tuple[Any, Any]:
-    """A rich bar with loss, last validation Dice and ETA, and the ``fit`` callback driving it."""
+def _bar_with(text: str) -> Any:
+    """A rich progress bar on stderr: description, bar, count, ``text`` (a field template),
+    elapsed and remaining time."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -281,15 +282,20 @@ def _training_bar() -> tuple[Any, Any]:
         TimeRemainingColumn,
     )
 
-    bar = Progress(
+    return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  val Dice {task.fields[dice]}"),
+        TextColumn(text),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
     )
+
+
+def _training_bar() -> tuple[Any, Any]:
+    """A rich bar with loss, last validation Dice and ETA, and the ``fit`` callback driving it."""
+    bar = _bar_with("loss {task.fields[loss]:.4f}  val Dice {task.fields[dice]}")
     task = bar.add_task("training", total=None, loss=float("nan"), dice="-")
 
     def update(done: int, total: int, metrics: dict[str, float]) -> None:
@@ -725,24 +731,7 @@ def run(
 
 def _pipeline_progress() -> tuple[Any, Callable[[str, str, int | None], Callable[..., None]]]:
     """One rich progress display for a whole run, and the factory of per-task callbacks."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
+    bar = _bar_with("{task.fields[info]}")
 
     def factory(kind: str, label: str, total: int | None) -> Callable[..., None]:
         task = bar.add_task(label, total=total, info="")

@@ -6,20 +6,12 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from c2fnas.data.cache import write_text_atomic
 from c2fnas.evaluation.metrics import CaseScore
-
-
-def _atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-    return path
 
 
 def write_csv(scores: Sequence[CaseScore], path: Path) -> Path:
@@ -29,7 +21,7 @@ def write_csv(scores: Sequence[CaseScore], path: Path) -> Path:
     writer.writeheader()
     for score in scores:
         writer.writerow(asdict(score))
-    return _atomic(path, buffer.getvalue())
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def _json_safe(value: object) -> object:
@@ -42,4 +34,4 @@ def _json_safe(value: object) -> object:
 
 def write_summary(summary: dict[str, object], path: Path) -> Path:
     """The summary as JSON; NaN (undefined) becomes ``null``."""
-    return _atomic(path, json.dumps(_json_safe(summary), indent=2) + "\n")
+    return write_text_atomic(path, json.dumps(_json_safe(summary), indent=2) + "\n")

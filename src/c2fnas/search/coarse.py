@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +18,13 @@ import optuna
 from c2fnas.search.report import write_outputs
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
 from c2fnas.search.strategies import NUM_CLUSTERS, Strategy, make_strategy
-from c2fnas.search.worker import Evaluate, exit_on_signal, run_worker, start_workers, supervise
+from c2fnas.search.worker import (
+    Evaluate,
+    prepare_worker_process,
+    run_worker,
+    start_workers,
+    supervise,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +105,7 @@ def make_job(run_dir: Path, settings: CoarseSettings, storage: str | None = None
 
 def coarse_worker(index: int, job: CoarseJob, factory: EvaluatorFactory) -> None:
     """Body of one worker process: log to its own file, then evaluate until the budget is met."""
-    name = f"{socket.gethostname()}-{os.getpid()}-w{index}"
-    log_dir = job.coarse_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_dir / f"{name}.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    # Schedulers stop jobs with SIGTERM: leave like Ctrl-C, releasing the candidate at once.
-    signal.signal(signal.SIGTERM, exit_on_signal)
+    name = prepare_worker_process(index, job.coarse_dir / "logs")
     settings = job.settings
     evaluate = factory(job, index)
     rank, world_size = _world()

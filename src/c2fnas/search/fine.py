@@ -16,25 +16,21 @@ Outputs: ``RUN_DIR/fine/{supernet/, candidates.csv, best_architecture.json}``.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import os
 import random
-import signal
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from c2fnas.search.evaluate import SEARCH_FOLD
+from c2fnas.search.report import write_trials_csv
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
 from c2fnas.search.strategies import Code, Finished
 from c2fnas.search.worker import (
     Evaluate,
     TrialContext,
-    exit_on_signal,
+    prepare_worker_process,
     run_worker,
     start_workers,
     supervise,
@@ -46,8 +42,6 @@ if TYPE_CHECKING:
     from c2fnas.training.loop import TrainResult
 
 logger = logging.getLogger(__name__)
-
-CSV_COLUMNS = ("trial", "ops", "dice", "seconds", "state", "worker", "failure")
 
 
 def encode(ops: Sequence[Op]) -> Code:
@@ -255,13 +249,7 @@ def supernet_scorer(job: FineJob) -> Evaluate:
 
 def fine_worker(index: int, job: FineJob) -> None:
     """Body of one scoring worker process."""
-    name = f"{socket.gethostname()}-{os.getpid()}-w{index}"
-    log_dir = job.fine_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_dir / f"{name}.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    signal.signal(signal.SIGTERM, exit_on_signal)
+    name = prepare_worker_process(index, job.fine_dir / "logs")
     settings = job.settings
     run_worker(
         job.open_store(),
@@ -276,26 +264,16 @@ def fine_worker(index: int, job: FineJob) -> None:
     )
 
 
+def colouring_text(code: Code | None) -> str:
+    """A colouring code as its op names, e.g. ``2d p3d 3d ...`` (empty when unknown)."""
+    return " ".join(decode(code)) if code else ""
+
+
 def write_outputs(snapshot: Snapshot, job: FineJob) -> Architecture | None:
     """``candidates.csv`` (one row per trial) and ``best_architecture.json``."""
     from c2fnas.data.cache import write_text_atomic
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    for record in snapshot.records:
-        writer.writerow(
-            [
-                record.number,
-                " ".join(decode(record.code)) if record.code else "",
-                "" if record.score is None else f"{record.score:.6f}",
-                "" if record.seconds is None else f"{record.seconds:.1f}",
-                record.state,
-                record.worker,
-                record.failure,
-            ]
-        )
-    write_text_atomic(job.fine_dir / "candidates.csv", buffer.getvalue())
+    write_trials_csv(snapshot, job.fine_dir / "candidates.csv", "ops", colouring_text)
     best = snapshot.best
     if best is None or best.code is None:
         return None

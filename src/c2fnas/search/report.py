@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from c2fnas.data.cache import write_text_atomic
 from c2fnas.search.store import Record, Snapshot
 from c2fnas.space import Architecture
 
@@ -50,16 +51,24 @@ def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
-def write_trials_csv(snapshot: Snapshot, path: Path) -> None:
-    """One row per trial, by trial number; ``dice`` is the mean validation Dice when scored."""
+def write_trials_csv(
+    snapshot: Snapshot,
+    path: Path,
+    candidate: str = "topology",
+    describe: Callable[[tuple[int, ...] | None], str] = code_text,
+) -> None:
+    """One row per trial, by trial number; ``dice`` is the mean validation Dice when scored.
+
+    ``candidate`` names the column ``describe`` fills (the fine stage writes its colourings).
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow([candidate if column == "topology" else column for column in CSV_COLUMNS])
     for record in snapshot.records:
         writer.writerow(
             [
                 record.number,
-                code_text(record.code),
+                describe(record.code),
                 "" if record.cluster is None else record.cluster,
                 "" if record.score is None else f"{record.score:.6f}",
                 "" if record.iterations is None else record.iterations,
@@ -69,7 +78,7 @@ def write_trials_csv(snapshot: Snapshot, path: Path) -> None:
                 record.failure,
             ]
         )
-    _write_atomic(path, lambda temporary: temporary.write_text(buffer.getvalue(), encoding="utf-8"))
+    write_text_atomic(path, buffer.getvalue())
 
 
 def write_best_topology(snapshot: Snapshot, path: Path, width: float = 1.0) -> Architecture | None:
@@ -83,7 +92,7 @@ def write_best_topology(snapshot: Snapshot, path: Path, width: float = 1.0) -> A
         width=width,
         name=f"coarse-best-trial-{best.number}",
     )
-    _write_atomic(path, lambda temporary: temporary.write_text(architecture.to_json()))
+    write_text_atomic(path, architecture.to_json())
     return architecture
 
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -238,6 +239,21 @@ def start_workers(
 
 def exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+def prepare_worker_process(index: int, log_dir: Path) -> str:
+    """Set up a worker process: its name, its own log file, and SIGTERM handling.
+
+    Schedulers stop jobs with SIGTERM: the worker then leaves like on Ctrl-C, releasing its
+    candidate at once. Returns the worker's name (host, process id, index).
+    """
+    name = f"{socket.gethostname()}-{os.getpid()}-w{index}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_dir / f"{name}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    return name
 
 
 def supervise(
