@@ -19,15 +19,18 @@ among all 924 (1 = the optimum), its mean and median over seeds, and how often i
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from c2fnas.search.simulate import simulate
 from c2fnas.search.strategies import STRATEGIES, Code, make_strategy
 from c2fnas.space import distance, u_shaped_topologies
 
+RESULTS = Path(__file__).resolve().parent / "results" / "search_strategies.json"
 Landscape = Callable[[int], Callable[[Code], float]]
 
 
@@ -63,7 +66,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--budget", type=int, default=50)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--output", type=Path, default=RESULTS)
     options = parser.parse_args()
+    results = []
 
     print(
         f"| landscape | strategy | mean rank of best | median rank | in top 10 | "
@@ -82,10 +87,47 @@ def main() -> None:
                 ranks.append(rank_of_best(objective, found))
             seconds = time.perf_counter() - start
             top10 = sum(rank <= 10 for rank in ranks) / len(ranks)
+            results.append(
+                {"landscape": landscape_name, "strategy": name, "ranks": ranks,
+                 "mean_rank": statistics.mean(ranks), "median_rank": statistics.median(ranks),
+                 "top10": top10, "seconds": seconds}
+            )  # fmt: skip
             print(
                 f"| {landscape_name} | {name} | {statistics.mean(ranks):.1f} | "
                 f"{statistics.median(ranks):.0f} | {top10:.0%} | {seconds:.1f} |"
             )
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
+    options.output.write_text(json.dumps({"settings": settings, "results": results}, indent=2))
+    plot(results, options.output.with_suffix(".png"))
+    print(f"wrote {options.output} and {options.output.with_suffix('.png')}")
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Mean rank of the best topology found, per landscape and strategy (lower is better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    landscapes = list(dict.fromkeys(r["landscape"] for r in results))
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / len(STRATEGIES)
+    for offset, name in enumerate(STRATEGIES):
+        means = [
+            next(
+                r["mean_rank"] for r in results if r["landscape"] == land and r["strategy"] == name
+            )
+            for land in landscapes
+        ]
+        positions = [index + offset * width for index in range(len(landscapes))]
+        axes.bar(positions, means, width, label=name)
+    axes.set_xticks([index + width for index in range(len(landscapes))], landscapes)
+    axes.set_ylabel("mean rank of the best found (1 = optimum)")
+    axes.legend(frameon=False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 if __name__ == "__main__":
