@@ -85,6 +85,28 @@ def measure(name: str, patch: int, precision: str, batch: int, repeats: int, thr
     }
 
 
+def profile_step(name: str, patch: int, batch: int) -> None:
+    """Print where the time of one bf16 + channels_last_3d training step goes, by operator."""
+    from torch.profiler import profile
+
+    model = PEERS[name](1, 3).to(memory_format=torch.channels_last_3d)
+    x = torch.randn(batch, 1, patch, patch, patch).to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x).float().mean()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    with profile() as profiler:
+        step()
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def _run_isolated(arguments: tuple) -> dict:
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
@@ -102,7 +124,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--profile",
+        choices=list(PEERS),
+        help="Only profile one bf16 training step of this network.",
+    )
     args = parser.parse_args()
+    if args.profile:
+        profile_step(args.profile, args.patches[-1], args.batch)
+        return
 
     rows = []
     for patch in args.patches:
