@@ -9,6 +9,7 @@ from torch import nn
 
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
+from c2fnas.training.config import RunConfig, load_config
 
 PANC = Path(__file__).resolve().parents[1] / "architectures" / "c2fnas-panc.json"
 
@@ -38,3 +39,14 @@ def basicunet(in_channels: int, num_classes: int) -> nn.Module:
 
 
 PEERS = {"c2fnas-panc": c2fnas_panc, "dynunet": dynunet, "basicunet": basicunet}
+
+
+def short_search_config(iterations: int, width: float, **search: object) -> RunConfig:
+    """The ``cpu`` preset with a search schedule of ``iterations`` (one decay at 70%), candidates
+    of ``width``, validated and checkpointed once at the end, plus any other search fields."""
+    data = load_config("cpu").model_dump(mode="json")
+    data["search"].update(
+        iterations=iterations, milestones=[round(0.7 * iterations)], width=width, **search
+    )
+    data["training"].update(validate_every=iterations, checkpoint_every=iterations)
+    return RunConfig.model_validate(data)

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
-
-import yaml
 
 from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.synth import make_synthetic_dataset
@@ -28,16 +27,11 @@ from c2fnas.search.evaluate import TrainingEvaluator
 from c2fnas.search.report import evaluated_in_order
 from c2fnas.search.strategies import STRATEGIES
 from c2fnas.search.worker import run_worker
-from c2fnas.training.config import RunConfig, load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import short_search_config  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_proxy.json"
-
-
-def proxy_config(iterations: int, width: float) -> RunConfig:
-    data = load_config("cpu").model_dump(mode="json")
-    data["search"].update(iterations=iterations, milestones=[round(0.7 * iterations)], width=width)
-    data["training"].update(validate_every=iterations, checkpoint_every=iterations)
-    return RunConfig.model_validate(yaml.safe_load(yaml.safe_dump(data)))
 
 
 def best_so_far(scores: list[float]) -> list[float]:
@@ -60,7 +54,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    config = proxy_config(args.iterations, args.width)
+    config = short_search_config(args.iterations, args.width)
     curves: dict[str, list[list[float]]] = {name: [] for name in STRATEGIES}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as temporary:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from scipy.stats import kendalltau, spearmanr
 
 from c2fnas.data.pipeline import preprocess_dataset
@@ -36,22 +36,12 @@ from c2fnas.search.fine import (
 from c2fnas.search.worker import TrialContext
 from c2fnas.space import Architecture
 from c2fnas.training import train
-from c2fnas.training.config import RunConfig, load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import short_search_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "supernet_ranking.json"
-
-
-def make_config(args: argparse.Namespace) -> RunConfig:
-    base = load_config("cpu").model_dump(mode="json")
-    base["search"].update(
-        iterations=args.iterations,
-        milestones=[round(args.iterations * 0.7)],
-        fine_candidates=args.colourings,
-        width=args.width,
-    )
-    base["training"].update(validate_every=args.iterations, checkpoint_every=args.iterations)
-    return RunConfig.model_validate(yaml.safe_load(yaml.safe_dump(base)))
 
 
 def main() -> None:
@@ -67,7 +57,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    config = make_config(args)
+    config = short_search_config(args.iterations, args.width, fine_candidates=args.colourings)
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
         dataset = make_synthetic_dataset(work / "data", cases=args.cases, seed=args.seed)
