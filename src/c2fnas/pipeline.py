@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,8 +195,7 @@ class Pipeline:
 
     def final_architecture(self) -> Architecture:
         path = self.run_dir / "fine" / "best_architecture.json"
-        architecture = Architecture.load(path)
-        return Architecture(architecture.levels, architecture.ops, architecture.width, "searched")
+        return replace(Architecture.load(path), name="searched")
 
     def stage_scale(self) -> dict[str, Any]:
         from c2fnas.search.scale import run_scaling

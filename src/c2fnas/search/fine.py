@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -277,13 +277,7 @@ def write_outputs(snapshot: Snapshot, job: FineJob) -> Architecture | None:
     best = snapshot.best
     if best is None or best.code is None:
         return None
-    architecture = job.candidate(best.code)
-    architecture = Architecture(
-        architecture.levels,
-        architecture.ops,
-        architecture.width,
-        name=f"fine-best-trial-{best.number}",
-    )
+    architecture = replace(job.candidate(best.code), name=f"fine-best-trial-{best.number}")
     write_text_atomic(job.fine_dir / "best_architecture.json", architecture.to_json())
     return architecture
 
