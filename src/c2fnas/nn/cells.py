@@ -24,13 +24,17 @@ class Upsample(nn.Module):
 
 
 def preprocess(in_channels: int, out_channels: int, level_change: int) -> nn.Module:
-    """Bring an input to the cell's level: 0 same, +1 the cell moves down, -1 it moves up."""
+    """Bring an input to the cell's level: 0 same, +1 the cell moves down, -1 it moves up.
+
+    The ReLU reads a node output that other cells read too, so it is in place only after the
+    upsampling, whose output is this step's own.
+    """
     if level_change == 0:
         return relu_conv_norm(in_channels, out_channels)
     if level_change == 1:
         return relu_conv_norm(in_channels, out_channels, (3, 3, 3), stride=2)
     if level_change == -1:
-        return nn.Sequential(Upsample(), relu_conv_norm(in_channels, out_channels))
+        return nn.Sequential(Upsample(), relu_conv_norm(in_channels, out_channels, inplace=True))
     raise ValueError(f"an input can only be one level away from its cell, got {level_change}")
 
 
@@ -59,7 +63,7 @@ class Cell(nn.Module):
         self.paths = nn.ModuleList(
             nn.ModuleDict({op: make_op(op, channels) for op in op_choices}) for _ in input_channels
         )
-        self.post = relu_conv_norm(channels, channels)
+        self.post = relu_conv_norm(channels, channels, inplace=True)  # on the cell's own sum
 
     def forward(self, inputs: Sequence[torch.Tensor], op: Op) -> torch.Tensor:
         total = None

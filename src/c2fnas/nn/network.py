@@ -56,7 +56,7 @@ class _CellNetwork(nn.Module):
         self.stem = nn.Sequential(
             conv(in_channels, filters, (3, 3, 3)),
             norm(filters),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             conv(filters, stem_channels, (3, 3, 3), stride=2),
             norm(stem_channels),
         )
@@ -77,11 +77,11 @@ class _CellNetwork(nn.Module):
         self.head = nn.Sequential(
             conv(stem_channels, filters, (3, 3, 3)),
             norm(filters),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             Upsample(),
             conv(filters, filters, (3, 3, 3)),
             norm(filters),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv3d(filters, num_classes, 1, bias=True),
         )
 

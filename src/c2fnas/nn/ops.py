@@ -8,8 +8,11 @@ usual (H, W, slices) layout of MONAI volumes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from c2fnas.space import OPS, Op
 
@@ -22,30 +25,119 @@ def conv(
     return nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False)
 
 
-def norm(channels: int) -> nn.InstanceNorm3d:
-    return nn.InstanceNorm3d(channels, affine=True)
-
-
-def relu_conv_norm(
-    in_channels: int, out_channels: int, kernel: tuple[int, int, int] = (1, 1, 1), stride: int = 1
-) -> nn.Sequential:
-    """ReLU -> conv -> InstanceNorm, the pattern of every op and pre-/post-processing step."""
-    return nn.Sequential(
-        nn.ReLU(), conv(in_channels, out_channels, kernel, stride), norm(out_channels)
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """True for a 5D tensor laid out channels_last_3d and not also plain contiguous (one
+    channel or one voxel makes both layouts the same)."""
+    return (
+        x.dim() == 5
+        and x.is_contiguous(memory_format=torch.channels_last_3d)
+        and not x.is_contiguous()
     )
 
 
+class _ChannelsLastInstanceNorm(torch.autograd.Function):
+    """Instance norm of a channels_last_3d batch, one sample at a time through batch norm.
+
+    For one sample, batch norm in training mode normalises each channel over its voxels with the
+    biased variance: exactly instance norm. Batch norm has channels-last kernels; instance norm
+    has none (it makes its input contiguous), so this keeps the layout and skips two copies.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+    ) -> torch.Tensor:
+        outputs, stats = [], []
+        for sample in x.split(1):
+            y, mean, invstd = torch.native_batch_norm(
+                sample, weight, bias, None, None, True, 0.0, eps
+            )
+            outputs.append(y)
+            stats += [mean, invstd]
+        ctx.eps = eps
+        ctx.save_for_backward(x, weight, *stats)
+        if len(outputs) == 1:
+            return outputs[0]
+        out = torch.empty_like(x)
+        for sample_out, y in zip(out.split(1), outputs, strict=True):
+            sample_out.copy_(y)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        x, weight, *stats = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=torch.channels_last_3d)
+        grad_x = torch.empty_like(x)
+        grad_weight = torch.zeros_like(weight)
+        grad_bias = torch.zeros_like(weight)
+        for index, (sample, sample_grad) in enumerate(zip(x.split(1), grad.split(1), strict=True)):
+            gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+                sample_grad,
+                sample,
+                weight,
+                None,
+                None,
+                stats[2 * index],
+                stats[2 * index + 1],
+                True,
+                ctx.eps,
+                [True, True, True],
+            )
+            grad_x[index : index + 1].copy_(gx)
+            grad_weight += gw
+            grad_bias += gb
+        return grad_x, grad_weight, grad_bias, None
+
+
+class InstanceNorm(nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d(channels, affine=True)`` (same parameters and names) that keeps a
+    channels_last_3d input in that layout, which makes bf16 training ~1.3x faster on the CPU."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _is_channels_last(x):
+            return _ChannelsLastInstanceNorm.apply(x, self.weight, self.bias, self.eps)  # type: ignore[no-any-return]
+        return super().forward(x)
+
+
+def norm(channels: int) -> InstanceNorm:
+    return InstanceNorm(channels)
+
+
+def relu_conv_norm(
+    in_channels: int,
+    out_channels: int,
+    kernel: tuple[int, int, int] = (1, 1, 1),
+    stride: int = 1,
+    *,
+    inplace: bool = False,
+) -> nn.Sequential:
+    """ReLU -> conv -> InstanceNorm, the pattern of every op and pre-/post-processing step.
+
+    ``inplace`` only where the input feeds nothing else (node outputs feed several cells).
+    """
+    return nn.Sequential(
+        nn.ReLU(inplace=inplace),
+        conv(in_channels, out_channels, kernel, stride),
+        norm(out_channels),
+    )
+
+
+# An op's input is its own pre-processing step's output, so its ReLU may overwrite it.
 def op_3d(channels: int) -> nn.Sequential:
-    return relu_conv_norm(channels, channels, (3, 3, 3))
+    return relu_conv_norm(channels, channels, (3, 3, 3), inplace=True)
 
 
 def op_2d(channels: int) -> nn.Sequential:
-    return relu_conv_norm(channels, channels, (3, 3, 1))
+    return relu_conv_norm(channels, channels, (3, 3, 1), inplace=True)
 
 
 def op_p3d(channels: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         conv(channels, channels, (3, 3, 1)),
         conv(channels, channels, (1, 1, 3)),
         norm(channels),
