@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from c2fnas.nn import C2FNet
-from c2fnas.nn.ops import InstanceNorm
+from c2fnas.nn.ops import InstanceNorm, PointwiseConv
 from c2fnas.space import Architecture
 
 CL = torch.channels_last_3d
@@ -45,6 +45,26 @@ def test_channels_last_instance_norm_under_bf16_autocast_stays_bf16_channels_las
         y = ours.float()(x.bfloat16().to(memory_format=CL))
     assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=CL)
     torch.testing.assert_close(y.float(), reference.float()(x), rtol=0.02, atol=0.05)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_conv_on_channels_last_equals_a_conv(bias):
+    torch.manual_seed(0)
+    ours = PointwiseConv(6, 4, bias=bias).double()
+    reference = torch.nn.Conv3d(6, 4, 1, bias=bias).double()
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 6, 5, 4, 3, dtype=torch.float64)
+    upstream = torch.randn(2, 4, 5, 4, 3, dtype=torch.float64)
+    x_ours = x.clone().to(memory_format=CL).requires_grad_()
+    x_ref = x.clone().requires_grad_()
+    y_ours, y_ref = ours(x_ours), reference(x_ref)
+    (y_ours * upstream).sum().backward()
+    (y_ref * upstream).sum().backward()
+    assert y_ours.is_contiguous(memory_format=CL) and not y_ours.is_contiguous()
+    torch.testing.assert_close(y_ours, y_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=0, atol=1e-12)
+    for mine, theirs in zip(ours.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-12, atol=1e-12)
 
 
 def test_network_in_channels_last_matches_pytorch_instance_norm(monkeypatch):

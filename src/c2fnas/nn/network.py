@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from c2fnas.nn.cells import Cell, Upsample
-from c2fnas.nn.ops import conv, norm
+from c2fnas.nn.ops import PointwiseConv, conv, norm
 from c2fnas.space import OPS, Architecture, Op
 
 DIVISOR = 16
@@ -82,7 +82,7 @@ class _CellNetwork(nn.Module):
             conv(filters, filters, (3, 3, 3)),
             norm(filters),
             nn.ReLU(inplace=True),
-            nn.Conv3d(filters, num_classes, 1, bias=True),
+            PointwiseConv(filters, num_classes, bias=True),
         )
 
     def _forward(self, x: torch.Tensor, ops: Sequence[Op]) -> torch.Tensor:
