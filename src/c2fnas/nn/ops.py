@@ -59,53 +59,42 @@ class _ChannelsLastInstanceNorm(torch.autograd.Function):
     For one sample, batch norm in training mode normalises each channel over its voxels with the
     biased variance: exactly instance norm. Batch norm has channels-last kernels; instance norm
     has none (it makes its input contiguous), so this keeps the layout and skips two copies.
+    Each sample's result is written straight into its slice of the batch's output.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
     ) -> torch.Tensor:
-        outputs, stats = [], []
-        for sample in x.split(1):
-            y, mean, invstd = torch.native_batch_norm(
-                sample, weight, bias, None, None, True, 0.0, eps
-            )
-            outputs.append(y)
-            stats += [mean, invstd]
-        ctx.eps = eps
-        ctx.save_for_backward(x, weight, *stats)
-        if len(outputs) == 1:
-            return outputs[0]
         out = torch.empty_like(x)
-        for sample_out, y in zip(out.split(1), outputs, strict=True):
-            sample_out.copy_(y)
+        stats_dtype = torch.promote_types(x.dtype, torch.float32)
+        means = x.new_empty(x.shape[:2], dtype=stats_dtype)
+        invstds = torch.empty_like(means)
+        for index, sample in enumerate(x.split(1)):
+            torch.ops.aten.native_batch_norm.out(
+                sample, weight, bias, None, None, True, 0.0, eps,
+                out=out[index : index + 1], save_mean=means[index], save_invstd=invstds[index],
+            )  # fmt: skip
+        ctx.eps = eps
+        ctx.save_for_backward(x, weight, means, invstds)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        x, weight, *stats = ctx.saved_tensors
+        x, weight, means, invstds = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last_3d)
         grad_x = torch.empty_like(x)
-        grad_weight = torch.zeros_like(weight)
-        grad_bias = torch.zeros_like(weight)
-        for index, (sample, sample_grad) in enumerate(zip(x.split(1), grad.split(1), strict=True)):
-            gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-                sample_grad,
-                sample,
-                weight,
-                None,
-                None,
-                stats[2 * index],
-                stats[2 * index + 1],
-                True,
-                ctx.eps,
-                [True, True, True],
-            )
-            grad_x[index : index + 1].copy_(gx)
-            grad_weight += gw
-            grad_bias += gb
-        return grad_x, grad_weight, grad_bias, None
+        grad_weights = torch.empty((len(x), *weight.shape), dtype=weight.dtype, device=x.device)
+        grad_biases = torch.empty_like(grad_weights)
+        for index in range(len(x)):
+            sample = slice(index, index + 1)
+            torch.ops.aten.native_batch_norm_backward.out(
+                grad[sample], x[sample], weight, None, None, means[index], invstds[index],
+                True, ctx.eps, [True, True, True],
+                out0=grad_x[sample], out1=grad_weights[index], out2=grad_biases[index],
+            )  # fmt: skip
+        return grad_x, grad_weights.sum(0), grad_biases.sum(0), None
 
 
 class InstanceNorm(nn.InstanceNorm3d):
