@@ -104,16 +104,17 @@ def seconds_per_step(network: nn.Module, batches: Any, config: RunConfig) -> flo
     """Median CPU time of a training step (forward, loss, backward, SGD) after two warm-ups."""
     from monai.losses import DiceCELoss
 
-    precision = resolve_precision(config.training.precision, torch.device("cpu"))
-    network = network.to(memory_format=memory_format(precision))
+    cpu = torch.device("cpu")
+    precision = resolve_precision(config.training.precision, cpu)
+    network = network.to(memory_format=memory_format(precision, cpu))
     optimizer = torch.optim.SGD(network.parameters(), lr=1e-4, momentum=0.9)
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     times = []
     for _ in range(CALIBRATION_STEPS + 2):
         batch = next(batches)
         started = time.process_time()
-        with autocast(precision, torch.device("cpu")):
-            logits = network(batch["image"].to(memory_format=memory_format(precision)))
+        with autocast(precision, cpu):
+            logits = network(batch["image"].to(memory_format=memory_format(precision, cpu)))
         loss = loss_function(logits.float(), batch["label"])
         optimizer.zero_grad()
         loss.backward()

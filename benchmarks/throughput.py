@@ -1,10 +1,14 @@
 """Training-step and inference time per patch, peak memory and time per G MAC of C2FNAS-Panc
-against MONAI's DynUNet (nnU-Net's network) and BasicUNet, in fp32 and bf16 + channels_last_3d.
+against MONAI's DynUNet (nnU-Net's network) and BasicUNet, in fp32 and bf16 (+ channels_last_3d
+on the CPU, as c2fnas trains).
 
-Each (network, patch, precision) is measured in a fresh subprocess so that its peak resident
-memory is its own. Ratios are against the other networks of the same run.
+Each network runs in its own process, so that its peak memory is its own, and the networks of
+one (patch, precision) take their timed steps in turns, round by round; ratios are against the
+other networks of the same run.
 
     .venv/bin/python benchmarks/throughput.py --patches 48 64 --batch 2 --repeats 5
+    .venv/bin/python benchmarks/throughput.py --device cuda --patches 96 128 \
+        --output benchmarks/results/throughput_gpu.json
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import resource
 import sys
 import time
 from contextlib import nullcontext
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from c2fnas.nn.profile import estimate_cost  # noqa: E402
+from c2fnas.training.precision import memory_format  # noqa: E402
 from peers import PEERS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
@@ -32,22 +38,38 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def measure(name: str, patch: int, precision: str, batch: int, repeats: int, threads: int) -> dict:
+def _worker(
+    connection: Connection,
+    name: str,
+    patch: int,
+    precision: str,
+    batch: int,
+    threads: int,
+    device: str,
+) -> None:
+    """Build one network and time one step per request until told to stop (``None``)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = PEERS[name](1, 3)
     shape = (batch, 1, patch, patch, patch)
     macs = estimate_cost(model, shape).macs
-    x = torch.randn(shape)
-    target = torch.randint(0, 3, (batch, patch, patch, patch))
-    if precision == "bf16":
-        model = model.to(memory_format=torch.channels_last_3d)
-        x = x.to(memory_format=torch.channels_last_3d)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    model = model.to(device)
+    x = torch.randn(shape, device=device)
+    target = torch.randint(0, 3, (batch, patch, patch, patch), device=device)
+    layout = memory_format(precision, torch.device(device))  # as c2fnas trains
+    model = model.to(memory_format=layout)
+    x = x.to(memory_format=layout)
+    on_gpu = device.startswith("cuda")
+    autocast = (
+        torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        if precision == "bf16"
+        else nullcontext()
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     loss_function = torch.nn.CrossEntropyLoss()
 
     def train_step() -> None:
+        model.train()
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             loss = loss_function(model(x).float(), target)
@@ -55,34 +77,79 @@ def measure(name: str, patch: int, precision: str, batch: int, repeats: int, thr
         optimizer.step()
 
     def infer() -> None:
+        model.eval()
         with torch.no_grad(), autocast:
             model(x)
 
-    times = {}
-    for label, step, mode in (("train", train_step, True), ("infer", infer, False)):
-        model.train(mode)
-        step()  # warm-up: allocator and oneDNN kernels
-        measured = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            step()
-            measured.append(time.perf_counter() - start)
-        times[label] = _median(measured)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {
-        "network": name,
-        "patch": patch,
-        "precision": precision,
-        "batch": batch,
-        "macs_per_sample": macs,
-        "train_step_s": times["train"],
-        "infer_s": times["infer"],
-        "train_s_per_patch": times["train"] / batch,
-        "infer_s_per_patch": times["infer"] / batch,
-        # one training step costs about 3x the forward MACs (forward, input and weight gradients)
-        "train_s_per_gmac": times["train"] / (3 * macs * batch / 1e9),
-        "peak_rss_mib": peak_mib,
-    }
+    steps = {"train": train_step, "infer": infer}
+    for step in steps.values():  # warm-up: allocator and oneDNN / cuDNN kernels
+        step()
+    connection.send(macs)
+    while (label := connection.recv()) is not None:
+        if on_gpu:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        steps[label]()
+        if on_gpu:
+            torch.cuda.synchronize()
+        connection.send(time.perf_counter() - start)
+    if on_gpu:
+        peak_mib = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    connection.send((peak_mib, torch.cuda.get_device_name() if on_gpu else "cpu"))
+
+
+def measure_together(
+    names: list[str], patch: int, precision: str, args: argparse.Namespace
+) -> list[dict]:
+    """Time ``names`` in rounds, one step of each network in turn, each in its own process.
+
+    Interleaving makes the ratios between networks robust to the machine slowing down for a
+    while (shared hosts do): a slow spell hits every network's step of that round alike.
+    """
+    context = multiprocessing.get_context("spawn")
+    workers = {}
+    for name in names:
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=_worker,
+            args=(child, name, patch, precision, args.batch, args.threads, args.device),
+        )
+        process.start()
+        workers[name] = (parent, process, parent.recv())  # waits until it is warmed up
+    times: dict[tuple[str, str], list[float]] = {}
+    for round_index in range(args.repeats):
+        order = names[round_index % len(names) :] + names[: round_index % len(names)]
+        for label in ("train", "infer"):
+            for name in order:
+                workers[name][0].send(label)
+                times.setdefault((name, label), []).append(workers[name][0].recv())
+    rows = []
+    for name, (connection, process, macs) in workers.items():
+        connection.send(None)
+        peak_mib, device_name = connection.recv()
+        process.join()
+        train, infer = _median(times[name, "train"]), _median(times[name, "infer"])
+        rows.append(
+            {
+                "network": name,
+                "device": device_name,
+                "patch": patch,
+                "precision": precision,
+                "batch": args.batch,
+                "macs_per_sample": macs,
+                "train_step_s": train,
+                "infer_s": infer,
+                "train_s_per_patch": train / args.batch,
+                "infer_s_per_patch": infer / args.batch,
+                # a training step costs about 3x the forward MACs (forward, input and weight
+                # gradients)
+                "train_s_per_gmac": train / (3 * macs * args.batch / 1e9),
+                "peak_mib": peak_mib,
+            }
+        )
+    return rows
 
 
 def profile_step(name: str, patch: int, batch: int) -> None:
@@ -107,12 +174,6 @@ def profile_step(name: str, patch: int, batch: int) -> None:
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
-def _run_isolated(arguments: tuple) -> dict:
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(measure, arguments)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -123,6 +184,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, or cuda for a GPU (peak memory is then the GPU's)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
         "--profile",
@@ -136,16 +200,14 @@ def main() -> None:
 
     rows = []
     for patch in args.patches:
-        for name in args.networks:
-            for precision in args.precisions:
-                row = _run_isolated(
-                    (name, patch, precision, args.batch, args.repeats, args.threads)
-                )
+        for precision in args.precisions:
+            for row in measure_together(args.networks, patch, precision, args):
                 rows.append(row)
                 print(
-                    f"{name:12s} {patch:3d}^3 {precision:5s} train {row['train_step_s']:7.3f} s"
-                    f"  infer {row['infer_s']:7.3f} s  {row['train_s_per_gmac'] * 1e3:6.2f} ms/GMAC"
-                    f"  peak {row['peak_rss_mib']:7.0f} MiB",
+                    f"{row['network']:12s} {patch:3d}^3 {precision:5s} "
+                    f"train {row['train_step_s']:7.3f} s  infer {row['infer_s']:7.3f} s  "
+                    f"{row['train_s_per_gmac'] * 1e3:6.2f} ms/GMAC  "
+                    f"peak {row['peak_mib']:7.0f} MiB",
                     flush=True,
                 )
     by_key = {(r["network"], r["patch"], r["precision"]): r for r in rows}

@@ -44,11 +44,12 @@ def predict_probabilities(
         constant weight.
     """
     device = image.device
-    image = image.to(memory_format=memory_format(precision))
+    layout = memory_format(precision, device)
+    image = image.to(memory_format=layout)
 
     def predictor(windows: torch.Tensor) -> torch.Tensor:
         with autocast(precision, device):
-            logits = model(windows.to(memory_format=memory_format(precision)))
+            logits = model(windows.to(memory_format=layout))
         return torch.softmax(logits.float(), dim=1)
 
     probabilities = sliding_window_inference(
