@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from c2fnas.nn.profile import estimate_cost  # noqa: E402
+from c2fnas.runtime import keep_freed_memory  # noqa: E402
 from c2fnas.training.precision import memory_format  # noqa: E402
 from peers import PEERS  # noqa: E402
 
@@ -48,6 +49,7 @@ def _worker(
     device: str,
 ) -> None:
     """Build one network and time one step per request until told to stop (``None``)."""
+    keep_freed_memory()  # as c2fnas sets up its processes, for every network alike
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = PEERS[name](1, 3)
@@ -119,9 +121,9 @@ def measure_together(
         process.start()
         workers[name] = (parent, process, parent.recv())  # waits until it is warmed up
     times: dict[tuple[str, str], list[float]] = {}
-    for round_index in range(args.repeats):
-        order = names[round_index % len(names) :] + names[: round_index % len(names)]
-        for label in ("train", "infer"):
+    for label in ("train", "infer"):  # all training steps first, as in training
+        for round_index in range(args.repeats):
+            order = names[round_index % len(names) :] + names[: round_index % len(names)]
             for name in order:
                 workers[name][0].send(label)
                 times.setdefault((name, label), []).append(workers[name][0].recv())

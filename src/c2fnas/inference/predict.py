@@ -22,6 +22,7 @@ from c2fnas.data.io import write_like
 from c2fnas.data.preprocess import Plan, preprocess_images, restore_prediction
 from c2fnas.inference.sliding_window import predict_probabilities
 from c2fnas.nn import C2FNet
+from c2fnas.runtime import keep_freed_memory
 from c2fnas.training.checkpoint import CheckpointError, read_model
 from c2fnas.training.precision import resolve_precision
 
@@ -169,6 +170,8 @@ def predict_folder(
     """
     started = time.perf_counter()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        keep_freed_memory()
     loaded = list(models) if models is not None else [load_model(d, device) for d in model_dirs]
     if not loaded:
         raise ValueError("predict needs at least one model folder")
