@@ -106,7 +106,7 @@ def seconds_per_step(network: nn.Module, batches: Any, config: RunConfig) -> flo
 
     cpu = torch.device("cpu")
     precision = resolve_precision(config.training.precision, cpu)
-    network = network.to(memory_format=memory_format(precision, cpu))
+    network = network.to(memory_format=memory_format(cpu))
     optimizer = torch.optim.SGD(network.parameters(), lr=1e-4, momentum=0.9)
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     times = []
@@ -114,7 +114,7 @@ def seconds_per_step(network: nn.Module, batches: Any, config: RunConfig) -> flo
         batch = next(batches)
         started = time.process_time()
         with autocast(precision, cpu):
-            logits = network(batch["image"].to(memory_format=memory_format(precision, cpu)))
+            logits = network(batch["image"].to(memory_format=memory_format(cpu)))
         loss = loss_function(logits.float(), batch["label"])
         optimizer.zero_grad()
         loss.backward()

@@ -66,10 +66,10 @@ def test_network_trains_in_mixed_precision_on_cuda(precision):
     from c2fnas.training.precision import autocast, memory_format
 
     torch.manual_seed(0)
-    network = C2FNet(ARCH, 1, 3).to(CUDA, memory_format=memory_format(precision, CUDA))
+    network = C2FNet(ARCH, 1, 3).to(CUDA, memory_format=memory_format(CUDA))
     optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    x = torch.randn(2, 1, 32, 32, 32, device=CUDA).to(memory_format=memory_format(precision, CUDA))
+    x = torch.randn(2, 1, 32, 32, 32, device=CUDA).to(memory_format=memory_format(CUDA))
     target = (x[:, 0] > 0.5).long() + (x[:, 0] > 1.5).long()
     losses = []
     for _ in range(20):

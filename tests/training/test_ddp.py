@@ -24,7 +24,8 @@ def _worker(rank, world, init_file, out_dir):
         network = C2FNet(TINY, 1, 3)
         share = validation(SEEDS[rank::world])
         fit(network, TINY, batches(0, 2, rank, world), share, smoke(), out_dir / "network")
-        save_file(network.state_dict(), str(out_dir / f"rank{rank}.safetensors"))
+        weights = {key: value.contiguous() for key, value in network.state_dict().items()}
+        save_file(weights, str(out_dir / f"rank{rank}.safetensors"))
         torch.manual_seed(0)
         supernet = Supernet(TINY, 1, 3)
         fit(

@@ -44,7 +44,7 @@ def predict_probabilities(
         constant weight.
     """
     device = image.device
-    layout = memory_format(precision, device)
+    layout = memory_format(device)
     image = image.to(memory_format=layout)
 
     def predictor(windows: torch.Tensor) -> torch.Tensor:

@@ -99,7 +99,7 @@ class _Trainer:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = rate
-        layout = memory_format(self.precision, self.device)
+        layout = memory_format(self.device)
         image = batch["image"].to(self.device, memory_format=layout)
         label = batch["label"].to(self.device)
         arguments = () if self.sample_ops is None else (tuple(self.sample_ops(self.sampler_rng)),)
@@ -227,7 +227,7 @@ def _make_trainer(
 ) -> _Trainer:
     training = config.training
     precision = resolve_precision(training.precision, device)
-    network = network.to(device, memory_format=memory_format(precision, device))
+    network = network.to(device, memory_format=memory_format(device))
     optimizer = torch.optim.SGD(
         network.parameters(),
         lr=training.learning_rate,
