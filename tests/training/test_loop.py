@@ -53,14 +53,14 @@ def test_fit_writes_models_checkpoint_and_reports(tmp_path):
 
 def test_training_learns_the_synthetic_task(tmp_path):
     config = smoke(
-        iterations=40, validate_every=40, checkpoint_every=40, milestones=(40,),
+        iterations=60, validate_every=60, checkpoint_every=60, milestones=(60,),
         learning_rate=0.05, warmup_iterations=5,
     )  # fmt: skip
     result = fit(network(), TINY, batches(0), validation(), config, tmp_path)
     losses = [entry[1] for entry in result.history["loss"]]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
-    # The organ (label 1) is learned by every seed in 40 iterations; the small lesion (label 2)
-    # only by some (1 of seeds 0-2, in either memory layout), so it is not asserted here.
+    # The organ (label 1) is learned by seeds 0-2 in 60 iterations (Dice 0.75-0.96, either
+    # memory layout); the small lesion (label 2) only by some, so it is not asserted here.
     assert result.best_dice[0] > 0.7
 
 
