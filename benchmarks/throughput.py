@@ -180,6 +180,43 @@ def profile_step(name: str, patch: int, batch: int) -> None:
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per network and patch: bf16 speed-ups, and time per G MAC relative to DynUNet's in the
+    same precision."""
+    by_key = {(r["network"], r["patch"], r["precision"]): r for r in rows}
+    summary = []
+    for name, patch in dict.fromkeys((r["network"], r["patch"]) for r in rows):
+        fp32, bf16 = by_key.get((name, patch, "fp32")), by_key.get((name, patch, "bf16"))
+        entry: dict = {"network": name, "patch": patch}
+        if fp32 and bf16:
+            entry["bf16_train_speedup"] = fp32["train_step_s"] / bf16["train_step_s"]
+            entry["bf16_infer_speedup"] = fp32["infer_s"] / bf16["infer_s"]
+        for precision, row in (("fp32", fp32), ("bf16", bf16)):
+            dyn = by_key.get(("dynunet", patch, precision))
+            if row and dyn:
+                ratio = row["train_s_per_gmac"] / dyn["train_s_per_gmac"]
+                entry[f"s_per_gmac_vs_dynunet_{precision}"] = ratio
+        summary.append(entry)
+    return summary
+
+
+def print_summary(summary: list[dict]) -> None:
+    print()
+    print(
+        f"{'network':12s} {'patch':>5s} {'bf16 train x':>13s} {'bf16 infer x':>13s} "
+        f"{'s/GMAC vs DynUNet fp32':>23s} {'bf16':>6s}"
+    )
+    nan = float("nan")
+    for entry in summary:
+        print(
+            f"{entry['network']:12s} {entry['patch']:5d} "
+            f"{entry.get('bf16_train_speedup', nan):13.2f} "
+            f"{entry.get('bf16_infer_speedup', nan):13.2f} "
+            f"{entry.get('s_per_gmac_vs_dynunet_fp32', nan):23.2f} "
+            f"{entry.get('s_per_gmac_vs_dynunet_bf16', nan):6.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -216,33 +253,8 @@ def main() -> None:
                     f"peak {row['peak_mib']:7.0f} MiB",
                     flush=True,
                 )
-    by_key = {(r["network"], r["patch"], r["precision"]): r for r in rows}
-    summary = []
-    for patch in args.patches:
-        for name in args.networks:
-            fp32, bf16 = by_key.get((name, patch, "fp32")), by_key.get((name, patch, "bf16"))
-            dyn = by_key.get(("dynunet", patch, "bf16")) or by_key.get(("dynunet", patch, "fp32"))
-            entry = {"network": name, "patch": patch}
-            if fp32 and bf16:
-                entry["bf16_train_speedup"] = fp32["train_step_s"] / bf16["train_step_s"]
-                entry["bf16_infer_speedup"] = fp32["infer_s"] / bf16["infer_s"]
-            best = bf16 or fp32
-            if dyn and best:
-                entry["s_per_gmac_vs_dynunet"] = best["train_s_per_gmac"] / dyn["train_s_per_gmac"]
-            summary.append(entry)
-
-    print()
-    print(
-        f"{'network':12s} {'patch':>5s} {'bf16 train x':>13s} {'bf16 infer x':>13s} "
-        f"{'s/GMAC vs DynUNet':>18s}"
-    )
-    for entry in summary:
-        print(
-            f"{entry['network']:12s} {entry['patch']:5d} "
-            f"{entry.get('bf16_train_speedup', float('nan')):13.2f} "
-            f"{entry.get('bf16_infer_speedup', float('nan')):13.2f} "
-            f"{entry.get('s_per_gmac_vs_dynunet', float('nan')):18.2f}"
-        )
+    summary = summarize(rows)
+    print_summary(summary)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
         json.dumps(
