@@ -99,6 +99,7 @@ def test_fine_search_end_to_end_and_resume(run_dir, fine_search):
         rows = list(csv.DictReader(handle))
     finished = [row for row in rows if row["state"] == "finished"]
     assert len(finished) == 4 and len({row["ops"] for row in finished}) == 4
+    assert all(row["iterations"] == "" for row in finished)  # scored, not trained
     expected = {" ".join(decode(code)) for code in sample_colourings(4, seed=0)}
     assert {row["ops"] for row in finished} == expected
     best = Architecture.load(fine / "best_architecture.json")

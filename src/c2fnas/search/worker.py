@@ -43,7 +43,8 @@ class TrialContext:
         number: the trial number (unique in the store; names the candidate's folder).
         code: the topology code.
         worker: the worker's name.
-        iterations: set by the evaluator to the iterations it trained (recorded).
+        iterations: set by the evaluator to the iterations it trained (recorded); None for
+            evaluators that train nothing (the fine stage scores colourings with the supernet).
     """
 
     number: int
@@ -51,7 +52,7 @@ class TrialContext:
     worker: str
     trial: optuna.Trial | None = field(repr=False)
     """None on the non-zero ranks of a ``torchrun`` worker: only rank 0 talks to the store."""
-    iterations: int = 0
+    iterations: int | None = None
 
     def report(self, score: float, iteration: int) -> None:
         """Report an intermediate validation score (for pruners) at ``iteration``."""
@@ -189,7 +190,10 @@ def _evaluate(
     start = time.perf_counter()
 
     def attrs() -> dict[str, Any]:
-        return {"seconds": round(time.perf_counter() - start, 3), "iterations": context.iterations}
+        attributes: dict[str, Any] = {"seconds": round(time.perf_counter() - start, 3)}
+        if context.iterations is not None:
+            attributes["iterations"] = context.iterations
+        return attributes
 
     try:
         score = float(evaluate(architecture_of(code), context))
