@@ -6,9 +6,10 @@ Each network runs in its own process, so that its peak memory is its own, and th
 one (patch, precision) take their timed steps in turns, round by round; ratios are against the
 other networks of the same run.
 
-    .venv/bin/python benchmarks/throughput.py --patches 48 64 --batch 2 --repeats 5
+    .venv/bin/python benchmarks/throughput.py --patches 48 64 --batch 2 --repeats 9
     .venv/bin/python benchmarks/throughput.py --device cuda --patches 96 128 \
         --output benchmarks/results/throughput_gpu.json
+    .venv/bin/python benchmarks/throughput.py --ablate --patches 48 --repeats 7
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def profile_step(name: str, patch: int, batch: int) -> None:
     """Print where the time of one bf16 + channels_last_3d training step goes, by operator."""
     from torch.profiler import profile
 
+    keep_freed_memory()
     model = PEERS[name](1, 3).to(memory_format=torch.channels_last_3d)
     x = torch.randn(batch, 1, patch, patch, patch).to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -178,6 +180,52 @@ def profile_step(name: str, patch: int, batch: int) -> None:
     with profile() as profiler:
         step()
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def _without(model: torch.nn.Module, kind: type) -> torch.nn.Module:
+    """``model`` with every ``kind`` layer replaced by an identity."""
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, kind):
+                setattr(parent, child_name, torch.nn.Identity())
+    return model
+
+
+def ablate(patch: int, batch: int, repeats: int) -> None:
+    """bf16 training step of C2FNAS-Panc on the CPU as built, without its instance norms, and
+    without its ReLUs, in one process, the three taking steps in turns: what those layers cost."""
+    keep_freed_memory()
+    layout = torch.channels_last_3d
+    x = torch.randn(batch, 1, patch, patch, patch).to(memory_format=layout)
+    target = torch.randint(0, 3, (batch, patch, patch, patch))
+    variants = {
+        "as built": PEERS["c2fnas-panc"](1, 3),
+        "no instance norm": _without(PEERS["c2fnas-panc"](1, 3), torch.nn.InstanceNorm3d),
+        "no ReLU": _without(PEERS["c2fnas-panc"](1, 3), torch.nn.ReLU),
+    }
+    steps = {}
+    for label, model in variants.items():
+        model = model.to(memory_format=layout)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step(model: torch.nn.Module = model, optimizer: torch.optim.SGD = optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), target)
+            loss.backward()
+            optimizer.step()
+
+        step()
+        steps[label] = step
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(repeats):
+        for label, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[label].append(time.perf_counter() - start)
+    print(f"C2FNAS-Panc, bf16 training step, {patch}^3, batch {batch}")
+    for label, measured in times.items():
+        print(f"{label:18s} {_median(measured):7.3f} s")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -236,9 +284,17 @@ def main() -> None:
         choices=list(PEERS),
         help="Only profile one bf16 training step of this network.",
     )
+    parser.add_argument(
+        "--ablate",
+        action="store_true",
+        help="Only time C2FNAS-Panc (bf16, CPU) without its norms and without its ReLUs.",
+    )
     args = parser.parse_args()
     if args.profile:
         profile_step(args.profile, args.patches[-1], args.batch)
+        return
+    if args.ablate:
+        ablate(args.patches[0], args.batch, args.repeats)
         return
 
     rows = []
