@@ -191,41 +191,53 @@ def _without(model: torch.nn.Module, kind: type) -> torch.nn.Module:
     return model
 
 
-def ablate(patch: int, batch: int, repeats: int) -> None:
-    """bf16 training step of C2FNAS-Panc on the CPU as built, without its instance norms, and
-    without its ReLUs, in one process, the three taking steps in turns: what those layers cost."""
+def ablate(patch: int, precision: str, args: argparse.Namespace) -> None:
+    """Training step of C2FNAS-Panc as built, in the other memory layout, without its instance
+    norms and without its ReLUs: one process, the variants taking steps in turns, so the
+    differences are what those choices cost."""
     keep_freed_memory()
-    layout = torch.channels_last_3d
-    x = torch.randn(batch, 1, patch, patch, patch).to(memory_format=layout)
-    target = torch.randint(0, 3, (batch, patch, patch, patch))
+    device = torch.device(args.device)
+    built = memory_format(device)
+    other = torch.contiguous_format if built == torch.channels_last_3d else torch.channels_last_3d
     variants = {
-        "as built": PEERS["c2fnas-panc"](1, 3),
-        "no instance norm": _without(PEERS["c2fnas-panc"](1, 3), torch.nn.InstanceNorm3d),
-        "no ReLU": _without(PEERS["c2fnas-panc"](1, 3), torch.nn.ReLU),
+        "as built": (PEERS["c2fnas-panc"](1, 3), built),
+        f"layout {str(other).split('.')[-1]}": (PEERS["c2fnas-panc"](1, 3), other),
+        "no instance norm": (_without(PEERS["c2fnas-panc"](1, 3), torch.nn.InstanceNorm3d), built),
+        "no ReLU": (_without(PEERS["c2fnas-panc"](1, 3), torch.nn.ReLU), built),
     }
+    x = torch.randn(args.batch, 1, patch, patch, patch, device=device)
+    target = torch.randint(0, 3, (args.batch, patch, patch, patch), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     steps = {}
-    for label, model in variants.items():
-        model = model.to(memory_format=layout)
+    for label, (model, layout) in variants.items():
+        model = model.to(device, memory_format=layout)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
-        def step(model: torch.nn.Module = model, optimizer: torch.optim.SGD = optimizer) -> None:
+        def step(
+            model: torch.nn.Module = model,
+            optimizer: torch.optim.SGD = optimizer,
+            inputs: torch.Tensor = x.to(memory_format=layout),
+        ) -> None:
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = torch.nn.functional.cross_entropy(model(x).float(), target)
+            with autocast:
+                loss = torch.nn.functional.cross_entropy(model(inputs).float(), target)
             loss.backward()
             optimizer.step()
 
-        step()
+        step()  # warm-up
         steps[label] = step
     times: dict[str, list[float]] = {label: [] for label in steps}
-    for _ in range(repeats):
+    for _ in range(args.repeats):
         for label, step in steps.items():
+            synchronize()
             start = time.perf_counter()
             step()
+            synchronize()
             times[label].append(time.perf_counter() - start)
-    print(f"C2FNAS-Panc, bf16 training step, {patch}^3, batch {batch}")
+    print(f"C2FNAS-Panc training step, {precision}, {patch}^3, batch {args.batch}, {device}")
     for label, measured in times.items():
-        print(f"{label:18s} {_median(measured):7.3f} s")
+        print(f"  {label:24s} {_median(measured):7.3f} s")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -287,14 +299,18 @@ def main() -> None:
     parser.add_argument(
         "--ablate",
         action="store_true",
-        help="Only time C2FNAS-Panc (bf16, CPU) without its norms and without its ReLUs.",
+        help="Only time C2FNAS-Panc against itself in the other layout, without norms, without"
+        " ReLUs.",
     )
+
     args = parser.parse_args()
     if args.profile:
         profile_step(args.profile, args.patches[-1], args.batch)
         return
     if args.ablate:
-        ablate(args.patches[0], args.batch, args.repeats)
+        for patch in args.patches:
+            for precision in args.precisions:
+                ablate(patch, precision, args)
         return
 
     rows = []

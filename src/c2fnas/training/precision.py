@@ -46,9 +46,10 @@ def memory_format(device: torch.device) -> torch.memory_format:
 
     On the CPU, oneDNN's kernels want channels_last_3d, and the networks' instance norm and
     1x1x1 convolutions keep it (``c2fnas.nn.ops``): C2FNAS-Panc's training step at 48^3 took
-    0.48 s in bf16 against 0.79 s contiguous, and 1.18 s against 1.42 s in fp32. On CUDA (an
-    H200, bf16, batch 2) channels_last made the step 1.9x slower at 96^3, so GPUs keep the
-    default layout.
+    0.54 s in bf16 against 0.88 s contiguous, and 1.29 s against 1.48 s in fp32
+    (``benchmarks/throughput.py --ablate --patches 48``). On CUDA (an H200, bf16, batch 2, one
+    ad-hoc run; ``--ablate --device cuda`` repeats it) channels_last made the step 1.9x slower
+    at 96^3, so GPUs keep the default layout.
     """
     return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
 
