@@ -21,7 +21,7 @@ import platform
 import resource
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -38,6 +38,39 @@ RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
 
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
+
+
+def _autocast(precision: str, device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _train_step(
+    model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, precision: str
+) -> Callable[[], None]:
+    """One SGD step (momentum 0.9, cross-entropy, bf16 autocast for ``bf16``) on ``x``."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    autocast = _autocast(precision, x.device)
+
+    def step() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(model(x).float(), target)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _timed(step: Callable[[], None], device: torch.device) -> float:
+    """Seconds one call of ``step`` takes, the GPU's queued work included."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def _worker(
@@ -67,39 +100,18 @@ def _worker(
     model = model.to(memory_format=layout)
     x = x.to(memory_format=layout)
     on_gpu = device.startswith("cuda")
-    autocast = (
-        torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else nullcontext()
-    )
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    loss_function = torch.nn.CrossEntropyLoss()
-
-    def train_step() -> None:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            loss = loss_function(model(x).float(), target)
-        loss.backward()
-        optimizer.step()
 
     def infer() -> None:
         model.eval()
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), _autocast(precision, x.device):
             model(x)
 
-    steps = {"train": train_step, "infer": infer}
+    steps = {"train": _train_step(model, x, target, precision), "infer": infer}
     for step in steps.values():  # warm-up: allocator and oneDNN / cuDNN kernels
         step()
     connection.send(macs)
     while (label := connection.recv()) is not None:
-        if on_gpu:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        steps[label]()
-        if on_gpu:
-            torch.cuda.synchronize()
-        connection.send(time.perf_counter() - start)
+        connection.send(_timed(steps[label], x.device))
     if on_gpu:
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -166,15 +178,7 @@ def profile_step(name: str, patch: int, batch: int) -> None:
     keep_freed_memory()
     model = PEERS[name](1, 3).to(memory_format=torch.channels_last_3d)
     x = torch.randn(batch, 1, patch, patch, patch).to(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(x).float().mean()
-        loss.backward()
-        optimizer.step()
-
+    step = _train_step(model, x, torch.randint(0, 3, (batch, patch, patch, patch)), "bf16")
     for _ in range(2):
         step()
     with profile() as profiler:
@@ -207,34 +211,15 @@ def ablate(patch: int, precision: str, args: argparse.Namespace) -> None:
     }
     x = torch.randn(args.batch, 1, patch, patch, patch, device=device)
     target = torch.randint(0, 3, (args.batch, patch, patch, patch), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     steps = {}
     for label, (model, layout) in variants.items():
         model = model.to(device, memory_format=layout)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-        def step(
-            model: torch.nn.Module = model,
-            optimizer: torch.optim.SGD = optimizer,
-            inputs: torch.Tensor = x.to(memory_format=layout),
-        ) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast:
-                loss = torch.nn.functional.cross_entropy(model(inputs).float(), target)
-            loss.backward()
-            optimizer.step()
-
-        step()  # warm-up
-        steps[label] = step
+        steps[label] = _train_step(model, x.to(memory_format=layout), target, precision)
+        steps[label]()  # warm-up
     times: dict[str, list[float]] = {label: [] for label in steps}
     for _ in range(args.repeats):
         for label, step in steps.items():
-            synchronize()
-            start = time.perf_counter()
-            step()
-            synchronize()
-            times[label].append(time.perf_counter() - start)
+            times[label].append(_timed(step, device))
     print(f"C2FNAS-Panc training step, {precision}, {patch}^3, batch {args.batch}, {device}")
     for label, measured in times.items():
         print(f"  {label:24s} {_median(measured):7.3f} s")
