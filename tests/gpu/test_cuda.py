@@ -9,7 +9,6 @@ import torch
 from c2fnas.inference.sliding_window import predict_probabilities
 from c2fnas.nn import C2FNet, Supernet
 from c2fnas.nn.ops import InstanceNorm, PointwiseConv
-from c2fnas.space import Architecture
 
 pytestmark = [
     pytest.mark.gpu,
@@ -25,11 +24,6 @@ def exact_fp32(monkeypatch):
     """TF32 off (cuDNN convolutions use it by default), to compare fp32 results closely."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-
-
-ARCH = Architecture.coarse([0, 1, 2, 3, 2, 1, 0, 1, 0, 1, 0, 0], 0.25).with_ops(
-    ["p3d", "2d", "3d"] * 4
-)
 
 
 def test_channels_last_ops_match_pytorch_on_cuda(exact_fp32):
@@ -62,11 +56,11 @@ def test_channels_last_ops_match_pytorch_on_cuda(exact_fp32):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_network_trains_in_mixed_precision_on_cuda(precision):
+def test_network_trains_in_mixed_precision_on_cuda(precision, mixed_architecture):
     from c2fnas.training.precision import autocast, memory_format
 
     torch.manual_seed(0)
-    network = C2FNet(ARCH, 1, 3).to(CUDA, memory_format=memory_format(CUDA))
+    network = C2FNet(mixed_architecture, 1, 3).to(CUDA, memory_format=memory_format(CUDA))
     optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     x = torch.randn(2, 1, 32, 32, 32, device=CUDA).to(memory_format=memory_format(CUDA))
@@ -84,9 +78,9 @@ def test_network_trains_in_mixed_precision_on_cuda(precision):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_supernet_path_and_prediction_agree_between_cuda_and_cpu(exact_fp32):
+def test_supernet_path_and_prediction_agree_between_cuda_and_cpu(exact_fp32, mixed_architecture):
     torch.manual_seed(0)
-    supernet = Supernet(ARCH, 1, 3).eval()
+    supernet = Supernet(mixed_architecture, 1, 3).eval()
     ops = ["2d", "p3d", "3d", "3d", "2d", "p3d", "p3d", "3d", "2d", "3d", "2d", "p3d"]
     network = supernet.extract(ops).eval()
     x = torch.randn(1, 1, 40, 36, 20)

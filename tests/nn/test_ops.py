@@ -3,7 +3,6 @@ import torch
 
 from c2fnas.nn import C2FNet
 from c2fnas.nn.ops import InstanceNorm, PointwiseConv
-from c2fnas.space import Architecture
 
 CL = torch.channels_last_3d
 
@@ -67,12 +66,10 @@ def test_pointwise_conv_on_channels_last_equals_a_conv(bias):
         torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-12, atol=1e-12)
 
 
-def test_network_in_channels_last_matches_pytorch_instance_norm(monkeypatch):
+def test_network_in_channels_last_matches_pytorch_instance_norm(monkeypatch, mixed_architecture):
     # also checks the in-place ReLUs: autograd raises if one overwrote a tensor it still needs
-    architecture = Architecture.coarse([0, 1, 2, 3, 2, 1, 0, 1, 0, 1, 0, 0], 0.25)
-    architecture = architecture.with_ops(["p3d", "2d", "3d"] * 4)
     torch.manual_seed(0)
-    network = C2FNet(architecture, 2, 3).to(memory_format=CL)
+    network = C2FNet(mixed_architecture, 2, 3).to(memory_format=CL)
     x = torch.randn(2, 2, 32, 32, 16).to(memory_format=CL)
 
     def run():
