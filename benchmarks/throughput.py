@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from c2fnas.nn.ops import InstanceNorm  # noqa: E402
 from c2fnas.nn.profile import estimate_cost  # noqa: E402
 from c2fnas.runtime import keep_freed_memory  # noqa: E402
 from c2fnas.training.precision import memory_format  # noqa: E402
@@ -186,18 +187,37 @@ def profile_step(name: str, patch: int, batch: int) -> None:
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
-def _without(model: torch.nn.Module, kind: type) -> torch.nn.Module:
-    """``model`` with every ``kind`` layer replaced by an identity."""
+def _without_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every instance norm replaced by an identity (or a ReLU where the norm
+    applied one)."""
     for parent in list(model.modules()):
         for child_name, child in parent.named_children():
-            if isinstance(child, kind):
+            if isinstance(child, InstanceNorm):
+                setattr(parent, child_name, torch.nn.ReLU() if child.relu else torch.nn.Identity())
+    return model
+
+
+def _without_relus(model: torch.nn.Module) -> torch.nn.Module:
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, torch.nn.ReLU):
                 setattr(parent, child_name, torch.nn.Identity())
+            elif isinstance(child, InstanceNorm):
+                child.relu = False
+    return model
+
+
+def _unfused_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its instance norms in PyTorch's ops instead of c2fnas's C++ kernels."""
+    for module in model.modules():
+        if isinstance(module, InstanceNorm):
+            module.forward = module.forward_unfused  # type: ignore[method-assign]
     return model
 
 
 def ablate(patch: int, precision: str, args: argparse.Namespace) -> None:
-    """Training step of C2FNAS-Panc as built, in the other memory layout, without its instance
-    norms and without its ReLUs: one process, the variants taking steps in turns, so the
+    """Training step of C2FNAS-Panc as built, in the other memory layout, with its instance norms
+    in PyTorch ops instead of the C++ kernels, without them and without its ReLUs: one process, the variants taking steps in turns, so the
     differences are what those choices cost."""
     keep_freed_memory()
     device = torch.device(args.device)
@@ -206,8 +226,9 @@ def ablate(patch: int, precision: str, args: argparse.Namespace) -> None:
     variants = {
         "as built": (PEERS["c2fnas-panc"](1, 3), built),
         f"layout {str(other).split('.')[-1]}": (PEERS["c2fnas-panc"](1, 3), other),
-        "no instance norm": (_without(PEERS["c2fnas-panc"](1, 3), torch.nn.InstanceNorm3d), built),
-        "no ReLU": (_without(PEERS["c2fnas-panc"](1, 3), torch.nn.ReLU), built),
+        "norms in PyTorch ops": (_unfused_norms(PEERS["c2fnas-panc"](1, 3)), built),
+        "no instance norm": (_without_norms(PEERS["c2fnas-panc"](1, 3)), built),
+        "no ReLU": (_without_relus(PEERS["c2fnas-panc"](1, 3)), built),
     }
     x = torch.randn(args.batch, 1, patch, patch, patch, device=device)
     target = torch.randint(0, 3, (args.batch, patch, patch, patch), device=device)
@@ -284,8 +305,8 @@ def main() -> None:
     parser.add_argument(
         "--ablate",
         action="store_true",
-        help="Only time C2FNAS-Panc against itself in the other layout, without norms, without"
-        " ReLUs.",
+        help="Only time C2FNAS-Panc against itself in the other layout, with its norms in PyTorch"
+        " ops instead of the C++ kernels, without norms, without ReLUs.",
     )
 
     args = parser.parse_args()

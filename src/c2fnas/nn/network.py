@@ -53,10 +53,12 @@ class _CellNetwork(nn.Module):
         self.num_classes = num_classes
         filters = architecture.filters
         stem_channels = architecture.channels(0)
+        # each nn.Identity() stands where a ReLU was before it moved into the norm in front of
+        # it (fused there on the CPU); it keeps the parameter names of older checkpoints
         self.stem = nn.Sequential(
             conv(in_channels, filters, (3, 3, 3)),
-            norm(filters),
-            nn.ReLU(inplace=True),
+            norm(filters, relu=True),
+            nn.Identity(),
             conv(filters, stem_channels, (3, 3, 3), stride=2),
             norm(stem_channels),
         )
@@ -76,12 +78,12 @@ class _CellNetwork(nn.Module):
         self.cells = nn.ModuleList(cells)
         self.head = nn.Sequential(
             conv(stem_channels, filters, (3, 3, 3)),
-            norm(filters),
-            nn.ReLU(inplace=True),
+            norm(filters, relu=True),
+            nn.Identity(),
             Upsample(),
             conv(filters, filters, (3, 3, 3)),
-            norm(filters),
-            nn.ReLU(inplace=True),
+            norm(filters, relu=True),
+            nn.Identity(),
             PointwiseConv(filters, num_classes, bias=True),
         )
 

@@ -1,0 +1,125 @@
+"""The C++ CPU kernels (fused instance norm + ReLU) against a float64 reference, and the fallback
+to PyTorch's ops where they cannot be built."""
+
+import shutil
+
+import pytest
+import torch
+
+from c2fnas.nn import kernels
+from c2fnas.nn.ops import InstanceNorm
+
+CL = torch.channels_last_3d
+
+
+@pytest.fixture
+def built():
+    """Skips where the kernels cannot be built (the first call builds them, ~30 s)."""
+    if kernels.cpu_kernels() is None:
+        pytest.skip("the C++ CPU kernels could not be built here")
+
+
+def _reference(x, weight, bias, relu, eps=1e-5):
+    """Instance norm (+ ReLU) written out in float64 (PyTorch's own instance norm backward is
+    not a reference for channels_last_3d inputs: in torch 2.13 its input gradient for a
+    (1, 512, 3, 3, 3) channels_last_3d float64 input is off by more than 2)."""
+    x = x.double()
+    mean = x.mean((2, 3, 4), keepdim=True)
+    var = x.var((2, 3, 4), keepdim=True, correction=0)
+    per_channel = (1, -1, 1, 1, 1)
+    y = (x - mean) / torch.sqrt(var + eps) * weight.view(per_channel) + bias.view(per_channel)
+    return y.relu() if relu else y
+
+
+def test_kernels_build_where_there_is_a_compiler():
+    if shutil.which("c++") is None or shutil.which("ninja") is None:
+        pytest.skip("no C++ compiler or ninja")
+    assert kernels.cpu_kernels() is not None
+
+
+@pytest.mark.usefixtures("built")
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 24, 12, 10, 8), (3, 5, 3, 4, 5), (1, 512, 3, 3, 3), (1, 16, 20, 20, 20)],
+    ids=["batch", "odd-sizes", "deep-level", "many-blocks"],
+)
+def test_fused_norm_matches_a_float64_reference(shape, relu):
+    torch.manual_seed(0)
+    norm = InstanceNorm(shape[1], relu=relu)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    # a large mean: the variance must not cancel away (sums of squares minus squared sums would)
+    x = (torch.randn(shape) * 3 + 50).to(memory_format=CL)
+    upstream = torch.randn(shape)
+    x_ours = x.clone().requires_grad_()
+    y = norm(x_ours)
+    (y * upstream).sum().backward()
+
+    weight = norm.weight.detach().double().requires_grad_()
+    bias = norm.bias.detach().double().requires_grad_()
+    x_ref = x.double().contiguous().requires_grad_()
+    y_ref = _reference(x_ref, weight, bias, relu)
+    (y_ref * upstream.double()).sum().backward()
+
+    assert y.is_contiguous(memory_format=CL) and y.dtype == torch.float32
+    assert x_ours.grad.is_contiguous(memory_format=CL)
+    assert y.grad_fn.name().startswith("_FusedInstanceNorm")
+    torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=2e-5)
+    torch.testing.assert_close(x_ours.grad.double(), x_ref.grad, rtol=0, atol=2e-5)
+    torch.testing.assert_close(norm.weight.grad.double(), weight.grad, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(norm.bias.grad.double(), bias.grad, rtol=1e-4, atol=1e-3)
+    if relu:
+        assert (y >= 0).all() and (y == 0).any()
+
+
+@pytest.mark.usefixtures("built")
+def test_fused_norm_in_bf16_rounds_like_pytorch():
+    torch.manual_seed(0)
+    norm = InstanceNorm(32, relu=True)
+    x = torch.randn(2, 32, 12, 12, 12).bfloat16().to(memory_format=CL).requires_grad_()
+    upstream = torch.randn(x.shape).bfloat16()
+    y = norm(x)
+    (y.float() * upstream.float()).sum().backward()
+    y_ref = _reference(x.detach(), norm.weight.detach(), norm.bias.detach(), relu=True)
+    assert y.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16
+    # computed in float, rounded once: within half a bfloat16 step (2^-8 relative)
+    torch.testing.assert_close(y.double(), y_ref, rtol=2**-8, atol=1e-6)
+    x_ref = x.detach().double().requires_grad_()
+    y_ref = _reference(x_ref, norm.weight.detach(), norm.bias.detach(), relu=True)
+    (y_ref * upstream.double()).sum().backward()
+    assert ((x.grad.double() - x_ref.grad).norm() / x_ref.grad.norm()).item() < 0.01
+
+
+def test_switched_off_kernels_fall_back_to_pytorch(monkeypatch):
+    monkeypatch.setenv(kernels.SWITCH, "0")
+    assert kernels.cpu_kernels.__wrapped__() is None
+
+
+def test_a_failed_build_warns_and_falls_back(monkeypatch):
+    import torch.utils.cpp_extension
+
+    def failing_load(*args, **kwargs):
+        raise RuntimeError("Error building extension")
+
+    monkeypatch.setenv(kernels.SWITCH, "1")
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", failing_load)
+    path = kernels.os.environ["PATH"]
+    with pytest.warns(RuntimeWarning, match="could not build its C\\+\\+ CPU kernels"):
+        assert kernels.cpu_kernels.__wrapped__() is None
+    assert kernels.os.environ["PATH"] == path
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_without_kernels_the_norm_runs_pytorch_ops_with_the_same_result(monkeypatch, relu):
+    torch.manual_seed(0)
+    norm = InstanceNorm(6, relu=relu)
+    x = torch.randn(2, 6, 5, 4, 6).to(memory_format=CL)
+    expected = norm.forward_unfused(x)
+    monkeypatch.setattr("c2fnas.nn.ops.cpu_kernels", lambda: None)
+    y = norm(x)
+    assert not y.grad_fn.name().startswith("_Fused")
+    assert y.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    torch.testing.assert_close(y, _reference(x, norm.weight, norm.bias, relu).float())
