@@ -217,8 +217,8 @@ def _unfused_norms(model: torch.nn.Module) -> torch.nn.Module:
 
 def ablate(patch: int, precision: str, args: argparse.Namespace) -> None:
     """Training step of C2FNAS-Panc as built, in the other memory layout, with its instance norms
-    in PyTorch ops instead of the C++ kernels, without them and without its ReLUs: one process, the variants taking steps in turns, so the
-    differences are what those choices cost."""
+    in PyTorch ops instead of the C++ kernels, without them and without its ReLUs: one process,
+    the variants taking steps in turns, so the differences are what those choices cost."""
     keep_freed_memory()
     device = torch.device(args.device)
     built = memory_format(device)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from c2fnas.nn import C2FNet
-from c2fnas.nn.ops import InstanceNorm, PointwiseConv
+from c2fnas.nn.ops import InstanceNorm, PointwiseConv, instance_norm_as_group_norm
 
 CL = torch.channels_last_3d
 
@@ -35,6 +35,23 @@ def test_channels_last_instance_norm_equals_pytorch_and_keeps_the_layout(batch):
     torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=0, atol=1e-12)
     torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_instance_norm_as_group_norm_equals_instance_norm():
+    # the form the norm takes on GPUs, checked here on the CPU in float64
+    reference, _ = _norms(5)
+    x = (torch.randn(3, 5, 6, 7, 4, dtype=torch.float64) * 3 + 2).requires_grad_()
+    weight = reference.weight.detach().clone().requires_grad_()
+    bias = reference.bias.detach().clone().requires_grad_()
+    upstream = torch.randn_like(x)
+    (reference(x) * upstream).sum().backward()
+    expected = [x.grad.clone(), reference.weight.grad, reference.bias.grad]
+    x.grad = None
+    y = instance_norm_as_group_norm(x, weight, bias, reference.eps)
+    (y * upstream).sum().backward()
+    torch.testing.assert_close(y, reference(x), rtol=0, atol=1e-12)
+    for ours, theirs in zip([x.grad, weight.grad, bias.grad], expected, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
 def test_channels_last_instance_norm_under_bf16_autocast_stays_bf16_channels_last():

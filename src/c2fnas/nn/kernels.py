@@ -40,6 +40,16 @@ def _cpu_signature() -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def _built(name: str) -> bool:
+    """Whether PyTorch's extension cache seems to hold a build of ``name`` (only for the log)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
+    except Exception:
+        return False
+
+
 @cache
 def cpu_kernels() -> ModuleType | None:
     """The compiled kernels, or None where they are switched off or cannot be built."""
@@ -50,13 +60,17 @@ def cpu_kernels() -> ModuleType | None:
     flags = ["-O3", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64"):
         flags.append("-march=native")
-    log.info("loading c2fnas's C++ CPU kernels (compiled on first use, ~30 s)")
+    name = f"c2fnas_cpu_kernels_{_cpu_signature()}"
+    if _built(name):
+        log.debug("loading c2fnas's C++ CPU kernels")
+    else:
+        log.info("compiling c2fnas's C++ CPU kernels (once per machine, ~30 s)")
     path = os.environ.get("PATH", "")
     # ninja from the ``ninja`` wheel sits next to this Python, which may not be on PATH
     os.environ["PATH"] = os.pathsep.join(filter(None, [sysconfig.get_path("scripts"), path]))
     try:
         return load(
-            f"c2fnas_cpu_kernels_{_cpu_signature()}",
+            name,
             [str(SOURCE)],
             extra_cflags=flags,
             extra_ldflags=["-fopenmp"],
