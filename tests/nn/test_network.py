@@ -28,6 +28,19 @@ def test_every_op_keeps_shape_and_trains(op):
     _check_backward(module, y)
 
 
+def test_parameter_names_stay_those_of_relu_conv_norm_with_the_relus_fused():
+    # checkpoints written before the ReLUs moved into the norms must still load
+    network = C2FNet(Architecture.coarse(list(PANC_LEVELS), 0.25), 1, 3)
+    names = set(network.state_dict())
+    for name in ("stem.0.weight", "stem.1.weight", "stem.3.weight", "stem.4.bias",
+                 "head.0.weight", "head.4.weight", "head.5.bias", "head.7.weight",
+                 "cells.0.paths.0.3d.1.weight", "cells.0.paths.0.3d.2.weight",
+                 "cells.0.pre.0.1.weight", "cells.0.post.2.bias"):  # fmt: skip
+        assert name in names, name
+    for op in OPS:
+        assert [name for name, _ in make_op(op, 2).named_parameters()][0].startswith("1.")
+
+
 def test_op_kernels_are_what_the_paper_says():
     kernels = {
         op: [m.kernel_size for m in OP_FACTORIES[op](2).modules() if isinstance(m, torch.nn.Conv3d)]
