@@ -28,15 +28,17 @@ SWITCH = "C2FNAS_CPU_KERNELS"
 SOURCE = Path(__file__).with_name("csrc") / "instance_norm.cpp"
 
 
-def _cpu_signature() -> str:
-    """Machine, CPU features and torch version: compiled for this CPU (``-march=native``), the
-    cache of a home directory shared by a cluster's nodes needs one build per kind of node."""
+def _build_signature() -> str:
+    """Machine, CPU features, torch version and source path. Compiled for this CPU
+    (``-march=native``), the cache of a home directory shared by a cluster's nodes needs one
+    build per kind of node; and PyTorch rebuilds an extension whose source path changed, so two
+    checkouts sharing one cache would rebuild it each time the other one had used it."""
     features = ""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         lines = cpuinfo.read_text(errors="replace").splitlines()
         features = next((line for line in lines if line.startswith(("flags", "Features"))), "")
-    text = f"{platform.machine()} {features} {torch.__version__}"
+    text = f"{platform.machine()} {features} {torch.__version__} {SOURCE.resolve()}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -60,7 +62,7 @@ def cpu_kernels() -> ModuleType | None:
     flags = ["-O3", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64"):
         flags.append("-march=native")
-    name = f"c2fnas_cpu_kernels_{_cpu_signature()}"
+    name = f"c2fnas_cpu_kernels_{_build_signature()}"
     if _built(name):
         log.debug("loading c2fnas's C++ CPU kernels")
     else:
