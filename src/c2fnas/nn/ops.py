@@ -104,7 +104,8 @@ class _ChannelsLastInstanceNorm(torch.autograd.Function):
 class _FusedInstanceNorm(torch.autograd.Function):
     """Instance norm, and the ReLU after it if asked, of a channels_last_3d CPU batch in float32
     or bfloat16, by the C++ kernels of ``c2fnas.nn.kernels``: two passes over the data forward
-    and two backward, where PyTorch's ops take about three times as long."""
+    and two backward. PyTorch's ops took 2.2-3.0x as long for norm + ReLU at C2FNAS-Panc's sizes
+    (``benchmarks/norm_kernels.py``)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
