@@ -187,24 +187,35 @@ def profile_step(name: str, patch: int, batch: int) -> None:
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
-def _without_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` with every instance norm replaced by an identity (or a ReLU where the norm
-    applied one)."""
+def _replace_layers(
+    model: torch.nn.Module, replace: Callable[[torch.nn.Module], torch.nn.Module | None]
+) -> torch.nn.Module:
+    """``model`` with each layer for which ``replace`` returns a module swapped for that one."""
     for parent in list(model.modules()):
         for child_name, child in parent.named_children():
-            if isinstance(child, InstanceNorm):
-                setattr(parent, child_name, torch.nn.ReLU() if child.relu else torch.nn.Identity())
+            if (replacement := replace(child)) is not None:
+                setattr(parent, child_name, replacement)
     return model
+
+
+def _without_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Every instance norm replaced by an identity (or a ReLU where the norm applied one)."""
+
+    def replace(layer: torch.nn.Module) -> torch.nn.Module | None:
+        if not isinstance(layer, InstanceNorm):
+            return None
+        return torch.nn.ReLU() if layer.relu else torch.nn.Identity()
+
+    return _replace_layers(model, replace)
 
 
 def _without_relus(model: torch.nn.Module) -> torch.nn.Module:
-    for parent in list(model.modules()):
-        for child_name, child in parent.named_children():
-            if isinstance(child, torch.nn.ReLU):
-                setattr(parent, child_name, torch.nn.Identity())
-            elif isinstance(child, InstanceNorm):
-                child.relu = False
-    return model
+    for module in model.modules():
+        if isinstance(module, InstanceNorm):
+            module.relu = False
+    return _replace_layers(
+        model, lambda layer: torch.nn.Identity() if isinstance(layer, torch.nn.ReLU) else None
+    )
 
 
 def _unfused_norms(model: torch.nn.Module) -> torch.nn.Module:
