@@ -72,6 +72,16 @@ struct Layout {
   int64_t block_end(int64_t block) const { return std::min(rows, (block + 1) * kBlockRows); }
 };
 
+// Calls body(sample, block, task) for every (sample, block) pair, task = sample * blocks + block;
+// the threads share the pairs out.
+template <typename Body>
+void for_each_block(const Layout& layout, const Body& body) {
+  at::parallel_for(0, layout.samples * layout.blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task)
+      body(task / layout.blocks, task % layout.blocks, task);
+  });
+}
+
 // Per-(sample, channel) mean and 1 / sqrt(biased variance + eps).
 template <typename T>
 void statistics(const T* __restrict__ x, const Layout& layout, double eps, float* mean,
@@ -79,27 +89,24 @@ void statistics(const T* __restrict__ x, const Layout& layout, double eps, float
   const int64_t C = layout.channels;
   std::vector<float> block_mean(layout.samples * layout.blocks * C);
   std::vector<float> block_m2(block_mean.size());
-  at::parallel_for(0, layout.samples * layout.blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t sample = task / layout.blocks, block = task % layout.blocks;
-      const int64_t first = layout.block_begin(block), last = layout.block_end(block);
-      const T* __restrict__ rows = x + (sample * layout.rows) * C;
-      float* __restrict__ m = block_mean.data() + task * C;
-      float* __restrict__ m2 = block_m2.data() + task * C;
-      std::fill(m, m + C, 0.f);
-      std::fill(m2, m2 + C, 0.f);
-      for (int64_t row = first; row < last; ++row) {
-        const T* __restrict__ values = rows + row * C;
-        for (int64_t c = 0; c < C; ++c) m[c] += load(values[c]);
-      }
-      const float scale = 1.f / static_cast<float>(last - first);
-      for (int64_t c = 0; c < C; ++c) m[c] *= scale;
-      for (int64_t row = first; row < last; ++row) {
-        const T* __restrict__ values = rows + row * C;
-        for (int64_t c = 0; c < C; ++c) {
-          const float d = load(values[c]) - m[c];
-          m2[c] += d * d;
-        }
+  for_each_block(layout, [&](int64_t sample, int64_t block, int64_t task) {
+    const int64_t first = layout.block_begin(block), last = layout.block_end(block);
+    const T* __restrict__ rows = x + (sample * layout.rows) * C;
+    float* __restrict__ m = block_mean.data() + task * C;
+    float* __restrict__ m2 = block_m2.data() + task * C;
+    std::fill(m, m + C, 0.f);
+    std::fill(m2, m2 + C, 0.f);
+    for (int64_t row = first; row < last; ++row) {
+      const T* __restrict__ values = rows + row * C;
+      for (int64_t c = 0; c < C; ++c) m[c] += load(values[c]);
+    }
+    const float scale = 1.f / static_cast<float>(last - first);
+    for (int64_t c = 0; c < C; ++c) m[c] *= scale;
+    for (int64_t row = first; row < last; ++row) {
+      const T* __restrict__ values = rows + row * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float d = load(values[c]) - m[c];
+        m2[c] += d * d;
       }
     }
   });
@@ -153,16 +160,13 @@ void normalize(const T* __restrict__ x, T* __restrict__ y, const Layout& layout,
                const Affine& affine) {
   const int64_t C = layout.channels;
   const float floor = Relu ? 0.f : -INFINITY;
-  at::parallel_for(0, layout.samples * layout.blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t sample = task / layout.blocks, block = task % layout.blocks;
-      const float* __restrict__ a = affine.scale.data() + sample * C;
-      const float* __restrict__ b = affine.shift.data() + sample * C;
-      for (int64_t row = layout.block_begin(block); row < layout.block_end(block); ++row) {
-        const T* __restrict__ in = x + (sample * layout.rows + row) * C;
-        T* __restrict__ out = y + (sample * layout.rows + row) * C;
-        for (int64_t c = 0; c < C; ++c) store(out + c, std::max(load(in[c]) * a[c] + b[c], floor));
-      }
+  for_each_block(layout, [&](int64_t sample, int64_t block, int64_t) {
+    const float* __restrict__ a = affine.scale.data() + sample * C;
+    const float* __restrict__ b = affine.shift.data() + sample * C;
+    for (int64_t row = layout.block_begin(block); row < layout.block_end(block); ++row) {
+      const T* __restrict__ in = x + (sample * layout.rows + row) * C;
+      T* __restrict__ out = y + (sample * layout.rows + row) * C;
+      for (int64_t c = 0; c < C; ++c) store(out + c, std::max(load(in[c]) * a[c] + b[c], floor));
     }
   });
 }
@@ -175,26 +179,23 @@ void backward(const T* __restrict__ grad, const T* __restrict__ x, T* __restrict
   // Pass 1: per block, the sums of g and of g * (x - mean), g the gradient behind the ReLU.
   std::vector<float> block_g(layout.samples * layout.blocks * C);
   std::vector<float> block_gx(block_g.size());
-  at::parallel_for(0, layout.samples * layout.blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t sample = task / layout.blocks, block = task % layout.blocks;
-      const float* __restrict__ a = affine.scale.data() + sample * C;
-      const float* __restrict__ b = affine.shift.data() + sample * C;
-      const float* __restrict__ m = mean + sample * C;
-      float* __restrict__ sum_g = block_g.data() + task * C;
-      float* __restrict__ sum_gx = block_gx.data() + task * C;
-      std::fill(sum_g, sum_g + C, 0.f);
-      std::fill(sum_gx, sum_gx + C, 0.f);
-      for (int64_t row = layout.block_begin(block); row < layout.block_end(block); ++row) {
-        const T* __restrict__ in = x + (sample * layout.rows + row) * C;
-        const T* __restrict__ up = grad + (sample * layout.rows + row) * C;
-        #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          const float value = load(in[c]);
-          const float g = gated<Relu>(load(up[c]), value, a[c], b[c]);
-          sum_g[c] += g;
-          sum_gx[c] += g * (value - m[c]);
-        }
+  for_each_block(layout, [&](int64_t sample, int64_t block, int64_t task) {
+    const float* __restrict__ a = affine.scale.data() + sample * C;
+    const float* __restrict__ b = affine.shift.data() + sample * C;
+    const float* __restrict__ m = mean + sample * C;
+    float* __restrict__ sum_g = block_g.data() + task * C;
+    float* __restrict__ sum_gx = block_gx.data() + task * C;
+    std::fill(sum_g, sum_g + C, 0.f);
+    std::fill(sum_gx, sum_gx + C, 0.f);
+    for (int64_t row = layout.block_begin(block); row < layout.block_end(block); ++row) {
+      const T* __restrict__ in = x + (sample * layout.rows + row) * C;
+      const T* __restrict__ up = grad + (sample * layout.rows + row) * C;
+      #pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const float value = load(in[c]);
+        const float g = gated<Relu>(load(up[c]), value, a[c], b[c]);
+        sum_g[c] += g;
+        sum_gx[c] += g * (value - m[c]);
       }
     }
   });
@@ -223,25 +224,22 @@ void backward(const T* __restrict__ grad, const T* __restrict__ x, T* __restrict
     }
   }
   // Pass 2: the input gradient.
-  at::parallel_for(0, layout.samples * layout.blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t sample = task / layout.blocks, block = task % layout.blocks;
-      const float* __restrict__ a = affine.scale.data() + sample * C;
-      const float* __restrict__ b = affine.shift.data() + sample * C;
-      const float* __restrict__ ca = coef_a.data() + sample * C;
-      const float* __restrict__ cb = coef_b.data() + sample * C;
-      const float* __restrict__ cd = coef_d.data() + sample * C;
-      for (int64_t row = layout.block_begin(block); row < layout.block_end(block); ++row) {
-        const int64_t offset = (sample * layout.rows + row) * C;
-        const T* __restrict__ in = x + offset;
-        const T* __restrict__ up = grad + offset;
-        T* __restrict__ out = grad_x + offset;
-        #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          const float value = load(in[c]);
-          const float g = gated<Relu>(load(up[c]), value, a[c], b[c]);
-          store(out + c, g * ca[c] + value * cb[c] + cd[c]);
-        }
+  for_each_block(layout, [&](int64_t sample, int64_t block, int64_t) {
+    const float* __restrict__ a = affine.scale.data() + sample * C;
+    const float* __restrict__ b = affine.shift.data() + sample * C;
+    const float* __restrict__ ca = coef_a.data() + sample * C;
+    const float* __restrict__ cb = coef_b.data() + sample * C;
+    const float* __restrict__ cd = coef_d.data() + sample * C;
+    for (int64_t row = layout.block_begin(block); row < layout.block_end(block); ++row) {
+      const int64_t offset = (sample * layout.rows + row) * C;
+      const T* __restrict__ in = x + offset;
+      const T* __restrict__ up = grad + offset;
+      T* __restrict__ out = grad_x + offset;
+      #pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const float value = load(in[c]);
+        const float g = gated<Relu>(load(up[c]), value, a[c], b[c]);
+        store(out + c, g * ca[c] + value * cb[c] + cd[c]);
       }
     }
   });
