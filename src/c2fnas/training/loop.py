@@ -105,7 +105,8 @@ class _Trainer:
         arguments = () if self.sample_ops is None else (tuple(self.sample_ops(self.sampler_rng)),)
         with autocast(self.precision, self.device):
             logits = self.model(image, *arguments)
-        loss = self.loss(logits.float(), label)
+        # float32 at least: autocast's bf16/fp16 logits are widened; a float64 model keeps float64
+        loss = self.loss(logits.to(torch.promote_types(logits.dtype, torch.float32)), label)
         # Every process must see the same verdict, or the others would wait forever.
         value = float(_all_reduce(loss.detach().clone()).item()) / _rank()[1]
         if not torch.isfinite(torch.tensor(value)):
