@@ -4,16 +4,23 @@ A *model folder* (``best/``, ``last/``) is what prediction needs::
 
     architecture.json   the Architecture
     model.safetensors   the network's weights
-    model.json          in/out channels, patch, stride, iteration, validation Dice, kind
+    model.json          in/out channels, patch, stride, iteration, validation Dice, kind,
+                        and ``sha256``: {"model.safetensors": its SHA-256}
 
 A *checkpoint* (``checkpoints/iter_NNNNNNN/``) is what resuming needs: the model folder's files
 plus ``optimizer.safetensors`` (e.g. SGD momentum buffers), ``rng.safetensors`` (torch and numpy
 generator states) and ``state.json`` (iteration, param groups, grad-scaler and Python RNG states,
-history). ``checkpoints/latest.json`` names the newest complete one; it is replaced atomically.
+history, and the SHA-256 of the two files). ``checkpoints/latest.json`` names the newest complete
+one; it is replaced atomically.
+
+Every safetensors file is verified against its recorded SHA-256 when read, so flipped bytes are
+an error naming the file rather than silently different weights. Folders written before the
+checksums were recorded still load, unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -23,35 +30,73 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 from torch import nn
 
+from c2fnas.data.atomic import write_bytes_atomic, write_json_atomic
 from c2fnas.space import Architecture
 
 MODEL_FILES = ("architecture.json", "model.safetensors", "model.json")
+CHECKSUMS = "sha256"
+"""The key, in ``model.json`` and ``state.json``, of ``{file name: SHA-256}``."""
 
 
 class CheckpointError(ValueError):
     """A model folder or checkpoint is missing or unreadable; the message names the path."""
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+class JsonRecord(dict[str, Any]):
+    """A JSON object read from ``path``: a missing key is a ``CheckpointError`` naming both."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self.path = path
+
+    def __missing__(self, key: str) -> Any:
+        raise CheckpointError(f"{self.path}: no {key!r} entry; the file is damaged or incomplete")
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path) -> JsonRecord:
+    """The JSON object in ``path``."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
         raise CheckpointError(f"{path}: cannot read: {error}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return JsonRecord(path, data)
 
 
-def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write ``tensors`` as a safetensors file, atomically; returns its SHA-256 to record."""
     # safetensors needs contiguous CPU tensors without shared storage.
-    return {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
+    payload = save(
+        {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
+    )
+    write_bytes_atomic(path, payload)
+    return hashlib.sha256(payload).hexdigest()
+
+
+def read_tensors(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, verified against ``sha256`` unless it is None."""
+    try:
+        payload = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read: {error}") from None
+    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
+        raise CheckpointError(
+            f"{path}: damaged; its SHA-256 differs from the one recorded when it was written"
+        )
+    try:
+        return load(payload)
+    except SafetensorError as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+
+
+def _recorded_checksum(record: dict[str, Any], name: str) -> str | None:
+    checksums = record.get(CHECKSUMS)
+    return checksums.get(name) if isinstance(checksums, dict) else None
 
 
 def write_model(
@@ -67,8 +112,8 @@ def write_model(
     temporary.mkdir(parents=True)
     if architecture is not None:
         architecture.save(temporary / "architecture.json")
-    save_file(_tensors(network.state_dict()), str(temporary / "model.safetensors"))
-    write_json(temporary / "model.json", info)
+    digest = write_tensors(temporary / "model.safetensors", network.state_dict())
+    write_json_atomic(temporary / "model.json", {**info, CHECKSUMS: {"model.safetensors": digest}})
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -83,8 +128,11 @@ def read_model(folder: Path) -> tuple[Architecture, dict[str, torch.Tensor], dic
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder}: not a model folder (missing {name})")
     architecture = Architecture.load(folder / "architecture.json")
-    weights = load_file(str(folder / "model.safetensors"))
-    return architecture, weights, read_json(folder / "model.json")
+    info = read_json(folder / "model.json")
+    weights = read_tensors(
+        folder / "model.safetensors", _recorded_checksum(info, "model.safetensors")
+    )
+    return architecture, weights, info
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[Any]]:
@@ -161,14 +209,19 @@ def write_checkpoint(
     folder = checkpoints / f"iter_{iteration:07d}"
     write_model(folder, network, architecture, info)
     tensors, groups = optimizer_state(optimizer)
-    save_file(_tensors(tensors), str(folder / "optimizer.safetensors"))
     rng_tensors, rng_info = rng_state()
-    save_file(_tensors(rng_tensors), str(folder / "rng.safetensors"))
-    write_json(
+    checksums = {
+        "optimizer.safetensors": write_tensors(folder / "optimizer.safetensors", tensors),
+        "rng.safetensors": write_tensors(folder / "rng.safetensors", rng_tensors),
+    }
+    write_json_atomic(
         folder / "state.json",
-        {**state, "iteration": iteration, "param_groups": groups, "rng": rng_info},
+        {**state, "iteration": iteration, "param_groups": groups, "rng": rng_info,
+         CHECKSUMS: checksums},
+    )  # fmt: skip
+    write_json_atomic(
+        checkpoints / "latest.json", {"checkpoint": folder.name, "iteration": iteration}
     )
-    write_json(checkpoints / "latest.json", {"checkpoint": folder.name, "iteration": iteration})
     for old in checkpoints.glob("iter_*"):
         if old.name != folder.name:
             shutil.rmtree(old, ignore_errors=True)
@@ -192,8 +245,10 @@ def read_checkpoint(
     _, weights, _ = read_model(folder)
     network.load_state_dict(weights)
     state: dict[str, Any] = read_json(folder / "state.json")
-    load_optimizer_state(
-        optimizer, load_file(str(folder / "optimizer.safetensors")), state["param_groups"]
+    optimizer_tensors, rng_tensors = (
+        read_tensors(folder / name, _recorded_checksum(state, name))
+        for name in ("optimizer.safetensors", "rng.safetensors")
     )
-    set_rng_state(load_file(str(folder / "rng.safetensors")), state["rng"])
+    load_optimizer_state(optimizer, optimizer_tensors, state["param_groups"])
+    set_rng_state(rng_tensors, state["rng"])
     return state
