@@ -1,6 +1,7 @@
 """``c2fnas run``: every stage on a tiny synthetic dataset, resume, and a bad dataset."""
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -117,3 +118,43 @@ def test_unknown_stage_is_refused(tmp_path):
     root = make_synthetic_dataset(tmp_path / "data", cases=2, shape=(16, 16, 16))
     result = runner.invoke(app, ["run", str(root), "--run", str(tmp_path / "r"), "--stages", "x"])
     assert result.exit_code == 1 and "unknown stage" in result.stderr
+
+
+def _check(dataset_dir, run_dir):
+    return runner.invoke(
+        app, ["run", str(dataset_dir), "--run", str(run_dir), "--preset", "smoke", "--stages",
+              "check"],
+    )  # fmt: skip
+
+
+def test_another_dataset_in_a_used_run_folder_is_refused(tmp_path):
+    first = make_synthetic_dataset(tmp_path / "first", cases=2, shape=(16, 16, 16))
+    second = make_synthetic_dataset(tmp_path / "second", cases=3, shape=(16, 16, 16))
+    run_dir = tmp_path / "run"
+    assert _check(first, run_dir).exit_code == 0
+    result = _check(second, run_dir)
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())  # undo the console's line wrapping
+    assert f"{run_dir} holds the run of the dataset {first} (2 training cases" in message
+    assert f"{second} has 3 training cases" in message and "new run folder" in message
+    recorded = json.loads((run_dir / "pipeline.json").read_text())["dataset"]
+    assert recorded["path"] == str(first) and recorded["cases"] == 2
+    again = _check(first, run_dir)  # the run's own dataset resumes; a moved copy of it too
+    assert again.exit_code == 0 and "check: done before, skipped" in again.stderr
+    moved = shutil.copytree(first, tmp_path / "moved")
+    assert _check(moved, run_dir).exit_code == 0
+    assert json.loads((run_dir / "pipeline.json").read_text())["dataset"]["path"] == str(moved)
+
+
+def test_a_run_folder_from_before_the_dataset_record_is_checked_by_its_dataset_copy(tmp_path):
+    first = make_synthetic_dataset(tmp_path / "first", cases=2, shape=(16, 16, 16))
+    second = make_synthetic_dataset(tmp_path / "second", cases=3, shape=(16, 16, 16))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "pipeline.json").write_text('{"stages": {"check": {"done": true, "seconds": 1}}}')
+    copy = {**json.loads((first / "dataset.json").read_text()), "source": str(first)}
+    (run_dir / "dataset.json").write_text(json.dumps(copy, indent=4))  # formatting is no matter
+    result = _check(second, run_dir)
+    assert result.exit_code == 1
+    assert f"holds the run of the dataset {first}" in " ".join(result.stderr.split())
+    assert _check(first, run_dir).exit_code == 0

@@ -5,10 +5,15 @@ Stages, in order: ``check``, ``preprocess``, ``coarse``, ``fine``, ``scale`` (on
 ensemble, majority vote), ``evaluate`` (when ``labelsTs`` exists next to ``imagesTs``) and
 ``report``. ``RUN_DIR/pipeline.json`` records each finished stage and its time; a rerun skips the
 finished stages and resumes the unfinished one (every stage is resumable by itself).
+
+``pipeline.json`` also records the dataset the run belongs to (``dataset_identity``), and
+``config.yaml`` the configuration: a rerun with another dataset or configuration is refused
+rather than skipping every stage and reporting the old results.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -17,7 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from c2fnas.data.cache import write_json_atomic
+from c2fnas.data.atomic import write_json_atomic
+from c2fnas.data.msd import read_description
 from c2fnas.space import Architecture
 from c2fnas.training.config import RunConfig
 
@@ -40,6 +46,31 @@ FOLDS = 5
 
 class PipelineError(Exception):
     """A stage cannot run; the message names the stage and the reason."""
+
+
+def description_digest(description: dict[str, Any]) -> str:
+    """SHA-256 of a ``dataset.json`` description in canonical form (sorted keys, compact).
+
+    It covers the labels, modalities and case list, not the file's formatting. The ``source``
+    key that ``preprocess`` adds to the run folder's copy is left out.
+    """
+    payload = {key: value for key, value in description.items() if key != "source"}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def dataset_identity(dataset_dir: Path) -> dict[str, Any]:
+    """What ``pipeline.json`` records of a run's dataset: folder, case count and digest.
+
+    Raises:
+        DatasetError: ``dataset.json`` is missing or unusable (the message names it).
+    """
+    description = read_description(dataset_dir)
+    return {
+        "path": str(Path(dataset_dir).resolve()),
+        "cases": len(description["training"]),
+        "sha256": description_digest(description),
+    }
 
 
 @dataclass
@@ -93,6 +124,7 @@ class Pipeline:
         if unknown:
             raise PipelineError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._check_dataset()
         self._save_config()
         for stage in STAGES:
             if stage not in stages:
@@ -115,6 +147,42 @@ class Pipeline:
         logger.info("stage %s: %s", stage, event)
         if self.on_stage is not None:
             self.on_stage(stage, event, seconds)
+
+    def _recorded_dataset(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        if "dataset" in state:
+            return dict(state["dataset"])
+        # Run folders from before the record: preprocess's copy of dataset.json names its source.
+        copy = self.run_dir / "dataset.json"
+        try:
+            description = json.loads(copy.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise PipelineError(f"{copy}: unreadable ({error}); use a new run folder") from None
+        return {
+            "path": description.get("source", "?"),
+            "cases": len(description.get("training", [])),
+            "sha256": description_digest(description),
+        }
+
+    def _check_dataset(self) -> None:
+        """Refuse a run folder whose finished stages belong to another dataset; record this one."""
+        state = self.state()
+        current = dataset_identity(self.dataset_dir)
+        recorded = self._recorded_dataset(state)
+        started = any(entry.get("done") for entry in state["stages"].values())
+        if started and recorded is not None and recorded["sha256"] != current["sha256"]:
+            raise PipelineError(
+                f"{self.run_dir} holds the run of the dataset {recorded['path']} "
+                f"({recorded['cases']} training cases, dataset.json sha256 "
+                f"{recorded['sha256'][:12]}); {current['path']} has {current['cases']} training "
+                f"cases, sha256 {current['sha256'][:12]}. Use a new run folder for another "
+                "dataset or a changed dataset.json"
+            )
+        if recorded is not None and recorded["path"] != current["path"]:
+            logger.info("%s: the dataset moved to %s", recorded["path"], current["path"])
+        if state.get("dataset") != current:
+            write_json_atomic(self.state_path, {**state, "dataset": current})
 
     def _save_config(self) -> None:
         path = self.run_dir / "config.yaml"
