@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,8 @@ import pytest
 from c2fnas.space import Architecture
 
 REPO = Path(__file__).resolve().parents[1]
+POSTGRES = os.environ.get("C2FNAS_TEST_POSTGRES", "")
+"""A PostgreSQL database URL for the trial-store tests (``.ci/run`` starts a server and sets it)."""
 HIPPOCAMPUS = Path(
     os.environ.get("C2FNAS_HIPPOCAMPUS", REPO.parent / "shared" / "data" / "Task04_Hippocampus")
 )
@@ -31,3 +35,23 @@ def hippocampus() -> Path:
     if not (HIPPOCAMPUS / "dataset.json").is_file():
         pytest.skip(f"real data not found at {HIPPOCAMPUS}")
     return HIPPOCAMPUS
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL of an empty schema of the test database, dropped afterwards; skips without one."""
+    if not POSTGRES:
+        pytest.skip("no PostgreSQL server: set C2FNAS_TEST_POSTGRES (as .ci/run does)")
+    import sqlalchemy  # only the PostgreSQL tests need it
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(POSTGRES)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in POSTGRES else "?"
+    # Every connection (workers and commands in other processes too) finds its tables there.
+    yield f"{POSTGRES}{separator}options=-csearch_path%3D{schema}"
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("SET lock_timeout = '20s'"))
+        connection.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()

@@ -16,10 +16,13 @@ REPO = Path(__file__).resolve().parents[2]
 CODES = u_shaped_topologies()
 
 
-@pytest.fixture(params=["sqlite", "journal"])
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
 def storage(request, tmp_path):
+    """Every backend of the trial store; PostgreSQL only where a server is given (CI)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'coarse' / 'trials.db'}"
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
     return str(tmp_path / "coarse" / "trials.journal")
 
 
@@ -97,8 +100,7 @@ def _wait_for(condition, store, timeout=60.0):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_loses_only_its_candidate_and_a_rerun_resumes(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'trials.db'}"
+def test_a_killed_worker_loses_only_its_candidate_and_a_rerun_resumes(storage):
     store = TrialStore(storage, heartbeat_interval=1, grace_period=3)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     worker = subprocess.Popen(
