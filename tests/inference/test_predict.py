@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
+from typer.testing import CliRunner
 
+from c2fnas.cli import app
 from c2fnas.data import cache
 from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.preprocess import ChannelNormalization, Plan
@@ -133,3 +135,37 @@ def test_vote_and_mean_ensembles():
 def test_load_model_rejects_a_folder_without_a_model(tmp_path):
     with pytest.raises(ValueError, match="no model here"):
         load_model(tmp_path, torch.device("cpu"))
+
+
+def tiny_model(folder):
+    torch.manual_seed(0)
+    info = {"kind": "network", "in_channels": 1, "num_classes": 3, "patch": [32, 32, 16],
+            "stride": 16, "plan": PLAN.model_dump(mode="json")}  # fmt: skip
+    write_model(folder, C2FNet(TINY, 1, 3), TINY, info)
+    return folder
+
+
+def test_predicting_into_the_input_folder_is_refused_and_keeps_the_images(tmp_path):
+    image_path, _ = write_case(tmp_path / "data", "case.nii.gz", (20, 20, 20), (1.0, 1.0, 1.0))
+    images = image_path.parent
+    original = image_path.read_bytes()
+    result = CliRunner().invoke(app, ["predict", "-m", str(tiny_model(tmp_path / "model")),
+                                      "-i", str(images), "-o", str(images)])  # fmt: skip
+    assert result.exit_code == 2
+    assert "would overwrite the input images" in result.output and "case.nii.gz" in result.output
+    assert image_path.read_bytes() == original
+
+
+def test_an_output_folder_reaching_the_inputs_through_a_link_is_refused(tmp_path):
+    image_path, _ = write_case(tmp_path / "data", "case.nii.gz", (20, 20, 20), (1.0, 1.0, 1.0))
+    linked = tmp_path / "linked"
+    linked.symlink_to(image_path.parent)
+    one_file = tmp_path / "one_file"
+    one_file.mkdir()
+    (one_file / "case.nii.gz").symlink_to(image_path)
+    for out_dir in (linked, one_file, tmp_path / "data" / "imagesTr" / "."):
+        # refused before anything is loaded: the model folder does not even exist
+        with pytest.raises(ValueError, match="would overwrite the input images of"):
+            predict_folder([tmp_path / "no_model"], image_path.parent, out_dir)
+    with pytest.raises(ValueError, match="no model here"):  # a sibling folder is fine
+        predict_folder([tmp_path / "no_model"], image_path.parent, tmp_path / "out")

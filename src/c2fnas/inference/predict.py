@@ -137,6 +137,25 @@ def image_files(in_dir: Path) -> list[Path]:
     return files
 
 
+def check_inputs_are_kept(in_dir: Path, out_dir: Path, files: Sequence[Path]) -> None:
+    """Refuse an output folder where a label map would replace one of the input images.
+
+    Label maps take their image's file name, so ``out_dir`` must not be ``in_dir``. Paths are
+    compared with symlinks resolved: a link to the input folder, or to an input image, is refused.
+
+    Raises:
+        ValueError: naming the output folder, the images at stake and the input folder.
+    """
+    inputs = {path.resolve() for path in files}
+    clashes = [path.name for path in files if (out_dir / path.name).resolve() in inputs]
+    if clashes:
+        more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+        raise ValueError(
+            f"{out_dir}: the label maps would overwrite the input images of {in_dir} "
+            f"({', '.join(clashes[:3])}{more}); choose another output folder"
+        )
+
+
 def check_same_plan(models: Sequence[LoadedModel]) -> None:
     digests = {model.plan.digest() for model in models}
     if len(digests) > 1:
@@ -160,6 +179,7 @@ def predict_folder(
     """Predict every NIfTI image in ``in_dir`` into ``out_dir`` (same file names).
 
     A case that fails is logged and listed in ``PredictionSummary.failed``; the others still run.
+    An ``out_dir`` that would overwrite an input image is refused before anything is loaded.
 
     Args:
         model_dirs: model or training folders; several are ensembled.
@@ -169,6 +189,9 @@ def predict_folder(
         models: already loaded models (instead of ``model_dirs``).
     """
     started = time.perf_counter()
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    files = image_files(in_dir)
+    check_inputs_are_kept(in_dir, out_dir, files)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         keep_freed_memory()
@@ -177,11 +200,10 @@ def predict_folder(
         raise ValueError("predict needs at least one model folder")
     check_same_plan(loaded)
     resolved = resolve_precision(precision, device)
-    files = image_files(Path(in_dir))
     summary = PredictionSummary()
     for done, image_path in enumerate(files, start=1):
         try:
-            out_path = Path(out_dir) / image_path.name
+            out_path = out_dir / image_path.name
             summary.written.append(
                 predict_case(
                     image_path, loaded, out_path, ensemble, stride, resolved, device=device
