@@ -158,3 +158,12 @@ def test_a_run_folder_from_before_the_dataset_record_is_checked_by_its_dataset_c
     assert result.exit_code == 1
     assert f"holds the run of the dataset {first}" in " ".join(result.stderr.split())
     assert _check(first, run_dir).exit_code == 0
+
+
+def test_the_dataset_folder_as_run_folder_is_refused(tmp_path):
+    dataset = make_synthetic_dataset(tmp_path / "data", cases=2, shape=(16, 16, 16))
+    original = (dataset / "dataset.json").read_bytes()
+    arguments = ["run", str(dataset), "--run", str(dataset), "--preset", "smoke"]
+    result = runner.invoke(app, [*arguments, "--stages", "check", "--stages", "preprocess"])
+    assert result.exit_code == 1 and "is the dataset folder" in " ".join(result.stderr.split())
+    assert (dataset / "dataset.json").read_bytes() == original  # preprocess would rewrite it

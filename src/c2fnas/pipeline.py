@@ -167,6 +167,9 @@ class Pipeline:
 
     def _check_dataset(self) -> None:
         """Refuse a run folder whose finished stages belong to another dataset; record this one."""
+        if self.run_dir.resolve() == self.dataset_dir.resolve():
+            # the run writes its own dataset.json (with "source") and would replace the user's
+            raise PipelineError(f"{self.run_dir}: is the dataset folder; choose another run folder")
         state = self.state()
         current = dataset_identity(self.dataset_dir)
         recorded = self._recorded_dataset(state)
