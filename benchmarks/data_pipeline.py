@@ -66,13 +66,14 @@ def time_training(run_dir: Path, patch: list[int], batch: int, width: float, ste
     """Training steps per second of C2FNAS-Panc on real batches (first step not counted)."""
     import torch
 
+    from c2fnas.accel.swap import accelerate
     from c2fnas.data.loader import train_batches
     from c2fnas.data.pipeline import cached_case_ids
     from c2fnas.nn.network import build_network
     from c2fnas.space import Architecture
 
     architecture = Architecture.load(REPO / "architectures" / "c2fnas-panc.json").with_width(width)
-    model = build_network(architecture, 1, 3).to(memory_format=torch.channels_last_3d)
+    model = accelerate(build_network(architecture, 1, 3)).to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     batches = [
         next(train_batches(run_dir, cached_case_ids(run_dir), patch, batch, seed))

@@ -41,6 +41,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from c2fnas.accel.process import keep_freed_memory
+from c2fnas.accel.swap import accelerate
 from c2fnas.data import loader, splits
 from c2fnas.data.pipeline import cached_case_ids, preprocess_dataset
 from c2fnas.data.preprocess import Plan
@@ -65,7 +67,7 @@ def build(model: str, width: float, classes: int) -> tuple[nn.Module, Architectu
     if model == "c2fnas-panc":
         architecture = Architecture.load(REPO / "architectures" / "c2fnas-panc.json")
         architecture = architecture.with_width(width)
-        return C2FNet(architecture, 1, classes), architecture
+        return accelerate(C2FNet(architecture, 1, classes)), architecture
     # nnU-Net's 3d_fullres layout for a patch this size: 5 resolutions (4 poolings of 2),
     # 32 base filters doubling up to 320, instance norm, leaky ReLU, transposed-conv upsampling.
     # Deep supervision is left out so both networks see the same loss.
@@ -218,6 +220,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    keep_freed_memory()  # as the c2fnas command line does
     if args.only:
         if args.threads:
             torch.set_num_threads(args.threads)

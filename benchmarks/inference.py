@@ -24,6 +24,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from c2fnas.accel.process import keep_freed_memory
+from c2fnas.accel.swap import accelerate
 from c2fnas.data.preprocess import ChannelNormalization, Plan
 from c2fnas.inference import predict as predict_module
 from c2fnas.inference.predict import LoadedModel, predict_case
@@ -117,11 +119,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    keep_freed_memory()  # as the c2fnas command line does
 
     torch.manual_seed(0)
     device = torch.device("cpu")
     architecture = Architecture.load(REPO / "architectures" / "c2fnas-panc.json")
-    network = C2FNet(architecture.with_width(args.width), 1, 3).eval()
+    network = accelerate(C2FNet(architecture.with_width(args.width), 1, 3)).eval()
     plan = Plan(
         spacing=(1.0, 1.0, 1.0),
         normalization=[ChannelNormalization(scheme="mr")],

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from c2fnas.nn.kernels import cpu_kernels
-from c2fnas.nn.ops import InstanceNorm
-from c2fnas.runtime import keep_freed_memory
+from c2fnas.accel.kernels import cpu_kernels
+from c2fnas.accel.layers import FastInstanceNorm
+from c2fnas.accel.process import keep_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "norm_kernels.json"
@@ -41,7 +41,7 @@ def _milliseconds(step, repeats: int) -> float:
 
 def measure(channels: int, side: int, dtype: torch.dtype, batch: int, repeats: int) -> dict:
     torch.manual_seed(0)
-    norm = InstanceNorm(channels, relu=True)
+    norm = FastInstanceNorm(channels, relu=True)
     shape = (batch, channels, side, side, side)
     x = torch.randn(shape, dtype=dtype).to(memory_format=torch.channels_last_3d)
     x.requires_grad_()

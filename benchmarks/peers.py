@@ -7,6 +7,7 @@ from pathlib import Path
 from monai.networks.nets import BasicUNet, DynUNet
 from torch import nn
 
+from c2fnas.accel.swap import accelerate
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
 from c2fnas.training.config import RunConfig, load_config
@@ -14,8 +15,12 @@ from c2fnas.training.config import RunConfig, load_config
 PANC = Path(__file__).resolve().parents[1] / "architectures" / "c2fnas-panc.json"
 
 
-def c2fnas_panc(in_channels: int, num_classes: int, width: float = 1.0) -> nn.Module:
-    return C2FNet(Architecture.load(PANC).with_width(width), in_channels, num_classes)
+def c2fnas_panc(
+    in_channels: int, num_classes: int, width: float = 1.0, *, accelerated: bool = True
+) -> nn.Module:
+    """C2FNAS-Panc as c2fnas trains it (``accelerate``d), or in its plain paper form."""
+    network = C2FNet(Architecture.load(PANC).with_width(width), in_channels, num_classes)
+    return accelerate(network) if accelerated else network
 
 
 def dynunet(in_channels: int, num_classes: int, depth: int = 5) -> nn.Module:

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from c2fnas.nn.ops import InstanceNorm  # noqa: E402
+from c2fnas.accel.layers import FastInstanceNorm  # noqa: E402
+from c2fnas.accel.process import keep_freed_memory  # noqa: E402
 from c2fnas.nn.profile import estimate_cost  # noqa: E402
-from c2fnas.runtime import keep_freed_memory  # noqa: E402
 from c2fnas.training.precision import memory_format  # noqa: E402
 from peers import PEERS  # noqa: E402
 
@@ -202,7 +202,7 @@ def _without_norms(model: torch.nn.Module) -> torch.nn.Module:
     """Every instance norm replaced by an identity (or a ReLU where the norm applied one)."""
 
     def replace(layer: torch.nn.Module) -> torch.nn.Module | None:
-        if not isinstance(layer, InstanceNorm):
+        if not isinstance(layer, FastInstanceNorm):
             return None
         return torch.nn.ReLU() if layer.relu else torch.nn.Identity()
 
@@ -211,7 +211,7 @@ def _without_norms(model: torch.nn.Module) -> torch.nn.Module:
 
 def _without_relus(model: torch.nn.Module) -> torch.nn.Module:
     for module in model.modules():
-        if isinstance(module, InstanceNorm):
+        if isinstance(module, FastInstanceNorm):
             module.relu = False
     return _replace_layers(
         model, lambda layer: torch.nn.Identity() if isinstance(layer, torch.nn.ReLU) else None
@@ -221,7 +221,7 @@ def _without_relus(model: torch.nn.Module) -> torch.nn.Module:
 def _unfused_norms(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` with its instance norms in PyTorch's ops instead of c2fnas's C++ kernels."""
     for module in model.modules():
-        if isinstance(module, InstanceNorm):
+        if isinstance(module, FastInstanceNorm):
             module.forward = module.forward_unfused  # type: ignore[method-assign]
     return model
 
@@ -238,6 +238,7 @@ def ablate(patch: int, precision: str, args: argparse.Namespace) -> None:
         "as built": (PEERS["c2fnas-panc"](1, 3), built),
         f"layout {str(other).split('.')[-1]}": (PEERS["c2fnas-panc"](1, 3), other),
         "norms in PyTorch ops": (_unfused_norms(PEERS["c2fnas-panc"](1, 3)), built),
+        "paper form, not accelerated": (PEERS["c2fnas-panc"](1, 3, accelerated=False), built),
         "no instance norm": (_without_norms(PEERS["c2fnas-panc"](1, 3)), built),
         "no ReLU": (_without_relus(PEERS["c2fnas-panc"](1, 3)), built),
     }

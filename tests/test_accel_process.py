@@ -2,7 +2,7 @@ import platform
 
 import pytest
 
-from c2fnas.runtime import keep_freed_memory
+from c2fnas.accel.process import keep_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")

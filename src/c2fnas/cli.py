@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from c2fnas.accel.process import keep_freed_memory
+
 app = typer.Typer(
     name="c2fnas",
     help="Coarse-to-fine neural architecture search for 3D medical image segmentation.",
@@ -41,6 +43,7 @@ def _main(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    keep_freed_memory()  # this process trains or predicts: keep its activation buffers mapped
 
 
 @app.command()

@@ -6,9 +6,10 @@ Skipped without a CUDA device; run on one with ``pytest -m gpu``.
 import pytest
 import torch
 
+from c2fnas.accel.layers import FastInstanceNorm as InstanceNorm
+from c2fnas.accel.layers import PointwiseConv
 from c2fnas.inference.sliding_window import predict_probabilities
 from c2fnas.nn import C2FNet, Supernet
-from c2fnas.nn.ops import InstanceNorm, PointwiseConv
 
 pytestmark = [
     pytest.mark.gpu,

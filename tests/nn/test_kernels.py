@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 
-from c2fnas.nn import kernels
-from c2fnas.nn.ops import InstanceNorm
+from c2fnas.accel import kernels
+from c2fnas.accel.layers import FastInstanceNorm as InstanceNorm
 
 CL = torch.channels_last_3d
 
@@ -117,7 +117,7 @@ def test_without_kernels_the_norm_runs_pytorch_ops_with_the_same_result(monkeypa
     norm = InstanceNorm(6, relu=relu)
     x = torch.randn(2, 6, 5, 4, 6).to(memory_format=CL)
     expected = norm.forward_unfused(x)
-    monkeypatch.setattr("c2fnas.nn.ops.cpu_kernels", lambda: None)
+    monkeypatch.setattr("c2fnas.accel.layers.cpu_kernels", lambda: None)
     y = norm(x)
     assert not y.grad_fn.name().startswith("_Fused")
     assert y.is_contiguous(memory_format=CL)

@@ -1,8 +1,12 @@
+import copy
+
 import pytest
 import torch
 
+from c2fnas.accel.layers import FastInstanceNorm as InstanceNorm
+from c2fnas.accel.layers import PointwiseConv, instance_norm_as_group_norm
+from c2fnas.accel.swap import accelerate
 from c2fnas.nn import C2FNet
-from c2fnas.nn.ops import InstanceNorm, PointwiseConv, instance_norm_as_group_norm
 
 CL = torch.channels_last_3d
 
@@ -83,30 +87,27 @@ def test_pointwise_conv_on_channels_last_equals_a_conv(bias):
         torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-12, atol=1e-12)
 
 
-def test_network_in_channels_last_matches_pytorch_instance_norm(monkeypatch, mixed_architecture):
+def test_accelerated_network_in_channels_last_matches_the_paper_form(mixed_architecture):
     # also checks the in-place ReLUs: autograd raises if one overwrote a tensor it still needs.
     # In float32 on the CPU, the norms run the C++ kernels where they could be built.
     torch.manual_seed(0)
-    network = C2FNet(mixed_architecture, 2, 3).to(memory_format=CL)
-    x = torch.randn(2, 2, 32, 32, 16).to(memory_format=CL)
+    paper = C2FNet(mixed_architecture, 2, 3)
+    fast = copy.deepcopy(paper)
+    accelerate(fast).to(memory_format=CL)
+    x = torch.randn(2, 2, 32, 32, 16)
 
-    def run():
+    def run(network, x):
         network.zero_grad()
         y = network(x)
         y.square().mean().backward()
         return y, [p.grad.clone() for p in network.parameters()]
 
-    def pytorch_norm(self, x):
-        y = torch.nn.InstanceNorm3d.forward(self, x)
-        return torch.relu(y) if self.relu else y
-
-    y_ours, grads_ours = run()
-    monkeypatch.setattr(InstanceNorm, "forward", pytorch_norm)
-    y_ref, grads_ref = run()
+    y_ours, grads_ours = run(fast, x.to(memory_format=CL))
+    y_ref, grads_ref = run(paper, x)
     assert y_ours.is_contiguous(memory_format=CL)
-    # The exact comparison is the float64 test above. In fp32, convolutions pick other
-    # algorithms for other input layouts and twelve cells amplify the rounding: PyTorch's own
-    # norm differs from itself by ~1e-4 (output) and ~2% (gradients) between the two layouts.
+    # The exact comparison is the float64 test in test_accel.py. In fp32, convolutions pick
+    # other algorithms for other input layouts and twelve cells amplify the rounding: PyTorch's
+    # own norm differs from itself by ~1e-4 (output) and ~2% (gradients) between the layouts.
     assert _relative_error(y_ours, y_ref) < 1e-3
     errors = [_relative_error(a, b) for a, b in zip(grads_ours, grads_ref, strict=True)]
     assert max(errors) < 0.1, errors

@@ -1,4 +1,5 @@
-"""Process-wide settings for fast CPU training."""
+"""Process-wide settings for fast CPU training: for command-line entry points and benchmarks to
+call, never for library functions to change behind their caller's back."""
 
 from __future__ import annotations
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch.nn.functional import one_hot
 
+from c2fnas.accel.swap import accelerate
 from c2fnas.data.io import write_like
 from c2fnas.data.preprocess import Plan, preprocess_images, restore_prediction
 from c2fnas.inference.sliding_window import predict_probabilities
 from c2fnas.nn import C2FNet
-from c2fnas.runtime import keep_freed_memory
 from c2fnas.training.checkpoint import CheckpointError, read_model
 from c2fnas.training.precision import resolve_precision
 
@@ -75,7 +75,7 @@ def load_model(path: str | Path, device: torch.device) -> LoadedModel:
         network.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"{folder}: weights do not fit the architecture: {error}") from None
-    network.to(device).eval()
+    accelerate(network).to(device).eval()
     patch = tuple(int(side) for side in info["patch"])
     return LoadedModel(network, plan, patch, folder)  # type: ignore[arg-type]
 
@@ -193,8 +193,6 @@ def predict_folder(
     files = image_files(in_dir)
     check_inputs_are_kept(in_dir, out_dir, files)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        keep_freed_memory()
     loaded = list(models) if models is not None else [load_model(d, device) for d in model_dirs]
     if not loaded:
         raise ValueError("predict needs at least one model folder")

@@ -27,17 +27,14 @@ def preprocess(in_channels: int, out_channels: int, level_change: int) -> nn.Mod
     """Bring an input to the cell's level: 0 same, +1 the cell moves down, -1 it moves up.
 
     The ReLU reads a node output that other cells read too, so it is in place only after the
-    upsampling, whose output is this step's own. The norm at the end also applies the ReLU that
-    the op after it begins with (one fused pass on the CPU).
+    upsampling, whose output is this step's own.
     """
     if level_change == 0:
-        return relu_conv_norm(in_channels, out_channels, rectify=True)
+        return relu_conv_norm(in_channels, out_channels)
     if level_change == 1:
-        return relu_conv_norm(in_channels, out_channels, (3, 3, 3), stride=2, rectify=True)
+        return relu_conv_norm(in_channels, out_channels, (3, 3, 3), stride=2)
     if level_change == -1:
-        return nn.Sequential(
-            Upsample(), relu_conv_norm(in_channels, out_channels, inplace=True, rectify=True)
-        )
+        return nn.Sequential(Upsample(), relu_conv_norm(in_channels, out_channels, inplace=True))
     raise ValueError(f"an input can only be one level away from its cell, got {level_change}")
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from c2fnas.nn.cells import Cell, Upsample
-from c2fnas.nn.ops import PointwiseConv, conv, norm
+from c2fnas.nn.ops import conv, norm
 from c2fnas.space import OPS, Architecture, Op
 
 DIVISOR = 16
@@ -53,12 +53,10 @@ class _CellNetwork(nn.Module):
         self.num_classes = num_classes
         filters = architecture.filters
         stem_channels = architecture.channels(0)
-        # each nn.Identity() stands where a ReLU was before it moved into the norm in front of
-        # it (fused there on the CPU); it keeps the parameter names of older checkpoints
         self.stem = nn.Sequential(
             conv(in_channels, filters, (3, 3, 3)),
-            norm(filters, relu=True),
-            nn.Identity(),
+            norm(filters),
+            nn.ReLU(inplace=True),
             conv(filters, stem_channels, (3, 3, 3), stride=2),
             norm(stem_channels),
         )
@@ -78,13 +76,13 @@ class _CellNetwork(nn.Module):
         self.cells = nn.ModuleList(cells)
         self.head = nn.Sequential(
             conv(stem_channels, filters, (3, 3, 3)),
-            norm(filters, relu=True),
-            nn.Identity(),
+            norm(filters),
+            nn.ReLU(inplace=True),
             Upsample(),
             conv(filters, filters, (3, 3, 3)),
-            norm(filters, relu=True),
-            nn.Identity(),
-            PointwiseConv(filters, num_classes, bias=True),
+            norm(filters),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(filters, num_classes, 1),
         )
 
     def _forward(self, x: torch.Tensor, ops: Sequence[Op]) -> torch.Tensor:

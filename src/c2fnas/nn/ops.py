@@ -1,191 +1,35 @@
 """Cell operations and the small conv blocks of the network (SPEC section 1).
 
+Every op and every pre-/post-processing step is ReLU -> conv -> instance norm, as in the paper.
 Tensors are ``(batch, channels, D1, D2, D3)``; the in-plane kernels (``2d``, the first half of
 ``p3d``) span the first two spatial axes and the 1x1x3 kernel of ``p3d`` spans the third, as the
 usual (H, W, slices) layout of MONAI volumes.
+
+These modules are plain PyTorch. ``c2fnas.accel.accelerate`` swaps in faster equivalents (fused
+norm + ReLU kernels, channels-last norms, 1x1x1 convolutions as matrix products) at the entry
+points that train or predict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
-from typing import Any
 
-import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
-from c2fnas.nn.kernels import cpu_kernels
 from c2fnas.space import OPS, Op
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    """True for a 5D tensor laid out channels_last_3d and not also plain contiguous (one
-    channel or one voxel makes both layouts the same)."""
-    return (
-        x.dim() == 5
-        and x.is_contiguous(memory_format=torch.channels_last_3d)
-        and not x.is_contiguous()
-    )
-
-
-class PointwiseConv(nn.Conv3d):
-    """A 1x1x1 convolution (same parameters as ``nn.Conv3d``) that, on a channels_last_3d input,
-    runs as the matrix product it is over the contiguous channel axis. Forward + backward on the
-    2-core development CPU, against oneDNN's convolution: 0.6-0.9x its time at the network's
-    deep levels (6^3 and 3^3 voxels), 0.9-1.4x at 12^3-24^3; whole C2FNAS-Panc training steps
-    with either were within 3% of each other."""
-
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
-        super().__init__(in_channels, out_channels, 1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _is_channels_last(x):
-            return super().forward(x)
-        weight = self.weight.view(self.out_channels, self.in_channels)
-        y = nn.functional.linear(x.permute(0, 2, 3, 4, 1), weight, self.bias)
-        return y.permute(0, 4, 1, 2, 3)
 
 
 def conv(
     in_channels: int, out_channels: int, kernel: tuple[int, int, int], stride: int = 1
 ) -> nn.Conv3d:
     """A bias-free 3D convolution padded to keep the size (divided by ``stride``)."""
-    if kernel == (1, 1, 1) and stride == 1:
-        return PointwiseConv(in_channels, out_channels)
     padding = tuple(k // 2 for k in kernel)
     return nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False)
 
 
-class _ChannelsLastInstanceNorm(torch.autograd.Function):
-    """Instance norm of a channels_last_3d batch, one sample at a time through batch norm.
-
-    For one sample, batch norm in training mode normalises each channel over its voxels with the
-    biased variance: exactly instance norm. Batch norm has channels-last kernels; instance norm
-    has none (it makes its input contiguous), so this keeps the layout and skips two copies.
-    Each sample's result is written straight into its slice of the batch's output.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
-    ) -> torch.Tensor:
-        out = torch.empty_like(x)
-        stats_dtype = torch.promote_types(x.dtype, torch.float32)
-        means = x.new_empty(x.shape[:2], dtype=stats_dtype)
-        invstds = torch.empty_like(means)
-        for index, sample in enumerate(x.split(1)):
-            torch.ops.aten.native_batch_norm.out(
-                sample, weight, bias, None, None, True, 0.0, eps,
-                out=out[index : index + 1], save_mean=means[index], save_invstd=invstds[index],
-            )  # fmt: skip
-        ctx.eps = eps
-        ctx.save_for_backward(x, weight, means, invstds)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        x, weight, means, invstds = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=torch.channels_last_3d)
-        grad_x = torch.empty_like(x)
-        grad_weights = torch.empty((len(x), *weight.shape), dtype=weight.dtype, device=x.device)
-        grad_biases = torch.empty_like(grad_weights)
-        for index in range(len(x)):
-            sample = slice(index, index + 1)
-            torch.ops.aten.native_batch_norm_backward.out(
-                grad[sample], x[sample], weight, None, None, means[index], invstds[index],
-                True, ctx.eps, [True, True, True],
-                out0=grad_x[sample], out1=grad_weights[index], out2=grad_biases[index],
-            )  # fmt: skip
-        return grad_x, grad_weights.sum(0), grad_biases.sum(0), None
-
-
-class _FusedInstanceNorm(torch.autograd.Function):
-    """Instance norm, and the ReLU after it if asked, of a channels_last_3d CPU batch in float32
-    or bfloat16, by the C++ kernels of ``c2fnas.nn.kernels``: two passes over the data forward
-    and two backward. PyTorch's ops took 2.2-3.0x as long for norm + ReLU at C2FNAS-Panc's sizes
-    (``benchmarks/norm_kernels.py``)."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, relu: bool
-    ) -> torch.Tensor:
-        y, means, invstds = _kernels().forward(x, weight, bias, eps, relu)
-        ctx.relu = relu
-        ctx.save_for_backward(x, weight, bias, means, invstds)
-        return y  # type: ignore[no-any-return]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        x, weight, bias, means, invstds = ctx.saved_tensors
-        grad = grad.to(dtype=x.dtype, memory_format=torch.channels_last_3d)
-        grads = _kernels().backward(grad, x, weight, bias, means, invstds, ctx.relu)
-        return (*grads, None, None)
-
-
-def _kernels() -> ModuleType:
-    kernels = cpu_kernels()
-    assert kernels is not None
-    return kernels
-
-
-class InstanceNorm(nn.InstanceNorm3d):
-    """``nn.InstanceNorm3d(channels, affine=True)`` (same parameters and names), followed by a
-    ReLU if ``relu``, that keeps a channels_last_3d input in that layout.
-
-    On the CPU it runs the fused C++ kernels where they could be built, else PyTorch's batch norm
-    one sample at a time (PyTorch's instance norm would make the input contiguous).
-    """
-
-    def __init__(self, channels: int, relu: bool = False) -> None:
-        super().__init__(channels, affine=True)
-        self.relu = relu
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, relu={self.relu}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _is_channels_last(x) and _fusable(x, self.weight) and cpu_kernels() is not None:
-            return _FusedInstanceNorm.apply(x, self.weight, self.bias, self.eps, self.relu)  # type: ignore[no-any-return]
-        return self.forward_unfused(x)
-
-    def forward_unfused(self, x: torch.Tensor) -> torch.Tensor:
-        """The same in PyTorch's ops, where the C++ kernels do not apply or are not built."""
-        if _is_channels_last(x):
-            y = _ChannelsLastInstanceNorm.apply(x, self.weight, self.bias, self.eps)
-        elif x.is_cuda and x.dtype == torch.float32:
-            y = instance_norm_as_group_norm(x, self.weight, self.bias, self.eps)
-        else:
-            y = super().forward(x)
-        # the backward passes of both norms read their input, not their output
-        return torch.relu_(y) if self.relu else y
-
-
-def instance_norm_as_group_norm(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
-) -> torch.Tensor:
-    """Instance norm computed as group norm with one channel per group (the same statistics and
-    affine transform), for float32 on GPUs. PyTorch's CUDA group norm launches fewer kernels than
-    its instance norm (which repeats the weights and runs batch norm): C2FNAS-Panc's fp32 training
-    step at 96^3, batch 2, on an H200 took 47 ms instead of 54 ms (both in one process, in
-    turns), and its peak memory went from 5.1 to 4.7 GiB. Not for bf16: autocast runs group norm
-    in float32, which keeps float32 copies of the activations; the bf16 step's peak memory went
-    from 2.9 to 5.4 GiB."""
-    return nn.functional.group_norm(x, x.shape[1], weight, bias, eps)
-
-
-def _fusable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and weight.dtype == torch.float32
-    )
-
-
-def norm(channels: int, relu: bool = False) -> InstanceNorm:
-    return InstanceNorm(channels, relu)
+def norm(channels: int) -> nn.InstanceNorm3d:
+    """Instance norm with a learned scale and shift per channel."""
+    return nn.InstanceNorm3d(channels, affine=True)
 
 
 def relu_conv_norm(
@@ -195,34 +39,32 @@ def relu_conv_norm(
     stride: int = 1,
     *,
     inplace: bool = False,
-    rectify: bool = False,
 ) -> nn.Sequential:
     """ReLU -> conv -> InstanceNorm, the pattern of every op and pre-/post-processing step.
 
     ``inplace`` only where the input feeds nothing else (node outputs feed several cells).
-    ``rectify``: the norm also applies the ReLU that the step's consumer begins with.
     """
     return nn.Sequential(
         nn.ReLU(inplace=inplace),
         conv(in_channels, out_channels, kernel, stride),
-        norm(out_channels, relu=rectify),
+        norm(out_channels),
     )
 
 
-# An op's input is the output of its own preprocessing step, whose norm already applied the
-# op's ReLU (fused, see ``preprocess``); the identity keeps the parameter names of
-# ReLU -> conv -> norm.
+# An op's input is its own preprocessing step's output, read by nothing else (in a supernet, by
+# the one path that runs), and instance norm's backward reads its input, not its output: the
+# op's ReLU may work in place.
 def op_3d(channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Identity(), conv(channels, channels, (3, 3, 3)), norm(channels))
+    return relu_conv_norm(channels, channels, (3, 3, 3), inplace=True)
 
 
 def op_2d(channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Identity(), conv(channels, channels, (3, 3, 1)), norm(channels))
+    return relu_conv_norm(channels, channels, (3, 3, 1), inplace=True)
 
 
 def op_p3d(channels: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Identity(),
+        nn.ReLU(inplace=True),
         conv(channels, channels, (3, 3, 1)),
         conv(channels, channels, (1, 1, 3)),
         norm(channels),
@@ -234,8 +76,7 @@ assert set(OP_FACTORIES) == set(OPS)
 
 
 def make_op(name: Op, channels: int) -> nn.Module:
-    """Build the op called ``name`` (from the registry) at ``channels`` in and out; its input
-    must be rectified already (the ReLU of ReLU -> conv -> norm is its producer's)."""
+    """Build the op called ``name`` (from the registry) at ``channels`` in and out."""
     try:
         return OP_FACTORIES[name](channels)
     except KeyError:

@@ -212,6 +212,7 @@ def supernet_scorer(job: FineJob) -> Evaluate:
     mean validation Dice (sliding window, ``settings.stride``)."""
     import torch
 
+    from c2fnas.accel.swap import accelerate
     from c2fnas.data import loader, splits
     from c2fnas.data.pipeline import cached_case_ids
     from c2fnas.data.preprocess import Plan
@@ -226,7 +227,7 @@ def supernet_scorer(job: FineJob) -> Evaluate:
     _, weights, _ = checkpoint.read_model(job.supernet_dir / "last")
     supernet = Supernet(job.topology, plan.in_channels, plan.num_classes)
     supernet.load_state_dict(weights)
-    supernet.to(device).eval()
+    accelerate(supernet).to(device).eval()
     folds = splits.load_or_create(job.run_dir, cached_case_ids(job.run_dir))
     cases = list(loader.validation_cases(job.run_dir, folds[SEARCH_FOLD].val))
     precision = resolve_precision(config.training.precision, device)

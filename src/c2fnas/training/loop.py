@@ -24,7 +24,6 @@ from monai.losses import DiceCELoss
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from c2fnas.runtime import keep_freed_memory
 from c2fnas.space import Architecture, Op
 from c2fnas.training import checkpoint as ckpt
 from c2fnas.training.config import RunConfig
@@ -168,8 +167,6 @@ def fit(
     rank = _rank()[0]
     info = _model_info(network, config, sample_ops is not None, model_info)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        keep_freed_memory()
     trainer = _make_trainer(network, config, device, sample_ops)
     state = _restore(trainer, out_dir / "checkpoints", resume)
     run_log = RunLog(

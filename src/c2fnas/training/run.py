@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from c2fnas.accel.swap import accelerate
 from c2fnas.data import loader, splits
 from c2fnas.data.pipeline import cached_case_ids
 from c2fnas.data.preprocess import Plan
@@ -107,7 +108,7 @@ def train(
              fold, len(train_ids), len(val_ids), out)  # fmt: skip
     source: BatchSource = batches
     return fit(
-        network, architecture, source, validation, config, out,
+        accelerate(network), architecture, source, validation, config, out,
         resume=resume, sample_ops=sample_ops, progress=progress, device=device,
         model_info={"fold": fold, "plan": plan.model_dump(mode="json"), "run_dir": str(run_dir)},
     )  # fmt: skip

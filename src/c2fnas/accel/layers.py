@@ -1,0 +1,190 @@
+"""Faster stand-ins for the network's layers: same parameters, same results up to rounding.
+
+``FastInstanceNorm`` keeps a channels_last_3d input in that layout (PyTorch's instance norm makes
+it contiguous), runs the fused C++ norm (+ ReLU) kernels of ``c2fnas.accel.kernels`` on the CPU,
+and takes the group-norm form on GPUs in float32. ``PointwiseConv`` runs a 1x1x1 convolution of a
+channels_last_3d input as the matrix product it is. ``c2fnas.accel.accelerate`` puts them in.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from c2fnas.accel.kernels import cpu_kernels
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """True for a 5D tensor laid out channels_last_3d and not also plain contiguous (one
+    channel or one voxel makes both layouts the same)."""
+    return (
+        x.dim() == 5
+        and x.is_contiguous(memory_format=torch.channels_last_3d)
+        and not x.is_contiguous()
+    )
+
+
+class PointwiseConv(nn.Conv3d):
+    """A 1x1x1 convolution (same parameters as ``nn.Conv3d``) that, on a channels_last_3d input,
+    runs as the matrix product it is over the contiguous channel axis. Forward + backward on the
+    2-core development CPU, against oneDNN's convolution: 0.6-0.9x its time at the network's
+    deep levels (6^3 and 3^3 voxels), 0.9-1.4x at 12^3-24^3; whole C2FNAS-Panc training steps
+    with either were within 3% of each other."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    @classmethod
+    def sharing(cls, layer: nn.Conv3d) -> PointwiseConv:
+        """A ``PointwiseConv`` holding ``layer``'s own parameters (not copies)."""
+        replacement = cls(layer.in_channels, layer.out_channels, bias=layer.bias is not None)
+        replacement.weight = layer.weight
+        replacement.bias = layer.bias
+        return replacement
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _is_channels_last(x):
+            return super().forward(x)
+        weight = self.weight.view(self.out_channels, self.in_channels)
+        y = nn.functional.linear(x.permute(0, 2, 3, 4, 1), weight, self.bias)
+        return y.permute(0, 4, 1, 2, 3)
+
+
+class _ChannelsLastInstanceNorm(torch.autograd.Function):
+    """Instance norm of a channels_last_3d batch, one sample at a time through batch norm.
+
+    For one sample, batch norm in training mode normalises each channel over its voxels with the
+    biased variance: exactly instance norm. Batch norm has channels-last kernels; instance norm
+    has none (it makes its input contiguous), so this keeps the layout and skips two copies.
+    Each sample's result is written straight into its slice of the batch's output.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+    ) -> torch.Tensor:
+        out = torch.empty_like(x)
+        stats_dtype = torch.promote_types(x.dtype, torch.float32)
+        means = x.new_empty(x.shape[:2], dtype=stats_dtype)
+        invstds = torch.empty_like(means)
+        for index, sample in enumerate(x.split(1)):
+            torch.ops.aten.native_batch_norm.out(
+                sample, weight, bias, None, None, True, 0.0, eps,
+                out=out[index : index + 1], save_mean=means[index], save_invstd=invstds[index],
+            )  # fmt: skip
+        ctx.eps = eps
+        ctx.save_for_backward(x, weight, means, invstds)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        x, weight, means, invstds = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=torch.channels_last_3d)
+        grad_x = torch.empty_like(x)
+        grad_weights = torch.empty((len(x), *weight.shape), dtype=weight.dtype, device=x.device)
+        grad_biases = torch.empty_like(grad_weights)
+        for index in range(len(x)):
+            sample = slice(index, index + 1)
+            torch.ops.aten.native_batch_norm_backward.out(
+                grad[sample], x[sample], weight, None, None, means[index], invstds[index],
+                True, ctx.eps, [True, True, True],
+                out0=grad_x[sample], out1=grad_weights[index], out2=grad_biases[index],
+            )  # fmt: skip
+        return grad_x, grad_weights.sum(0), grad_biases.sum(0), None
+
+
+class _FusedInstanceNorm(torch.autograd.Function):
+    """Instance norm, and the ReLU after it if asked, of a channels_last_3d CPU batch in float32
+    or bfloat16, by the C++ kernels of ``c2fnas.accel.kernels``: two passes over the data
+    forward and two backward. PyTorch's ops took 2.2-3.0x as long for norm + ReLU at
+    C2FNAS-Panc's sizes (``benchmarks/norm_kernels.py``)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, relu: bool
+    ) -> torch.Tensor:
+        y, means, invstds = _kernels().forward(x, weight, bias, eps, relu)
+        ctx.relu = relu
+        ctx.save_for_backward(x, weight, bias, means, invstds)
+        return y  # type: ignore[no-any-return]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, weight, bias, means, invstds = ctx.saved_tensors
+        grad = grad.to(dtype=x.dtype, memory_format=torch.channels_last_3d)
+        grads = _kernels().backward(grad, x, weight, bias, means, invstds, ctx.relu)
+        return (*grads, None, None)
+
+
+def _kernels() -> ModuleType:
+    kernels = cpu_kernels()
+    assert kernels is not None
+    return kernels
+
+
+class FastInstanceNorm(nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d(channels, affine=True)`` (same parameters and names), followed by a
+    ReLU if ``relu``, that keeps a channels_last_3d input in that layout.
+
+    On the CPU it runs the fused C++ kernels where they could be built, else PyTorch's batch norm
+    one sample at a time (PyTorch's instance norm would make the input contiguous).
+    """
+
+    def __init__(self, channels: int, relu: bool = False) -> None:
+        super().__init__(channels, affine=True)
+        self.relu = relu
+
+    @classmethod
+    def sharing(cls, layer: nn.InstanceNorm3d) -> FastInstanceNorm:
+        """A ``FastInstanceNorm`` holding ``layer``'s own parameters (not copies)."""
+        replacement = cls(layer.num_features)
+        replacement.eps = layer.eps
+        replacement.weight = layer.weight
+        replacement.bias = layer.bias
+        return replacement
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, relu={self.relu}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _is_channels_last(x) and _fusable(x, self.weight) and cpu_kernels() is not None:
+            return _FusedInstanceNorm.apply(x, self.weight, self.bias, self.eps, self.relu)  # type: ignore[no-any-return]
+        return self.forward_unfused(x)
+
+    def forward_unfused(self, x: torch.Tensor) -> torch.Tensor:
+        """The same in PyTorch's ops, where the C++ kernels do not apply or are not built."""
+        if _is_channels_last(x):
+            y = _ChannelsLastInstanceNorm.apply(x, self.weight, self.bias, self.eps)
+        elif x.is_cuda and x.dtype == torch.float32:
+            y = instance_norm_as_group_norm(x, self.weight, self.bias, self.eps)
+        else:
+            y = super().forward(x)
+        # the backward passes of both norms read their input, not their output
+        return torch.relu_(y) if self.relu else y
+
+
+def instance_norm_as_group_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """Instance norm computed as group norm with one channel per group (the same statistics and
+    affine transform), for float32 on GPUs. PyTorch's CUDA group norm launches fewer kernels than
+    its instance norm (which repeats the weights and runs batch norm): C2FNAS-Panc's fp32 training
+    step at 96^3, batch 2, on an H200 took 47 ms instead of 54 ms (both in one process, in
+    turns), and its peak memory went from 5.1 to 4.7 GiB. Not for bf16: autocast runs group norm
+    in float32, which keeps float32 copies of the activations; the bf16 step's peak memory went
+    from 2.9 to 5.4 GiB."""
+    return nn.functional.group_norm(x, x.shape[1], weight, bias, eps)
+
+
+def _fusable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and weight.dtype == torch.float32
+    )

@@ -1,0 +1,81 @@
+"""``accelerate``: the faster layers compute what the paper-form network computes, and weights
+move between the two forms (and from checkpoints written before the split) unchanged."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from c2fnas.accel.layers import FastInstanceNorm, PointwiseConv
+from c2fnas.accel.swap import accelerate
+from c2fnas.nn import C2FNet, Supernet
+from c2fnas.training.checkpoint import read_model
+
+CL = torch.channels_last_3d
+OLD = Path(__file__).parent / "data" / "checkpoint_2f79ebf"
+
+
+def _forward_backward(network, x, *ops):
+    network.zero_grad()
+    y = network(x, *ops)
+    (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+    return y, {name: p.grad.clone() for name, p in network.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kind", ["network", "supernet"])
+def test_accelerated_network_equals_the_paper_form_in_float64(kind, mixed_architecture):
+    # float64: no C++ kernel (float32/bf16 only), so this checks the channels-last norms, the
+    # pointwise convolutions and every ReLU moved into a norm, to rounding
+    torch.manual_seed(0)
+    build = C2FNet if kind == "network" else Supernet
+    paper = build(mixed_architecture, 2, 3).double()
+    with torch.no_grad():
+        for parameter in paper.parameters():
+            if parameter.dim() == 1:  # norm scales and shifts away from 1 and 0
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    fast = accelerate(copy.deepcopy(paper)).to(memory_format=CL)
+    ops = () if kind == "network" else (mixed_architecture.ops,)
+    x = torch.randn(2, 2, 32, 32, 16, dtype=torch.float64)
+    y_paper, grads_paper = _forward_backward(paper, x, *ops)
+    y_fast, grads_fast = _forward_backward(fast, x.to(memory_format=CL), *ops)
+    torch.testing.assert_close(y_fast, y_paper, rtol=0, atol=1e-10)
+    assert grads_fast.keys() == grads_paper.keys()
+    for name, grad in grads_paper.items():
+        torch.testing.assert_close(grads_fast[name], grad, rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_accelerate_swaps_layers_keeps_parameters_and_is_idempotent(mixed_architecture):
+    network = Supernet(mixed_architecture, 1, 3)
+    parameters = dict(network.named_parameters())
+    accelerate(network)
+    assert dict(network.named_parameters()).keys() == parameters.keys()
+    assert all(p is parameters[name] for name, p in network.named_parameters())
+    layers = list(network.modules())
+    assert not any(type(layer) is nn.InstanceNorm3d for layer in layers)
+    assert any(isinstance(layer, PointwiseConv) for layer in layers)
+    # stem 1 + head 2 + one per cell input (its ops' ReLU), and nowhere else
+    inputs = sum(len(cell.pre) for cell in network.cells)
+    assert sum(isinstance(m, FastInstanceNorm) and m.relu for m in layers) == 3 + inputs
+    # every op begins without its own ReLU now, and no ReLU directly follows a fused norm
+    for cell in network.cells:
+        for path in cell.paths:
+            assert all(type(op[0]) is nn.Identity for op in path.values())
+    before = repr(network)
+    accelerate(network)
+    assert repr(network) == before
+
+
+def test_checkpoint_written_before_the_paper_form_loads_with_the_same_outputs():
+    # written by commit 2f79ebf, whose network had the ReLUs fused into its modules
+    architecture, weights, _ = read_model(OLD / "model")
+    saved = load_file(str(OLD / "logits.safetensors"))
+    network = C2FNet(architecture, 1, 2).double().eval()
+    network.load_state_dict(weights)  # strict: the same names and shapes
+    with torch.no_grad():
+        paper = network(saved["input"].double())
+        fast = accelerate(network)(saved["input"].double().to(memory_format=CL))
+    torch.testing.assert_close(paper.float(), saved["logits"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast.float(), saved["logits"], rtol=0, atol=1e-5)
