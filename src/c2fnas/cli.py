@@ -153,6 +153,28 @@ def _progress_bar() -> tuple[Any, Any]:
     return bar, update
 
 
+def _print_listing(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table in a terminal; in a log (CI, batch jobs: no terminal, 80 columns) aligned plain
+    lines that are never cut. The last column is a status, green when "ok"."""
+    from rich.text import Text
+
+    if not console.is_terminal:
+        widths = [max(map(len, column)) for column in zip(columns, *rows, strict=True)]
+        lines = [
+            "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
+            for row in (columns, *rows)
+        ]
+        for line in (title, *lines):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, no_wrap=column == columns[0], overflow="fold")
+    for row in rows:
+        table.add_row(*map(Text, row[:-1]), Text(row[-1], "green" if row[-1] == "ok" else "red"))
+    console.print(table)
+
+
 @data_app.command("check")
 def data_check(
     dataset_dir: Annotated[Path, typer.Argument(help="MSD dataset folder (with dataset.json).")],
@@ -160,7 +182,7 @@ def data_check(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Check every case of a dataset; exit 1 naming each problem, 0 when all is well."""
-    from c2fnas.data.check import check_dataset
+    from c2fnas.data.check import COLUMNS, check_dataset
 
     bar, update = _progress_bar()
     with bar:
@@ -168,22 +190,8 @@ def data_check(
     if as_json:
         print(json.dumps(report.to_dict()))
         raise typer.Exit(0 if report.ok else 1)
-    table = Table(title=f"{dataset_dir}: {len(report.cases)} case(s)")
-    for column in ("case", "kind", "shape", "spacing (mm)", "ch", "labels", "status"):
-        table.add_column(column)
-    for case in report.cases:
-        status = "[green]ok[/]" if case.ok else "[red]" + "; ".join(case.problems) + "[/]"
-        table.add_row(
-            case.case_id,
-            case.kind,
-            "x".join(map(str, case.shape or [])),
-            " ".join(f"{v:.3g}" for v in case.spacing or []),
-            str(case.channels or ""),
-            ",".join(map(str, case.labels or [])),
-            status,
-        )
     if report.cases:
-        console.print(table)
+        _print_listing(f"{dataset_dir}: {len(report.cases)} case(s)", COLUMNS, report.rows())
     for problem in report.problems:
         err_console.print(f"[bold red]error:[/] {problem}", highlight=False)
     bad = report.bad_cases

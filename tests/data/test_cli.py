@@ -1,10 +1,13 @@
 import json
 import shutil
 
+import numpy as np
 from typer.testing import CliRunner
 
 from c2fnas.cli import app
 from c2fnas.data.preprocess import Plan
+
+from .test_check import SHAPE, make_case
 
 runner = CliRunner()
 
@@ -49,3 +52,22 @@ def test_clear_errors(tmp_path):
     assert result.exit_code == 1 and "not a folder" in result.stderr
     result = runner.invoke(app, ["preprocess", str(tmp_path), "--run", str(tmp_path / "r")])
     assert result.exit_code == 1 and "dataset.json" in result.stderr
+
+
+def test_check_in_an_80_column_log_keeps_every_case_id_whole(tmp_path):
+    ids = [f"hippocampus_{index:03d}" for index in (1, 2, 3)]
+    label = np.zeros(SHAPE, np.uint8)
+    label[0, 0, 0] = 7
+    entries = [make_case(tmp_path, ids[0]), make_case(tmp_path, ids[1])]
+    entries.append(make_case(tmp_path, ids[2], label=label))
+    entries.append({"image": "../../etc/passwd", "label": "./labelsTr/x.nii.gz"})
+    description = {"modality": {"0": "MR"}, "labels": {"0": "background", "1": "a"}}
+    (tmp_path / "dataset.json").write_text(json.dumps({**description, "training": entries}))
+    result = runner.invoke(app, ["data", "check", str(tmp_path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    for case_id in ids:
+        assert any(line.startswith(case_id) for line in lines), result.stdout
+    assert "…" not in result.stdout and "passwd " not in result.stdout
+    assert any(line.startswith("training[3]") and "escapes" in line for line in lines)
+    assert "label values [7] are not declared in 'labels'" in result.stdout

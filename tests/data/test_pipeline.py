@@ -1,13 +1,21 @@
+import builtins
+import errno
 import json
 import os
+import re
 import shutil
 
+import nibabel as nib
 import numpy as np
 import pytest
 
 from c2fnas.data.cache import CacheError, case_paths, load_case
+from c2fnas.data.check import check_dataset
+from c2fnas.data.msd import DatasetError
 from c2fnas.data.pipeline import PreprocessError, parse_spacing, preprocess_dataset
 from c2fnas.data.preprocess import Plan
+
+from .conftest import save
 
 IDS = [f"synth_{i:03d}" for i in range(6)]
 
@@ -134,3 +142,131 @@ def test_a_killed_run_is_finished_cleanly(dataset, tmp_path):
     summary = preprocess_dataset(dataset, run)
     assert summary.written == [IDS[0]] and not stale.exists()
     load_case(run, IDS[0])
+
+
+def replace_image(path, change):
+    """Rewrite a NIfTI file with ``change(data)`` (float32), keeping its affine."""
+    image = nib.load(str(path))
+    save(path, change(image.get_fdata(dtype=np.float32)), image.affine)
+
+
+def test_a_ct_case_with_nan_is_refused_and_damages_no_other(tmp_path):
+    from c2fnas.data.synth import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "ct", cases=4, shape=(20, 20, 10), modalities=["CT"])
+    label = nib.load(str(root / "labelsTr" / "synth_001.nii.gz")).get_fdata() > 0
+
+    def nan_in_foreground(data):
+        data[label] = np.nan
+        return data
+
+    replace_image(root / "imagesTr" / "synth_001.nii.gz", nan_in_foreground)
+    run = tmp_path / "run"
+    with pytest.raises(PreprocessError, match="synth_001: .*NaN or infinite") as error:
+        preprocess_dataset(root, run)
+    assert "1 case(s) failed" in str(error.value)
+    text = (run / "plan.json").read_text()
+    assert "null" not in text and "NaN" not in text
+    rule = Plan.load(run).normalization[0]
+    assert rule.scheme == "ct" and np.isfinite([*rule.clip, rule.mean, rule.std]).all()
+    for case_id in ("synth_000", "synth_002", "synth_003"):
+        image, _, _ = load_case(run, case_id)
+        assert np.isfinite(image).all(), case_id
+    assert "synth_001" not in json.loads((run / "fingerprint.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [("undeclared", "label values [5] are not declared"), ("affine", "affines differ by up to 5")],
+)
+def test_preprocess_refuses_what_data_check_rejects(dataset, tmp_path, damage, message):
+    label_path = dataset / "labelsTr" / f"{IDS[2]}.nii.gz"
+    label = nib.load(str(label_path))
+    data, affine = np.asarray(label.dataobj).astype(np.uint8), label.affine.copy()
+    if damage == "undeclared":
+        data[0, 0, 0] = 5
+    else:
+        affine[0, 3] += 5.0  # 5 mm off the image
+    save(label_path, data, affine)
+    assert any(message in p for p in check_dataset(dataset).bad_cases[0].problems)
+    run = tmp_path / "run"
+    with pytest.raises(PreprocessError, match=rf"{IDS[2]}: .*{re.escape(message)}"):
+        preprocess_dataset(dataset, run)
+    with pytest.raises(CacheError, match=IDS[2]):
+        load_case(run, IDS[2])
+    for case_id in IDS[:2] + IDS[3:]:
+        load_case(run, case_id)
+
+
+class FullDisk:
+    """A file whose writes stop after a few bytes with "no space left on device"."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.handle.close()
+
+    def write(self, data):
+        self.handle.write(data[:7])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def fail_writing(monkeypatch, folder, read_only):
+    """Files opened for writing under ``folder`` cannot be created (``read_only``) or fill the
+    disk once written to; other files are untouched."""
+    real_open = builtins.open
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if "w" not in mode or not str(file).startswith(str(folder)):
+            return real_open(file, mode, *args, **kwargs)
+        if read_only:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return FullDisk(real_open(file, mode, *args, **kwargs))
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+def test_a_failed_replan_on_a_full_disk_keeps_plan_and_cache_together(
+    dataset, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    preprocess_dataset(dataset, run)
+    cache_dir = run / "preprocessed"
+    with monkeypatch.context() as patch:
+        fail_writing(patch, cache_dir, read_only=False)
+        with pytest.raises(PreprocessError, match="No space left on device") as error:
+            preprocess_dataset(dataset, run, spacing=(1.5, 1.5, 1.5))
+    assert Plan.load(run).spacing == (1.0, 1.0, 1.0)  # still the plan of the cache
+    for case_id in IDS:
+        assert load_case(run, case_id)[2]["spacing"] == [1.0, 1.0, 1.0]
+    assert not list(run.rglob(".*tmp*"))  # nothing left behind
+    assert ".tmp" not in str(error.value)  # names the case files, not temporary ones
+    assert f"{case_paths(run, IDS[0])[0]}: cannot write" in str(error.value)
+
+
+def test_a_read_only_cache_folder_is_found_before_any_case_is_read(dataset, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    calls = []
+    fail_writing(monkeypatch, run / "preprocessed", read_only=True)
+    with pytest.raises(OSError, match="Permission denied") as error:
+        preprocess_dataset(dataset, run, progress=lambda *a: calls.append(a))
+    monkeypatch.undo()
+    assert str(error.value).startswith(f"{run / 'preprocessed'}: cannot write")
+    assert calls == [] and not (run / "plan.json").exists()
+    assert not list(run.rglob(".*tmp*"))
+
+
+def test_no_training_cases_is_said_clearly(tmp_path):
+    description = {"modality": {"0": "MR"}, "labels": {"0": "background"}, "training": []}
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    with pytest.raises(DatasetError, match="'training' lists no cases"):
+        preprocess_dataset(tmp_path, tmp_path / "run")
+    report = check_dataset(tmp_path)
+    assert not report.ok and "'training' lists no cases" in report.problems[0]

@@ -163,3 +163,13 @@ def test_plan_round_trip_and_digest(tmp_path):
     assert loaded.in_channels == 1 and loaded.num_classes == 2
     with pytest.raises(FileNotFoundError, match="plan.json"):
         Plan.load(tmp_path / "nowhere")
+
+
+def test_a_plan_never_holds_nan_statistics_and_a_damaged_one_is_named(tmp_path):
+    with pytest.raises(ValueError, match="finite clip, mean and std"):
+        ChannelNormalization(scheme="ct", clip=(float("nan"), 1.0), mean=0.0, std=1.0)
+    with pytest.raises(ValueError, match="finite clip, mean and std"):
+        ChannelNormalization(scheme="ct", clip=(0.0, 1.0), mean=None, std=1.0)
+    (tmp_path / "plan.json").write_text('{"spacing": [1, 1')
+    with pytest.raises(ValueError, match=f"{tmp_path / 'plan.json'}: damaged"):
+        Plan.load(tmp_path)

@@ -3,7 +3,8 @@
 The ``.npz`` holds ``image`` float32 ``(C, X, Y, Z)``, ``label`` uint8 ``(X, Y, Z)`` and
 ``locations`` int32 ``(N, 4)`` (a seeded sample of foreground voxels, rows ``[value, x, y, z]``,
 used for foreground oversampling). The ``.json`` holds the properties that undo preprocessing, plus
-the source files' size and mtime, the plan digest and the ``.npz`` size. The ``.json`` is written
+the source files' size and mtime, the plan (and its digest), the ``.npz`` size and the CRC-32 of
+each of its arrays (``verified_properties`` checks them before training). The ``.json`` is written
 last, so a case counts as done only when both files are complete; every write goes to a temporary
 file first and is moved into place with ``os.replace``.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from c2fnas.data.atomic import write_bytes_atomic, write_json_atomic
+from c2fnas.data.atomic import write_text_atomic as write_text_atomic  # imported from here too
 from c2fnas.data.fingerprint import stamps
 from c2fnas.data.io import load_image, load_label
 from c2fnas.data.msd import Case
@@ -32,27 +34,8 @@ CACHE_DIR = "preprocessed"
 LOCATIONS_PER_CLASS = 10_000
 
 
-class CacheError(RuntimeError):
-    """A cached case is missing or damaged; the message names the file."""
-
-
-def write_bytes_atomic(path: Path, payload: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    return path
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode())
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+class CacheError(ValueError):
+    """A cached case is missing, damaged or not the one expected; the message names the file."""
 
 
 def case_paths(run_dir: str | Path, case_id: str) -> tuple[Path, Path]:
@@ -92,12 +75,16 @@ def preprocess_case(case: Case, plan: Plan, run_dir: str | Path) -> dict[str, An
     np.savez(buffer, image=image, label=label, locations=locations)
     npz_path, json_path = case_paths(run_dir, case.case_id)
     write_bytes_atomic(npz_path, buffer.getvalue())
+    with zipfile.ZipFile(buffer) as archive:
+        checksums = member_checksums(archive)
     properties.update(
         case_id=case.case_id,
         source={"image": str(case.image), "label": str(case.label)},
         stamps=stamps(case),
         plan_digest=plan.digest(),
+        plan=plan.model_dump(mode="json"),
         npz_bytes=len(buffer.getvalue()),
+        npz_crc32=checksums,
         class_voxels={str(v): int(n) for v, n in enumerate(np.bincount(label.ravel())) if n},
     )
     write_json_atomic(json_path, properties)
@@ -114,26 +101,62 @@ def read_properties(run_dir: str | Path, case_id: str) -> dict[str, Any]:
         raise CacheError(f"{json_path}: damaged ({error}); rerun `c2fnas preprocess`") from None
 
 
+def member_checksums(archive: zipfile.ZipFile) -> dict[str, int]:
+    """CRC-32 of each array in an ``.npz``, from its zip directory (no data read)."""
+    return {info.filename: info.CRC for info in archive.infolist()}
+
+
+def verified_properties(run_dir: str | Path, case_id: str) -> dict[str, Any]:
+    """The properties of a cached case once its files are shown complete, intact and its own.
+
+    The ``.json`` must name ``case_id``; the ``.npz`` must have the size and the member checksums
+    recorded when it was written (another case's file has others), and its data must match those
+    checksums (reads the file once).
+
+    Raises:
+        CacheError: naming the file and what is wrong.
+    """
+    properties = read_properties(run_dir, case_id)
+    npz_path, json_path = case_paths(run_dir, case_id)
+    if properties.get("case_id") != case_id:
+        raise CacheError(
+            f"{json_path}: describes case {properties.get('case_id')!r}, not {case_id}"
+        )
+    recorded = properties.get("npz_crc32")
+    if not isinstance(recorded, dict):
+        raise CacheError(f"{json_path}: written by an older c2fnas, without checksums")
+    try:
+        size = npz_path.stat().st_size
+        if size != properties.get("npz_bytes"):
+            raise CacheError(
+                f"{npz_path}: {size} bytes, but {properties.get('npz_bytes')} were written "
+                "(truncated or replaced)"
+            )
+        with zipfile.ZipFile(npz_path) as archive:
+            if member_checksums(archive) != recorded:
+                raise CacheError(f"{npz_path}: not the file written for {case_id} (replaced)")
+            damaged = archive.testzip()  # reads every member, checks its CRC
+    except FileNotFoundError:
+        raise CacheError(f"{npz_path}: missing") from None
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise CacheError(f"{npz_path}: unreadable ({error})") from None
+    if damaged is not None:
+        raise CacheError(f"{npz_path}: damaged ({damaged} fails its checksum)")
+    return properties
+
+
 def is_current(run_dir: str | Path, case: Case, plan_digest: str) -> bool:
     """True when the cached case exists, is intact, and matches the source files and plan."""
-    npz_path, json_path = case_paths(run_dir, case.case_id)
+    _, json_path = case_paths(run_dir, case.case_id)
     if not json_path.is_file():
         return False
     try:
         properties = read_properties(run_dir, case.case_id)
         if properties.get("plan_digest") != plan_digest or properties.get("stamps") != stamps(case):
             return False
-        if npz_path.stat().st_size != properties.get("npz_bytes"):
-            log.warning("%s: wrong size, redoing it", npz_path)
-            return False
-        with zipfile.ZipFile(npz_path) as archive:
-            intact = archive.testzip() is None  # checks every member's CRC
-            names = set(archive.namelist())
-    except (CacheError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as error:
-        log.warning("%s: %s, redoing it", npz_path, error)
-        return False
-    if not intact or not {"image.npy", "label.npy", "locations.npy"} <= names:
-        log.warning("%s: damaged, redoing it", npz_path)
+        verified_properties(run_dir, case.case_id)  # reads the arrays once more: only if current
+    except CacheError as error:
+        log.warning("%s; redoing it", error)
         return False
     return True
 

@@ -9,6 +9,7 @@ the folder), readability (truncated or corrupt NIfTI), non-finite intensities, c
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ from c2fnas.data.io import (
     read_label_array,
     spatial_shape,
 )
-from c2fnas.data.msd import DatasetError, case_id_of, read_description, resolve_path
-from c2fnas.data.pipeline import Progress, run_parallel
+from c2fnas.data.msd import Case, DatasetError, case_id_of, read_description, resolve_path
+from c2fnas.data.parallel import Progress, run_parallel
 from c2fnas.data.preprocess import canonical_spacing
 
 AFFINE_TOLERANCE_MM = 1e-3
+COLUMNS = ("case", "kind", "shape", "spacing (mm)", "ch", "labels", "status")
 
 
 @dataclass
@@ -61,6 +63,21 @@ class CheckReport:
     def bad_cases(self) -> list[CaseReport]:
         return [case for case in self.cases if not case.ok]
 
+    def rows(self) -> list[tuple[str, ...]]:
+        """One row of text per case, under ``COLUMNS``; the status is "ok" or the problems."""
+        return [
+            (
+                case.case_id,
+                case.kind,
+                "x".join(map(str, case.shape or [])),
+                " ".join(f"{v:.3g}" for v in case.spacing or []),
+                str(case.channels or ""),
+                ",".join(map(str, case.labels or [])),
+                "ok" if case.ok else "; ".join(case.problems),
+            )
+            for case in self.cases
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset_dir": self.dataset_dir,
@@ -70,7 +87,20 @@ class CheckReport:
         }
 
 
-def _check_image(path: Path, modalities: int, report: CaseReport) -> Any:
+class CaseCheckError(ValueError):
+    """A case failed the checks of ``c2fnas data check``; the message lists its problems."""
+
+
+@dataclass(frozen=True)
+class CaseArrays:
+    """The voxels ``inspect_case`` read, for a caller that goes on to use them (one read)."""
+
+    image: np.ndarray  # (C, X, Y, Z) float32
+    affine: np.ndarray  # the image's voxel-to-world matrix
+    label: np.ndarray | None  # (X, Y, Z) uint8
+
+
+def _check_image(path: Path, modalities: int, report: CaseReport) -> tuple[Any, np.ndarray]:
     nifti = load_nifti(path)
     channels = image_channels(nifti, path)
     report.channels = channels
@@ -84,10 +114,10 @@ def _check_image(path: Path, modalities: int, report: CaseReport) -> Any:
     if not np.all(np.isfinite(data)):
         bad = int(data.size - np.isfinite(data).sum())
         report.problems.append(f"image has {bad} NaN or infinite voxel(s)")
-    return nifti
+    return nifti, data
 
 
-def _check_label(path: Path, image: Any, declared: set[int], report: CaseReport) -> None:
+def _check_label(path: Path, image: Any, declared: set[int], report: CaseReport) -> np.ndarray:
     nifti = load_nifti(path)
     label = read_label_array(nifti, path)
     values = sorted(int(v) for v in np.unique(label))
@@ -96,7 +126,7 @@ def _check_label(path: Path, image: Any, declared: set[int], report: CaseReport)
     if undeclared:
         report.problems.append(f"label values {undeclared} are not declared in 'labels'")
     if image is None:
-        return
+        return label
     if spatial_shape(nifti) != spatial_shape(image):
         report.problems.append(
             f"label shape {spatial_shape(nifti)} differs from image shape {spatial_shape(image)}"
@@ -104,6 +134,38 @@ def _check_label(path: Path, image: Any, declared: set[int], report: CaseReport)
     difference = float(np.abs(nifti.affine - image.affine).max())
     if difference > AFFINE_TOLERANCE_MM:
         report.problems.append(f"label and image affines differ by up to {difference:.4g} mm")
+    return label
+
+
+def inspect_case(
+    case_id: str,
+    kind: str,
+    image: Path | None,
+    label: Path | None,
+    modalities: int,
+    declared: set[int],
+    problems: Sequence[str] = (),
+) -> tuple[CaseReport, CaseArrays | None]:
+    """Check one case's files, keeping the voxels read; ``problems`` are those of its paths.
+
+    Returns:
+        the report, and the case's arrays when it has no problem (``None`` otherwise).
+    """
+    report = CaseReport(case_id=case_id, kind=kind, problems=list(problems))
+    nifti = data = label_data = None
+    if image is not None:
+        try:
+            nifti, data = _check_image(image, modalities, report)
+        except NiftiError as error:
+            report.problems.append(f"image: {error}")
+    if label is not None:
+        try:
+            label_data = _check_label(label, nifti, declared, report)
+        except NiftiError as error:
+            report.problems.append(f"label: {error}")
+    if report.problems or nifti is None or data is None:
+        return report, None
+    return report, CaseArrays(image=data, affine=np.asarray(nifti.affine), label=label_data)
 
 
 def check_case(
@@ -116,19 +178,21 @@ def check_case(
     problems: list[str],
 ) -> CaseReport:
     """Check one case's files; ``problems`` are those already found in its paths."""
-    report = CaseReport(case_id=case_id, kind=kind, problems=list(problems))
-    nifti = None
-    if image is not None:
-        try:
-            nifti = _check_image(image, modalities, report)
-        except NiftiError as error:
-            report.problems.append(f"image: {error}")
-    if label is not None:
-        try:
-            _check_label(label, nifti, declared, report)
-        except NiftiError as error:
-            report.problems.append(f"label: {error}")
-    return report
+    return inspect_case(case_id, kind, image, label, modalities, declared, problems)[0]
+
+
+def read_checked_case(case: Case, modalities: int, declared: set[int]) -> CaseArrays:
+    """Read a labeled case after the checks of ``c2fnas data check`` (``preprocess`` uses this).
+
+    Raises:
+        CaseCheckError: listing every problem found, as ``data check`` reports them.
+    """
+    report, arrays = inspect_case(
+        case.case_id, "training", case.image, case.label, modalities, declared
+    )
+    if arrays is None:
+        raise CaseCheckError("; ".join(report.problems))
+    return arrays
 
 
 def _resolve(root: Path, relative: Any, problems: list[str], what: str) -> Path | None:
@@ -162,10 +226,12 @@ def check_dataset(
     entries = [("training", e.get("image"), e.get("label")) for e in description["training"]]
     for entry in description.get("test", []):
         entries.append(("test", entry.get("image") if isinstance(entry, dict) else entry, None))
-    counts = Counter(case_id_of(str(image)) for _, image, _ in entries)
+    names = [
+        _entry_name(root, kind, index, image) for index, (kind, image, _) in enumerate(entries)
+    ]
+    counts = Counter(names)
     jobs = []
-    for index, (kind, image, label) in enumerate(entries):
-        case_id = case_id_of(str(image)) if isinstance(image, str) else f"{kind}[{index}]"
+    for index, ((kind, image, label), case_id) in enumerate(zip(entries, names, strict=True)):
         problems: list[str] = []
         if counts[case_id] > 1:
             problems.append(f"case id {case_id} is used by {counts[case_id]} entries")
@@ -180,6 +246,19 @@ def check_dataset(
     }
     report.cases = [results[key] for key, _ in jobs]
     return report
+
+
+def _entry_name(root: Path, kind: str, index: int, image: Any) -> str:
+    """The case id, or the entry's place in dataset.json (``training[3]``) when the image path
+    names no file of the dataset (an escaping ``../../etc/passwd`` is not case "passwd")."""
+    if isinstance(image, str):
+        try:
+            resolve_path(root, image)
+        except DatasetError:
+            pass
+        else:
+            return case_id_of(image)
+    return f"{kind}[{index}]"
 
 
 def _crashed(args: tuple[Any, ...], error: BaseException) -> CaseReport:

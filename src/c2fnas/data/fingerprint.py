@@ -1,7 +1,8 @@
 """Dataset fingerprint (``RUN_DIR/fingerprint.json``) and the preprocessing plan made from it.
 
-Per case: canonical shape and spacing, foreground intensity statistics per channel, voxel count
-per label value and a small seeded sample of foreground intensities. Per dataset: the same pooled,
+Per case, once it passes the checks of ``c2fnas data check`` (so no NaN ever enters a statistic):
+canonical shape and spacing, foreground intensity statistics per channel, voxel count per label
+value and a small seeded sample of foreground intensities. Per dataset: the same pooled,
 which gives the target spacing for ``--spacing auto`` (median) and the CT clipping and z-score.
 """
 
@@ -13,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from c2fnas.data.io import file_stamp, load_image, load_label
+from c2fnas.data.check import read_checked_case
+from c2fnas.data.io import file_stamp
 from c2fnas.data.msd import Case, Dataset
 from c2fnas.data.preprocess import ChannelNormalization, Plan, canonical_spacing
 
@@ -43,13 +45,28 @@ def _stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def case_fingerprint(case: Case, samples_per_case: int) -> dict[str, Any]:
-    """Statistics of one labeled case (reads its image and label)."""
+def checked_against(modalities: int, labels: set[int]) -> dict[str, Any]:
+    """What a fingerprint entry was checked against: reused only while ``dataset.json`` agrees."""
+    return {"modalities": modalities, "labels": sorted(labels)}
+
+
+def case_fingerprint(
+    case: Case, samples_per_case: int, modalities: int, labels: set[int]
+) -> dict[str, Any]:
+    """Statistics of one labeled case, read once after the checks of ``c2fnas data check``.
+
+    Args:
+        samples_per_case: foreground intensities kept per channel.
+        modalities, labels: what ``dataset.json`` declares (channel count, label values).
+
+    Raises:
+        CaseCheckError: the case has a problem ``data check`` reports (NaN voxels, undeclared
+            label values, image and label apart, ...), so no statistic ever sees it.
+    """
     assert case.label is not None
-    image, nifti = load_image(case.image)
-    label, _ = load_label(case.label)
-    if label.shape != image.shape[1:]:
-        raise ValueError(f"{case.label}: shape {label.shape} differs from the image's")
+    arrays = read_checked_case(case, modalities, labels)
+    image, label = arrays.image, arrays.label
+    assert label is not None
     foreground = label > 0
     rng = np.random.default_rng(zlib.crc32(case.case_id.encode()))
     intensity, samples = [], []
@@ -59,10 +76,11 @@ def case_fingerprint(case: Case, samples_per_case: int) -> dict[str, Any]:
         take = min(samples_per_case, values.size)
         samples.append([float(v) for v in rng.choice(values, take, replace=False)])
     counts = np.bincount(label.ravel())
-    spacing = canonical_spacing(nifti.affine)
-    shape = [int(image.shape[1 + axis]) for axis in _canonical_axes(nifti.affine)]
+    spacing = canonical_spacing(arrays.affine)
+    shape = [int(image.shape[1 + axis]) for axis in _canonical_axes(arrays.affine)]
     return {
         "stamps": stamps(case),
+        "checked": checked_against(modalities, labels),
         "shape": shape,
         "spacing": spacing,
         "intensity": intensity,

@@ -13,6 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from c2fnas.data.atomic import replacing
+
 # What nibabel and gzip raise for truncated, corrupt or non-NIfTI files.
 READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
 
@@ -97,13 +99,6 @@ def file_stamp(path: str | Path) -> list[int]:
     return [int(stat.st_size), int(stat.st_mtime_ns)]
 
 
-def temporary_path(path: Path) -> Path:
-    """A sibling temporary name with the same suffixes (nibabel picks the format from them)."""
-    suffix = "".join(path.suffixes)
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    return path.with_name(f".{stem}.tmp{os.getpid()}{suffix}")
-
-
 def write_like(label: np.ndarray, reference_image_path: str | Path, out_path: str | Path) -> Path:
     """Write a label map as NIfTI with the reference image's affine and header.
 
@@ -129,8 +124,6 @@ def write_like(label: np.ndarray, reference_image_path: str | Path, out_path: st
     out.set_qform(reference.get_qform(), int(reference.header["qform_code"]))
     out.set_sform(reference.get_sform(), int(reference.header["sform_code"]))
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_path(out_path)
-    nib.save(out, str(temporary))
-    os.replace(temporary, out_path)
+    with replacing(out_path) as temporary:
+        nib.save(out, str(temporary))
     return out_path

@@ -99,6 +99,10 @@ def read_description(dataset_dir: str | Path) -> dict[str, Any]:
         raise DatasetError(f"{path}: the keys of 'modality' must be 0, 1, ..., n-1")
     if not isinstance(description["training"], list):
         raise DatasetError(f"{path}: 'training' must be a list")
+    if not description["training"]:
+        raise DatasetError(
+            f"{path}: 'training' lists no cases; at least one labeled case is needed"
+        )
     for index, entry in enumerate(description["training"]):
         if not (isinstance(entry, dict) and isinstance(entry.get("image"), str)):
             raise DatasetError(f"{path}: training[{index}] needs an 'image' path")

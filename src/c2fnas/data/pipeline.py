@@ -1,31 +1,38 @@
-"""``c2fnas preprocess``: fingerprint, plan and cache a whole dataset into a run folder.
+"""``c2fnas preprocess``: check, fingerprint, plan and cache a whole dataset into a run folder;
+``verify_cache``: the check training makes of that cache before it starts.
 
 Resumable: per-case fingerprints and cached cases whose source files (size, mtime) and plan are
-unchanged are kept; damaged cache files are redone. One failing case does not stop the others;
-the failures are raised together at the end, after everything else is written.
+unchanged are kept; damaged cache files are redone. One failing case (a problem ``data check``
+reports, or one that cannot be written) does not stop the others and never enters the dataset's
+statistics; the failures are raised together at the end, after everything else is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import multiprocessing
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from c2fnas.data import cache
-from c2fnas.data.fingerprint import SAMPLES_TOTAL, case_fingerprint, make_plan, stamps, summarize
-from c2fnas.data.msd import Case, case_id_of, read_dataset
+from c2fnas.data.atomic import check_writable, write_json_atomic
+from c2fnas.data.fingerprint import (
+    SAMPLES_TOTAL,
+    case_fingerprint,
+    checked_against,
+    make_plan,
+    stamps,
+    summarize,
+)
+from c2fnas.data.msd import Dataset, case_id_of, read_dataset
+from c2fnas.data.parallel import Progress, run_parallel
 from c2fnas.data.preprocess import Plan
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``, stage ``"fingerprint"`` or ``"preprocess"``."""
 
 
 class PreprocessError(RuntimeError):
@@ -40,52 +47,18 @@ class PreprocessSummary:
     seconds: float = 0.0
 
 
-def run_parallel(
-    function: Callable[..., Any],
-    jobs: Sequence[tuple[str, tuple[Any, ...]]],
-    workers: int,
-    stage: str,
-    progress: Progress | None,
-) -> Iterator[tuple[str, Any, BaseException | None]]:
-    """Run ``function(*args)`` per ``(key, args)``; yields ``(key, result, error)`` as they end.
-
-    ``workers <= 1`` runs in this process. Workers are forked where the platform allows: they
-    need no ``if __name__ == "__main__"`` guard in the calling script and start at once; they
-    only run numpy, scipy and nibabel code, never torch, so threads of the parent do not matter.
-    """
-    total = len(jobs)
-    if progress:
-        progress(stage, 0, total)
-    if workers <= 1 or total <= 1:
-        for done, (key, args) in enumerate(jobs, 1):
-            try:
-                result = function(*args)
-            except Exception as error:  # reported per case, never hides the others
-                yield key, None, error
-            else:
-                yield key, result, None
-            if progress:
-                progress(stage, done, total)
-        return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool:
-        futures: dict[Future[Any], str] = {pool.submit(function, *args): key for key, args in jobs}
-        for done, future in enumerate(as_completed(futures), 1):
-            failure = future.exception()
-            yield futures[future], None if failure else future.result(), failure
-            if progress:
-                progress(stage, done, total)
-
-
 def _failure(case_id: str, error: BaseException) -> str:
     return f"{case_id}: {error}"
 
 
 def fingerprint_dataset(
-    cases: Sequence[Case], run_dir: Path, workers: int, progress: Progress | None
+    dataset: Dataset, run_dir: Path, workers: int, progress: Progress | None
 ) -> tuple[dict[str, Any], list[str]]:
-    """Per-case fingerprints (reusing unchanged ones from ``fingerprint.json``) and failures."""
+    """Per-case fingerprints of the cases that pass the checks, and the failures.
+
+    Entries of ``fingerprint.json`` are reused while the case's files and the modalities and
+    labels of ``dataset.json`` they were checked against are unchanged.
+    """
     path = run_dir / "fingerprint.json"
     previous: dict[str, Any] = {}
     if path.is_file():
@@ -93,15 +66,22 @@ def fingerprint_dataset(
             previous = json.loads(path.read_text()).get("cases", {})
         except (OSError, ValueError, AttributeError):
             log.warning("%s: unreadable, recomputing the fingerprint", path)
+    cases = dataset.training
     samples = max(50, SAMPLES_TOTAL // max(1, len(cases)))
+    modalities, labels = len(dataset.modalities), set(dataset.labels)
+    checked = checked_against(modalities, labels)
     entries: dict[str, Any] = {}
     jobs = []
     for case in cases:
         entry = previous.get(case.case_id)
-        if isinstance(entry, dict) and entry.get("stamps") == stamps(case):
+        if (
+            isinstance(entry, dict)
+            and entry.get("stamps") == stamps(case)
+            and entry.get("checked") == checked
+        ):
             entries[case.case_id] = entry
         else:
-            jobs.append((case.case_id, (case, samples)))
+            jobs.append((case.case_id, (case, samples, modalities, labels)))
     failures = []
     for case_id, entry, error in run_parallel(
         case_fingerprint, jobs, workers, "fingerprint", progress
@@ -121,9 +101,13 @@ def preprocess_dataset(
     workers: int = 1,
     progress: Progress | None = None,
 ) -> PreprocessSummary:
-    """Fingerprint, plan and cache every training case of an MSD dataset into ``run_dir``.
+    """Check, fingerprint, plan and cache every training case of an MSD dataset into ``run_dir``.
 
-    Writes ``dataset.json`` (with ``source``), ``fingerprint.json``, ``plan.json`` and
+    Each case must pass the checks of ``c2fnas data check`` (``check.read_checked_case``); a case
+    that fails is left out of the statistics and the cache and named in the error at the end.
+    ``plan.json`` and ``dataset.json`` (with ``source``) are written last, and only when some
+    case of the cache was made with the new plan, so a run that cannot write its cases leaves
+    them describing the cache that is there. Also writes ``fingerprint.json`` and
     ``preprocessed/<case>.npz|json`` (see ``c2fnas.data.cache``).
 
     Args:
@@ -132,29 +116,30 @@ def preprocess_dataset(
         progress: called as cases finish.
 
     Raises:
-        DatasetError: ``dataset.json`` or a listed path is unusable.
+        DatasetError: ``dataset.json`` or a listed path is unusable, or it lists no training case.
+        OSError: ``run_dir`` cannot be written (found before any case is read).
         PreprocessError: after all other cases are written, listing the failed ones.
     """
     start = time.perf_counter()
     dataset = read_dataset(dataset_dir)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    description = json.loads((dataset.root / "dataset.json").read_text())
-    description["source"] = str(dataset.root)
-    cache.write_json_atomic(run_dir / "dataset.json", description)
-
-    entries, failures = fingerprint_dataset(dataset.training, run_dir, workers, progress)
-    if not entries:
-        raise PreprocessError("no case could be read: " + "; ".join(failures))
-    fingerprint = summarize(entries, len(dataset.modalities))
-    fingerprint["cases"] = entries
-    cache.write_json_atomic(run_dir / "fingerprint.json", fingerprint)
-    plan = make_plan(dataset, fingerprint, spacing)
-    plan.save(run_dir)
-
-    summary = PreprocessSummary(plan=plan)
+    check_writable(run_dir)
+    check_writable(run_dir / cache.CACHE_DIR)
     for stale in (run_dir / cache.CACHE_DIR).glob(".*.tmp*"):  # left by a killed run
         stale.unlink(missing_ok=True)
+
+    entries, failures = fingerprint_dataset(dataset, run_dir, workers, progress)
+    if not entries:
+        raise PreprocessError(
+            f"none of the {len(dataset.training)} training case(s) passed the checks: "
+            + "; ".join(failures)
+        )
+    fingerprint = summarize(entries, len(dataset.modalities))
+    fingerprint["cases"] = entries
+    write_json_atomic(run_dir / "fingerprint.json", fingerprint)
+    plan = make_plan(dataset, fingerprint, spacing)
+
+    summary = PreprocessSummary(plan=plan)
     digest = plan.digest()
     todo = []
     for case in dataset.training:
@@ -171,6 +156,11 @@ def preprocess_dataset(
             summary.written.append(case_id)
         else:
             failures.append(_failure(case_id, error))
+    if summary.written or summary.skipped:
+        description = json.loads((dataset.root / "dataset.json").read_text())
+        description["source"] = str(dataset.root)
+        write_json_atomic(run_dir / "dataset.json", description)
+        plan.save(run_dir)
     summary.seconds = time.perf_counter() - start
     log.info(
         "preprocessed %d case(s), %d unchanged, %d failed in %.1f s",
@@ -182,6 +172,68 @@ def preprocess_dataset(
     if failures:
         raise PreprocessError(f"{len(failures)} case(s) failed: " + "; ".join(failures))
     return summary
+
+
+def preprocess_command(run_dir: str | Path, plan: Plan) -> str:
+    """The ``c2fnas preprocess`` command that rebuilds the cache of ``run_dir`` with ``plan``."""
+    run_dir = Path(run_dir)
+    source = "DATASET"  # a placeholder when the run folder does not name its dataset
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        source = str(json.loads((run_dir / "dataset.json").read_text())["source"])
+    spacing = " ".join(f"{value:g}" for value in plan.spacing)
+    return f"c2fnas preprocess {source} --run {run_dir} --spacing {spacing}"
+
+
+def _plan_difference(properties: dict[str, Any], plan: Plan) -> str:
+    """What differs between the plan a case was cached with and ``plan``, in words."""
+    current = plan.model_dump(mode="json")
+    cached = properties.get("plan")
+    if not isinstance(cached, dict):  # cached before the plan was recorded: spacing only
+        cached = {"spacing": properties.get("spacing")}
+    differences = []
+    for key, value in current.items():
+        if key in cached and key != "dataset" and cached[key] != value:
+            if key == "spacing":
+                old, new = (" x ".join(f"{v:g}" for v in s or []) for s in (cached[key], value))
+                differences.append(f"spacing {old} mm, plan.json has {new} mm")
+            else:
+                differences.append(
+                    f"{key} {json.dumps(cached[key])}, plan.json has {json.dumps(value)}"
+                )
+    return "; ".join(differences) or f"another plan (digest {properties.get('plan_digest')})"
+
+
+def verify_cache(run_dir: str | Path, case_ids: Sequence[str], plan: Plan) -> None:
+    """Check, before training, that each case is cached, intact, its own and made with ``plan``.
+
+    Reads each ``.npz`` once (``cache.verified_properties``): a damaged or swapped file is found
+    now, not at the first validation.
+
+    Raises:
+        CacheError: naming each bad file and what is wrong, and the command that fixes it.
+    """
+    digest, declared = plan.digest(), set(plan.labels)
+    problems = []
+    for case_id in case_ids:
+        try:
+            properties = cache.verified_properties(run_dir, case_id)
+        except cache.CacheError as error:
+            problems.append(str(error))
+            continue
+        json_path = cache.case_paths(run_dir, case_id)[1]
+        if properties.get("plan_digest") != digest:
+            problems.append(f"{json_path}: made with {_plan_difference(properties, plan)}")
+        undeclared = sorted({int(v) for v in properties.get("class_voxels", {})} - declared)
+        if undeclared:
+            problems.append(f"{json_path}: label values {undeclared} are not in plan.json")
+    if problems:
+        shown = "; ".join(problems[:10]) + (
+            f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+        )
+        raise cache.CacheError(
+            f"the cache of {len(problems)} case(s) cannot be used: {shown}. "
+            f"Rebuild it with `{preprocess_command(run_dir, plan)}`"
+        )
 
 
 def cached_case_ids(run_dir: str | Path) -> list[str]:

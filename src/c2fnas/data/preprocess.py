@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from scipy import ndimage
 
+from c2fnas.data.atomic import write_text_atomic
 from c2fnas.data.io import load_image
 
 PLAN_VERSION = 1
@@ -46,6 +48,18 @@ class ChannelNormalization(BaseModel):
     clip: tuple[float, float] | None = None
     mean: float | None = None
     std: float | None = None
+
+    @model_validator(mode="after")
+    def _finite_ct_statistics(self) -> ChannelNormalization:
+        # A NaN here would turn every normalised voxel into NaN (JSON writes it as null).
+        if self.scheme == "ct":
+            values = [*(self.clip or ()), self.mean, self.std]
+            if len(values) != 4 or not all(v is not None and math.isfinite(v) for v in values):
+                raise ValueError(
+                    f"ct normalisation needs finite clip, mean and std, got clip={self.clip}, "
+                    f"mean={self.mean}, std={self.std}"
+                )
+        return self
 
 
 class Plan(BaseModel):
@@ -83,17 +97,22 @@ class Plan(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def save(self, run_dir: str | Path) -> Path:
-        from c2fnas.data.cache import write_text_atomic
-
         return write_text_atomic(Path(run_dir) / "plan.json", self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Plan:
-        """Read ``RUN_DIR/plan.json``; raises ``FileNotFoundError`` naming it when absent."""
+        """Read ``RUN_DIR/plan.json``.
+
+        Raises:
+            FileNotFoundError: it is absent; ValueError: it is damaged (both name the file).
+        """
         path = Path(run_dir) / "plan.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; run `c2fnas preprocess` first")
-        return cls.model_validate_json(path.read_text())
+        try:
+            return cls.model_validate_json(path.read_text())
+        except (UnicodeDecodeError, ValidationError) as error:
+            raise ValueError(f"{path}: damaged ({error}); rerun `c2fnas preprocess`") from None
 
 
 # --- geometry -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from torch import nn
 
 from c2fnas.accel.swap import accelerate
 from c2fnas.data import loader, splits
-from c2fnas.data.pipeline import cached_case_ids
+from c2fnas.data.pipeline import cached_case_ids, verify_cache
 from c2fnas.data.preprocess import Plan
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
@@ -73,6 +73,8 @@ def train(
 
     Raises:
         FileNotFoundError: the run folder is not preprocessed (names the missing file).
+        CacheError: a case of the fold is missing, damaged, replaced or made with another plan
+            than ``plan.json`` (names each file and the ``c2fnas preprocess`` command to run).
         ConfigError: the batch does not split over the processes.
         TrainingDiverged: NaN or infinite loss.
     """
@@ -88,6 +90,7 @@ def train(
             f"data.batch_size {config.data.batch_size} does not split over {world} processes"
         )
     train_ids, val_ids = folds[fold].train, folds[fold].val
+    verify_cache(run_dir, [*train_ids, *val_ids], plan)  # now, not at the first validation
     data = config.data
 
     def batches(start: int) -> Any:
