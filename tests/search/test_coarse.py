@@ -82,3 +82,42 @@ def test_sigterm_releases_the_candidate_at_once(tmp_path):
     assert worker.wait(timeout=20) == 128 + signal.SIGTERM
     [record] = store.snapshot().records
     assert (record.state, record.failure) == ("released", "interrupted")
+
+
+def _process_gone(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # a zombie: exited, waiting for its new parent to reap it
+
+
+@pytest.mark.slow
+def test_workers_stop_and_release_their_candidates_when_the_main_process_is_killed(tmp_path):
+    """SIGKILL of the command alone (no time to stop its workers) must not leave orphans."""
+    job = make_job(tmp_path, _settings(3))
+    store = open_search(job)
+    script = (
+        "import sys; from pathlib import Path; from c2fnas.search.coarse import *; "
+        "from tests.search import toy_worker; "
+        "settings = CoarseSettings(budget=3, strategy='random', heartbeat_interval=1, "
+        "grace_period=5, poll_seconds=0.2); "
+        "run_coarse(make_job(Path(sys.argv[1]), settings), toy_worker.slow_factory, workers=1)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    main = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, env=env)
+    deadline = time.monotonic() + 60
+    while not any(r.code for r in store.snapshot().records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    main.kill()
+    main.wait()
+    [held] = store.snapshot().records
+    worker_pid = int(held.worker.split("-")[-2])
+    deadline = time.monotonic() + 20
+    while not _process_gone(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not _process_gone(worker_pid):
+        os.kill(worker_pid, signal.SIGKILL)
+        pytest.fail("the worker outlived its main process")
+    [record] = store.snapshot().records
+    assert (record.state, record.failure) == ("released", "interrupted")

@@ -1,3 +1,4 @@
+import logging
 import os
 import signal
 import subprocess
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from c2fnas.search.report import code_text
 from c2fnas.search.store import RELEASED, StoreError, TrialStore
-from c2fnas.search.worker import launch_workers
+from c2fnas.search.worker import launch_workers, run_worker
 from c2fnas.space import u_shaped_topologies
 from tests.search import toy_worker
 
@@ -100,33 +102,41 @@ def _wait_for(condition, store, timeout=60.0):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_loses_only_its_candidate_and_a_rerun_resumes(storage):
+def test_a_killed_worker_loses_only_its_candidate_and_a_rerun_resumes_it(storage, tmp_path):
+    """The killed topology is handed out again and resumed from its checkpoint, even by a
+    strategy that would never propose it (``last`` starts from the other end of the list)."""
     store = TrialStore(storage, heartbeat_interval=1, grace_period=3)
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    command = [sys.executable, "-m", "tests.search.toy_worker", storage, "6", "1.0"]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.search.toy_worker", storage, "6", "0.5"],
+        [*command, "--checkpoints", str(checkpoints)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    steps_of = checkpoints / f"{code_text(CODES[2])}.steps"
     try:
-        before = _wait_for(
-            lambda s: s.count("finished") == 2 and any(r.code for r in s.records[2:]), store
-        )
+        before = _wait_for(lambda s: s.count("finished") == 2 and steps_of.is_file(), store)
     finally:
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
     killed = before.records[2]
-    assert killed.state == "running"
+    assert killed.state == "running" and killed.code == CODES[2]
+    saved = int(steps_of.read_text())
+    assert 0 < saved < toy_worker.STEPS
 
-    toy_worker.run(1, storage, 6, 0.1)  # the same command again, in this process
+    toy_worker.run(1, storage, 6, 0.1, strategy="last", checkpoints=checkpoints)
 
     after = TrialStore(storage).snapshot()
     assert after.records[:2] == before.records[:2]  # finished results kept as they were
     assert after.records[2].state == "released"
     assert "no heartbeat" in after.records[2].failure
     assert killed.code in [code for code, _ in after.finished]  # handed out again
+    starts = (checkpoints / f"{code_text(CODES[2])}.starts").read_text().split()
+    assert starts == ["0", str(saved)]  # resumed from its checkpoint, not started over
     assert after.evaluated == 6
     codes = _live_codes(after)
     assert len(codes) == len(set(codes))
@@ -143,3 +153,22 @@ def test_the_store_holds_other_candidates_too(storage):
     snapshot = store.snapshot()
     assert snapshot.finished == [(colouring, 0.8)]
     assert first.study.user_attrs == {} and TrialStore(storage).snapshot().records == ()
+
+
+def test_a_waiting_worker_says_why_and_takes_over_a_dead_workers_candidate(storage, caplog):
+    store = TrialStore(storage, heartbeat_interval=1, grace_period=3)
+    dead = store.ask()
+    assert store.claim(dead, CODES[0], {"worker": "gone"}, budget=1) == "claimed"
+    store._stop_heartbeat(dead)  # its worker died: no more heartbeats
+
+    def evaluate(architecture, context):
+        return toy_worker.toy_score(architecture.levels)
+
+    strategy = toy_worker.LastUntaken()  # would never propose CODES[0] itself
+    with caplog.at_level(logging.INFO, logger="c2fnas.search.worker"):
+        assert run_worker(store, strategy, evaluate, 1, worker="w", poll_seconds=0.1) == 1
+    waits = [r.getMessage() for r in caplog.records if "waiting for trial 0" in r.getMessage()]
+    assert len(waits) == 1, caplog.text
+    assert f"(worker gone, candidate {list(CODES[0])})" in waits[0]
+    assert "silent for 3 s (the grace period) counts as dead" in waits[0]
+    assert store.snapshot().finished == [(CODES[0], toy_worker.toy_score(CODES[0]))]

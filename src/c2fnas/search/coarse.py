@@ -21,6 +21,7 @@ from c2fnas.search.strategies import NUM_CLUSTERS, Strategy, make_strategy
 from c2fnas.search.worker import (
     Evaluate,
     prepare_worker_process,
+    report_silent_workers,
     run_worker,
     start_workers,
     supervise,
@@ -178,7 +179,8 @@ def run_coarse(
     """
     store = open_search(job)
     processes = start_workers(workers, coarse_worker, (job, factory), gpus=gpus)
-    supervise(processes, lambda: _refresh(store, job, on_progress), refresh_seconds)
+    reported: set[int] = set()
+    supervise(processes, lambda: _refresh(store, job, on_progress, reported), refresh_seconds)
     failed = [p.name for p in processes if p.exitcode not in (0, None)]
     if failed:
         logger.error("worker processes %s exited with an error; see %s", failed, job.coarse_dir)
@@ -186,9 +188,13 @@ def run_coarse(
 
 
 def _refresh(
-    store: TrialStore, job: CoarseJob, on_progress: Callable[[Snapshot], None] | None
+    store: TrialStore,
+    job: CoarseJob,
+    on_progress: Callable[[Snapshot], None] | None,
+    reported: set[int],
 ) -> None:
     snapshot = store.snapshot()
+    report_silent_workers(store, snapshot, "coarse search", reported)
     write_outputs(snapshot, job.coarse_dir, job.settings.clusters)
     if on_progress is not None:
         on_progress(snapshot)

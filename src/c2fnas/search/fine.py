@@ -31,6 +31,7 @@ from c2fnas.search.worker import (
     Evaluate,
     TrialContext,
     prepare_worker_process,
+    report_silent_workers,
     run_worker,
     start_workers,
     supervise,
@@ -300,9 +301,11 @@ def run_fine(
     if not supernet_trained(job):
         raise RuntimeError(f"{job.supernet_dir}: the supernet is not trained yet")
     store = open_search(job)
+    reported: set[int] = set()
 
     def refresh() -> None:
         snapshot = store.snapshot()
+        report_silent_workers(store, snapshot, "fine search", reported)
         write_outputs(snapshot, job)
         if on_progress is not None:
             on_progress(snapshot)

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._rdb import models as rdb_models  # heartbeat times: no public reader
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
@@ -208,6 +210,36 @@ class TrialStore:
                 except optuna.exceptions.UpdateFinishedTrialError:
                     pass  # another worker failed it first
 
+    def heartbeat_ages(self) -> dict[int, float]:
+        """Seconds since the last heartbeat of each running trial that has one, by number.
+
+        Measured by the database's clock for SQL storages (workers' clocks may differ).
+        """
+        if not isinstance(self._storage, RDBStorage):
+            now = time.time()
+            return {
+                trial.number: now - float(trial.system_attrs[_JOURNAL_HEARTBEAT])
+                for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if _JOURNAL_HEARTBEAT in trial.system_attrs
+            }
+        heartbeat = rdb_models.TrialHeartbeatModel
+        trial_table = rdb_models.TrialModel
+        query = (
+            sqlalchemy.select(trial_table.number, heartbeat.heartbeat, sqlalchemy.func.now())
+            .join(heartbeat, heartbeat.trial_id == trial_table.trial_id)
+            .where(
+                trial_table.study_id == self.study._study_id,
+                trial_table.state == TrialState.RUNNING,
+            )
+        )
+        with self._storage.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        # PostgreSQL's now() carries a time zone, the stored heartbeat none (as in Optuna).
+        return {
+            int(number): (now.replace(tzinfo=None) - beat).total_seconds()
+            for number, beat, now in rows
+        }
+
     def ask(self) -> optuna.Trial:
         """A new RUNNING trial whose heartbeat runs in this process until it is told."""
         with warnings.catch_warnings():
@@ -321,8 +353,6 @@ def _record(trial: FrozenTrial, key: str) -> Record:
 
 
 def _is_creation_race(error: Exception) -> bool:
-    import sqlalchemy
-
     return isinstance(error, sqlalchemy.exc.DatabaseError) or isinstance(
         error.__cause__, sqlalchemy.exc.DatabaseError
     )

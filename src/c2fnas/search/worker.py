@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
@@ -29,6 +30,9 @@ from c2fnas.search.strategies import NUM_CLUSTERS, Code, Strategy, topology_clus
 from c2fnas.space import Architecture
 
 logger = logging.getLogger(__name__)
+
+MAX_RELEASES = 3
+"""A candidate released this often (its workers died) is no longer handed out again first."""
 
 
 class CandidateFailed(Exception):
@@ -100,6 +104,7 @@ def run_worker(
     # once, before any trial is held
     cluster_of = topology_clusters(seed, clusters) if clusters is not None else {}
     done = 0
+    reported: set[int] = set()
     while True:
         store.fail_stale()
         snapshot = store.snapshot()
@@ -124,16 +129,57 @@ def run_worker(
             if running == 0 and snapshot.evaluated + running < budget:
                 logger.info("%s: no topology left to propose", worker)
                 return done
+            report_silent_workers(store, snapshot, worker, reported)
             time.sleep(poll_seconds)
             continue
         _evaluate(store, evaluate, claimed, worker, architecture_of)
         done += 1
 
 
+def report_silent_workers(
+    store: TrialStore, snapshot: Snapshot, who: str, reported: set[int]
+) -> None:
+    """Log, once per trial, a running trial whose worker has been silent for two heartbeats:
+    what the search waits for and how long at most. Adds the trials logged to ``reported``."""
+    ages = store.heartbeat_ages()
+    for record in snapshot.records:
+        age = ages.get(record.number)
+        if record.state != "running" or record.number in reported or age is None:
+            continue
+        if age < 2 * store.heartbeat_interval:
+            continue
+        reported.add(record.number)
+        logger.warning(
+            "%s: waiting for trial %d (worker %s, candidate %s): no heartbeat for %.0f s. A "
+            "worker silent for %d s (the grace period) counts as dead; its candidate is then "
+            "handed out again, in at most %.0f s.",
+            who,
+            record.number,
+            record.worker or "?",
+            list(record.code) if record.code else "none yet",
+            age,
+            store.grace_period,
+            max(0.0, store.grace_period - age),
+        )
+
+
 def _last_evaluated(snapshot: Snapshot, count: int) -> list[Record]:
     evaluated = [r for r in snapshot.records if r.state in ("finished", "failed", "pruned")]
     evaluated.sort(key=lambda r: (r.completed_at is None, r.completed_at, r.number))
     return evaluated[-count:] if count > 0 else []
+
+
+def abandoned(snapshot: Snapshot, limit: int = MAX_RELEASES) -> list[Code]:
+    """Candidates whose worker died or was stopped mid-training, oldest first.
+
+    They are handed out again before any new proposal, whatever the strategy, so that their
+    training resumes from its checkpoint instead of being left half done. One released
+    ``limit`` times (perhaps it kills its worker, e.g. through the kernel's OOM killer) is left
+    to the strategy.
+    """
+    live = {r.code for r in snapshot.records if r.state != "released"}
+    releases = Counter(r.code for r in snapshot.records if r.state == "released" and r.code)
+    return [code for code, count in releases.items() if code not in live and count < limit]
 
 
 def _claim_next(
@@ -151,8 +197,10 @@ def _claim_next(
     reason = "nothing left to claim"
     try:
         for attempt in range(attempts):
-            rng = proposal_rng(seed, len(snapshot.records), attempt)
-            code = strategy.propose(snapshot.finished, snapshot.pending | lost, rng)
+            code = next((c for c in abandoned(snapshot) if c not in lost), None)
+            if code is None:
+                rng = proposal_rng(seed, len(snapshot.records), attempt)
+                code = strategy.propose(snapshot.finished, snapshot.pending | lost, rng)
             if code is None:
                 break
             if trial is None:
@@ -233,7 +281,7 @@ def start_workers(
         gpu = str(index % gpus) if gpus > 0 else None
         process = context.Process(
             target=_worker_entry,
-            args=(gpu, threads, target, index, *args),
+            args=(os.getpid(), gpu, threads, target, index, *args),
             name=f"worker-{index}",
         )
         process.start()
@@ -298,8 +346,9 @@ def launch_workers(
 
 
 def _worker_entry(
-    gpu: str | None, threads: int | None, target: Callable[..., Any], *args: Any
+    parent: int, gpu: str | None, threads: int | None, target: Callable[..., Any], *args: Any
 ) -> None:
+    _stop_with_parent(parent)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     if threads is not None:
@@ -307,3 +356,22 @@ def _worker_entry(
 
         torch.set_num_threads(threads)
     target(*args)
+
+
+def _stop_with_parent(parent: int, check_seconds: float = 1.0) -> None:
+    """SIGTERM this worker once the process that started it is gone.
+
+    A main process killed with SIGKILL cannot stop its workers; orphans would go on searching
+    and heartbeating while nobody refreshes the outputs. On SIGTERM a worker releases its
+    candidate at once (``prepare_worker_process``), so a rerun resumes it. A thread watching the
+    parent id works on every platform (``prctl(PR_SET_PDEATHSIG)`` is Linux-only and fires when
+    the starting *thread* ends).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(check_seconds)
+        logger.warning("the main process %d is gone; this worker stops", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
