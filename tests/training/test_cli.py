@@ -4,6 +4,8 @@ import json
 
 import nibabel as nib
 import pytest
+import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from c2fnas.cli import app
@@ -41,8 +43,12 @@ def test_train_resume_predict_evaluate(run):
 
     again = runner.invoke(app, arguments)
     assert again.exit_code == 2 and "--resume" in stderr(again)
+    # resuming a finished run trains nothing more (an interrupted one: test_kill_resume.py)
+    finished = load_file(str(fold / "last" / "model.safetensors"))
     resumed = runner.invoke(app, [*arguments, "--resume"])
-    assert resumed.exit_code == 0, resumed.output  # already finished: nothing left to do
+    assert resumed.exit_code == 0, resumed.output
+    for key, value in load_file(str(fold / "last" / "model.safetensors")).items():
+        assert torch.equal(value, finished[key]), key
 
     images = run / "data" / "imagesTr"
     out = run / "pred"
@@ -72,7 +78,10 @@ def test_user_errors_are_one_red_line(run, tmp_path):
               "--config", str(bad), "--out", str(tmp_path / "x")],
     )  # fmt: skip
     assert result.exit_code == 2 and "iteratoins" in stderr(result) and str(bad) in stderr(result)
-    result = runner.invoke(app, ["predict", "-m", str(tmp_path), "-i", str(tmp_path), "-o", "o"])
+    images = str(run / "data" / "imagesTr")
+    result = runner.invoke(
+        app, ["predict", "-m", str(tmp_path), "-i", images, "-o", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "no model here" in stderr(result)
     empty = tmp_path / "empty"
     empty.mkdir()
