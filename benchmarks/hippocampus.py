@@ -41,6 +41,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from c2fnas.accel.precision import autocast, memory_format, resolve_precision
 from c2fnas.accel.process import keep_freed_memory
 from c2fnas.accel.swap import accelerate
 from c2fnas.data import loader, splits
@@ -51,7 +52,6 @@ from c2fnas.nn.profile import estimate_cost
 from c2fnas.space import Architecture
 from c2fnas.training.config import DataConfig, RunConfig, TrainingConfig
 from c2fnas.training.loop import fit
-from c2fnas.training.precision import autocast, memory_format, resolve_precision
 from c2fnas.training.run import stream_seed
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from c2fnas.accel.precision import resolve_precision
 from c2fnas.accel.process import keep_freed_memory
 from c2fnas.accel.swap import accelerate
 from c2fnas.data.preprocess import ChannelNormalization, Plan
@@ -31,7 +32,6 @@ from c2fnas.inference import predict as predict_module
 from c2fnas.inference.predict import LoadedModel, predict_case
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
-from c2fnas.training.precision import resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 HIPPOCAMPUS = REPO.parent / "shared" / "data" / "Task04_Hippocampus"

@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from c2fnas.accel.layers import FastInstanceNorm  # noqa: E402
+from c2fnas.accel.precision import memory_format  # noqa: E402
 from c2fnas.accel.process import keep_freed_memory  # noqa: E402
 from c2fnas.nn.profile import estimate_cost  # noqa: E402
-from c2fnas.training.precision import memory_format  # noqa: E402
 from peers import PEERS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"

@@ -331,8 +331,8 @@ def train(
     """Train one fold (SGD, warm-up, step decay); under torchrun with DistributedDataParallel."""
     import os
 
+    from c2fnas.files.model_folder import CheckpointError
     from c2fnas.space import Architecture, ArchitectureError
-    from c2fnas.training.checkpoint import CheckpointError
     from c2fnas.training.config import ConfigError, load_config, read_config
     from c2fnas.training.loop import TrainingDiverged
     from c2fnas.training.run import default_out_dir

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from c2fnas.data.atomic import write_json_atomic
 from c2fnas.data.msd import read_description
+from c2fnas.files.atomic import write_json_atomic
 from c2fnas.space import Architecture
 from c2fnas.training.config import RunConfig
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from c2fnas.data.cache import write_text_atomic
+from c2fnas.files.atomic import write_text_atomic
 from c2fnas.space import Architecture
 
 Table = tuple[list[str], list[list[str]]]

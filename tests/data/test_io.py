@@ -2,8 +2,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from c2fnas.data.atomic import temporary_path
 from c2fnas.data.io import NiftiError, load_label, write_like
+from c2fnas.files.atomic import temporary_path
 
 
 def reference(tmp_path, shape=(5, 6, 7, 2)):

@@ -58,7 +58,7 @@ def test_channels_last_ops_match_pytorch_on_cuda(exact_fp32):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_network_trains_in_mixed_precision_on_cuda(precision, mixed_architecture):
-    from c2fnas.training.precision import autocast, memory_format
+    from c2fnas.accel.precision import autocast, memory_format
 
     torch.manual_seed(0)
     network = C2FNet(mixed_architecture, 1, 3).to(CUDA, memory_format=memory_format(CUDA))

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from c2fnas.evaluation.metrics import evaluate_folders
+from c2fnas.files.model_folder import write_model
 from c2fnas.inference.predict import predict_folder
 from c2fnas.nn import C2FNet
-from c2fnas.training.checkpoint import write_model
 from tests.inference.test_predict import PLAN
 from tests.training.synthetic import TINY
 

@@ -9,6 +9,7 @@ from c2fnas.cli import app
 from c2fnas.data import cache
 from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.preprocess import ChannelNormalization, Plan
+from c2fnas.files.model_folder import write_model
 from c2fnas.inference.predict import (
     LoadedModel,
     ensemble_labels,
@@ -16,7 +17,6 @@ from c2fnas.inference.predict import (
     predict_folder,
 )
 from c2fnas.nn import C2FNet
-from c2fnas.training.checkpoint import write_model
 from tests.training.synthetic import TINY
 
 PLAN = Plan(

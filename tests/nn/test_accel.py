@@ -11,8 +11,8 @@ from torch import nn
 
 from c2fnas.accel.layers import FastInstanceNorm, PointwiseConv
 from c2fnas.accel.swap import accelerate
+from c2fnas.files.model_folder import read_model
 from c2fnas.nn import C2FNet, Supernet
-from c2fnas.training.checkpoint import read_model
 
 CL = torch.channels_last_3d
 OLD = Path(__file__).parent / "data" / "checkpoint_2f79ebf"

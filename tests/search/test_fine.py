@@ -11,6 +11,7 @@ from c2fnas.cli import app
 from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.preprocess import Plan
 from c2fnas.data.synth import make_synthetic_dataset
+from c2fnas.files.model_folder import read_model
 from c2fnas.search.fine import (
     ColouringList,
     decode,
@@ -22,7 +23,6 @@ from c2fnas.search.fine import (
 )
 from c2fnas.search.worker import TrialContext
 from c2fnas.space import OPS, Architecture
-from c2fnas.training.checkpoint import read_model
 from c2fnas.training.config import load_config
 from c2fnas.training.validation import validate
 

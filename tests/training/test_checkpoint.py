@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from c2fnas.files.model_folder import CheckpointError, read_model
 from c2fnas.nn import C2FNet
 from c2fnas.training.checkpoint import (
-    CheckpointError,
     latest_checkpoint,
     load_optimizer_state,
     optimizer_state,
     read_checkpoint,
-    read_model,
     rng_state,
     set_rng_state,
     write_checkpoint,

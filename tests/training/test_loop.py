@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from c2fnas.files.model_folder import read_model
 from c2fnas.nn import C2FNet, Supernet
-from c2fnas.training.checkpoint import read_model
 from c2fnas.training.config import load_config
 from c2fnas.training.loop import TrainingDiverged, fit
 from tests.training.synthetic import TINY, batches, validation

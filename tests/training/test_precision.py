@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from c2fnas.training.precision import cpu_supports_bf16, memory_format, resolve_precision
+from c2fnas.accel.precision import cpu_supports_bf16, memory_format, resolve_precision
 
 CPU = torch.device("cpu")
 

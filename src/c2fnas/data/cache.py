@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from c2fnas.data.atomic import write_bytes_atomic, write_json_atomic
-from c2fnas.data.atomic import write_text_atomic as write_text_atomic  # imported from here too
 from c2fnas.data.fingerprint import stamps
 from c2fnas.data.io import load_image, load_label
 from c2fnas.data.msd import Case
 from c2fnas.data.preprocess import Plan, preprocess_arrays
+from c2fnas.files.atomic import write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 

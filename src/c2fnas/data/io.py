@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from c2fnas.data.atomic import replacing
+from c2fnas.files.atomic import replacing
 
 # What nibabel and gzip raise for truncated, corrupt or non-NIfTI files.
 READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)

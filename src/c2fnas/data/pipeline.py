@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from c2fnas.data import cache
-from c2fnas.data.atomic import check_writable, write_json_atomic
 from c2fnas.data.fingerprint import (
     SAMPLES_TOTAL,
     case_fingerprint,
@@ -31,6 +30,7 @@ from c2fnas.data.fingerprint import (
 from c2fnas.data.msd import Dataset, case_id_of, read_dataset
 from c2fnas.data.parallel import Progress, run_parallel
 from c2fnas.data.preprocess import Plan
+from c2fnas.files.atomic import check_writable, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from scipy import ndimage
 
-from c2fnas.data.atomic import write_text_atomic
 from c2fnas.data.io import load_image
+from c2fnas.files.atomic import write_text_atomic
 
 PLAN_VERSION = 1
 CANONICAL = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)  # RAS+: axis i along +world axis i

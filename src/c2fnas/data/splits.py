@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from c2fnas.data.atomic import write_json_atomic
+from c2fnas.files.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 

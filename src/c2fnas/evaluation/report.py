@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from c2fnas.data.cache import write_text_atomic
 from c2fnas.evaluation.metrics import CaseScore
+from c2fnas.files.atomic import write_text_atomic
 
 
 def write_csv(scores: Sequence[CaseScore], path: Path) -> Path:

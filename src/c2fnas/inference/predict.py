@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch.nn.functional import one_hot
 
+from c2fnas.accel.precision import resolve_precision
 from c2fnas.accel.swap import accelerate
 from c2fnas.data.io import write_like
 from c2fnas.data.preprocess import Plan, preprocess_images, restore_prediction
+from c2fnas.files.model_folder import CheckpointError, model_folder, read_model
 from c2fnas.inference.sliding_window import predict_probabilities
 from c2fnas.nn import C2FNet
-from c2fnas.training.checkpoint import CheckpointError, read_model
-from c2fnas.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,6 @@ class PredictionSummary:
     failed: dict[str, str] = field(default_factory=dict)
     """Image file name -> error message."""
     seconds: float = 0.0
-
-
-def model_folder(path: str | Path) -> Path:
-    """A model folder, or a training folder's ``best/``."""
-    path = Path(path)
-    for candidate in (path, path / "best"):
-        if (candidate / "model.json").is_file():
-            return candidate
-    raise CheckpointError(f"{path}: no model here (expected model.json, or best/model.json)")
 
 
 def load_model(path: str | Path, device: torch.device) -> LoadedModel:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.inferers import sliding_window_inference
 
-from c2fnas.training.precision import autocast, memory_format
+from c2fnas.accel.precision import autocast, memory_format
 
 
 def overlap_for_stride(patch: Sequence[int], stride: int) -> tuple[float, ...]:

@@ -172,12 +172,12 @@ def make_job(
 
 
 def supernet_trained(job: FineJob) -> bool:
-    from c2fnas.training import checkpoint
+    from c2fnas.files import model_folder
 
     model = job.supernet_dir / "last"
-    if not all((model / name).is_file() for name in checkpoint.MODEL_FILES):
+    if not all((model / name).is_file() for name in model_folder.MODEL_FILES):
         return False
-    info = checkpoint.read_json(model / "model.json")
+    info = model_folder.read_json(model / "model.json")
     return int(info.get("iteration", -1)) >= job.config().for_search(2).training.iterations
 
 
@@ -218,14 +218,14 @@ def supernet_scorer(job: FineJob) -> Evaluate:
     from c2fnas.data.pipeline import cached_case_ids
     from c2fnas.data.preprocess import Plan
     from c2fnas.nn import Supernet
-    from c2fnas.training import checkpoint
-    from c2fnas.training.precision import resolve_precision
+    from c2fnas.files import model_folder
+    from c2fnas.accel.precision import resolve_precision
     from c2fnas.training.validation import validate
 
     config = job.config()
     plan = Plan.load(job.run_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    _, weights, _ = checkpoint.read_model(job.supernet_dir / "last")
+    _, weights, _ = model_folder.read_model(job.supernet_dir / "last")
     supernet = Supernet(job.topology, plan.in_channels, plan.num_classes)
     supernet.load_state_dict(weights)
     accelerate(supernet).to(device).eval()
@@ -273,7 +273,7 @@ def colouring_text(code: Code | None) -> str:
 
 def write_outputs(snapshot: Snapshot, job: FineJob) -> Architecture | None:
     """``candidates.csv`` (one row per trial) and ``best_architecture.json``."""
-    from c2fnas.data.cache import write_text_atomic
+    from c2fnas.files.atomic import write_text_atomic
 
     write_trials_csv(snapshot, job.fine_dir / "candidates.csv", "ops", colouring_text)
     best = snapshot.best

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from c2fnas.data.cache import write_text_atomic
+from c2fnas.files.atomic import write_text_atomic
 from c2fnas.search.store import Record, Snapshot
 from c2fnas.space import Architecture
 

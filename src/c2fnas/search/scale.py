@@ -79,7 +79,7 @@ def run_scaling(
 
 
 def write_outputs(rows: Sequence[dict[str, Any]], scale_dir: Path) -> None:
-    from c2fnas.data.cache import write_text_atomic
+    from c2fnas.files.atomic import write_text_atomic
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))

@@ -1,28 +1,15 @@
-"""Checkpoints and model folders as safetensors + JSON; loading never unpickles anything.
-
-A *model folder* (``best/``, ``last/``) is what prediction needs::
-
-    architecture.json   the Architecture
-    model.safetensors   the network's weights
-    model.json          in/out channels, patch, stride, iteration, validation Dice, kind,
-                        and ``sha256``: {"model.safetensors": its SHA-256}
+"""Resumable training checkpoints: a model folder (``c2fnas.files.model_folder``) plus the
+optimizer, RNG and loop state; loading never unpickles anything.
 
 A *checkpoint* (``checkpoints/iter_NNNNNNN/``) is what resuming needs: the model folder's files
 plus ``optimizer.safetensors`` (e.g. SGD momentum buffers), ``rng.safetensors`` (torch and numpy
 generator states) and ``state.json`` (iteration, param groups, grad-scaler and Python RNG states,
 history, and the SHA-256 of the two files). ``checkpoints/latest.json`` names the newest complete
 one; it is replaced atomically.
-
-Every safetensors file is verified against its recorded SHA-256 when read, so flipped bytes are
-an error naming the file rather than silently different weights. Folders written before the
-checksums were recorded still load, unverified.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -30,109 +17,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save
 from torch import nn
 
-from c2fnas.data.atomic import write_bytes_atomic, write_json_atomic
+from c2fnas.files.atomic import write_json_atomic
+from c2fnas.files.model_folder import (
+    CHECKSUMS,
+    CheckpointError,
+    read_json,
+    read_model,
+    read_tensors,
+    recorded_checksum,
+    write_model,
+    write_tensors,
+)
 from c2fnas.space import Architecture
-
-MODEL_FILES = ("architecture.json", "model.safetensors", "model.json")
-CHECKSUMS = "sha256"
-"""The key, in ``model.json`` and ``state.json``, of ``{file name: SHA-256}``."""
-
-
-class CheckpointError(ValueError):
-    """A model folder or checkpoint is missing or unreadable; the message names the path."""
-
-
-class JsonRecord(dict[str, Any]):
-    """A JSON object read from ``path``: a missing key is a ``CheckpointError`` naming both."""
-
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
-        super().__init__(data)
-        self.path = path
-
-    def __missing__(self, key: str) -> Any:
-        raise CheckpointError(f"{self.path}: no {key!r} entry; the file is damaged or incomplete")
-
-
-def read_json(path: Path) -> JsonRecord:
-    """The JSON object in ``path``."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
-        raise CheckpointError(f"{path}: cannot read: {error}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return JsonRecord(path, data)
-
-
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
-    """Write ``tensors`` as a safetensors file, atomically; returns its SHA-256 to record."""
-    # safetensors needs contiguous CPU tensors without shared storage.
-    payload = save(
-        {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
-    )
-    write_bytes_atomic(path, payload)
-    return hashlib.sha256(payload).hexdigest()
-
-
-def read_tensors(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, verified against ``sha256`` unless it is None."""
-    try:
-        payload = path.read_bytes()
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read: {error}") from None
-    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
-        raise CheckpointError(
-            f"{path}: damaged; its SHA-256 differs from the one recorded when it was written"
-        )
-    try:
-        return load(payload)
-    except SafetensorError as error:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
-
-
-def _recorded_checksum(record: dict[str, Any], name: str) -> str | None:
-    checksums = record.get(CHECKSUMS)
-    return checksums.get(name) if isinstance(checksums, dict) else None
-
-
-def write_model(
-    folder: Path, network: nn.Module, architecture: Architecture | None, info: dict[str, Any]
-) -> None:
-    """Write a model folder; the previous one is replaced only once the new one is complete.
-
-    ``architecture`` is None only for networks from outside the search space (benchmarks); such
-    a folder has no ``architecture.json`` and cannot be used by ``c2fnas predict``.
-    """
-    temporary = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    if architecture is not None:
-        architecture.save(temporary / "architecture.json")
-    digest = write_tensors(temporary / "model.safetensors", network.state_dict())
-    write_json_atomic(temporary / "model.json", {**info, CHECKSUMS: {"model.safetensors": digest}})
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(temporary, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def read_model(folder: Path) -> tuple[Architecture, dict[str, torch.Tensor], dict[str, Any]]:
-    """Architecture, weights and info of a model folder."""
-    for name in MODEL_FILES:
-        if not (folder / name).is_file():
-            raise CheckpointError(f"{folder}: not a model folder (missing {name})")
-    architecture = Architecture.load(folder / "architecture.json")
-    info = read_json(folder / "model.json")
-    weights = read_tensors(
-        folder / "model.safetensors", _recorded_checksum(info, "model.safetensors")
-    )
-    return architecture, weights, info
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[Any]]:
@@ -246,7 +144,7 @@ def read_checkpoint(
     network.load_state_dict(weights)
     state: dict[str, Any] = read_json(folder / "state.json")
     optimizer_tensors, rng_tensors = (
-        read_tensors(folder / name, _recorded_checksum(state, name))
+        read_tensors(folder / name, recorded_checksum(state, name))
         for name in ("optimizer.safetensors", "rng.safetensors")
     )
     load_optimizer_state(optimizer, optimizer_tensors, state["param_groups"])

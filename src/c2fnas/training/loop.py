@@ -24,10 +24,11 @@ from monai.losses import DiceCELoss
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from c2fnas.accel.precision import autocast, memory_format, resolve_precision
+from c2fnas.files.model_folder import write_model
 from c2fnas.space import Architecture, Op
 from c2fnas.training import checkpoint as ckpt
 from c2fnas.training.config import RunConfig
-from c2fnas.training.precision import autocast, memory_format, resolve_precision
 from c2fnas.training.report import RunLog
 from c2fnas.training.schedule import learning_rate
 from c2fnas.training.validation import ValidationCase, validate
@@ -312,7 +313,7 @@ def _validate(
     if _rank()[0] != 0:
         return
     model_info = {**info, "iteration": iteration, "dice": dice, "validation_cases": cases}
-    ckpt.write_model(out_dir / "last", network, architecture, model_info)
+    write_model(out_dir / "last", network, architecture, model_info)
     if improved:
-        ckpt.write_model(out_dir / "best", network, architecture, model_info)
+        write_model(out_dir / "best", network, architecture, model_info)
     run_log.plot()
