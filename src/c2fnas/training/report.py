@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from c2fnas.files.atomic import replacing
 
 LOSS_WINDOW = 50
 """Iterations averaged per point of the plotted loss curve."""
@@ -96,10 +97,9 @@ class RunLog:
             dice_axis.legend()
         dice_axis.set(xlabel="iteration", ylabel="Dice", ylim=(0, 1), title="validation Dice")
         figure.tight_layout()
-        temporary = self.out_dir / "progress.tmp.png"
-        figure.savefig(temporary, dpi=80)
+        with replacing(self.out_dir / "progress.png") as temporary:
+            figure.savefig(temporary, dpi=80)
         plt.close(figure)
-        os.replace(temporary, self.out_dir / "progress.png")
 
     def close(self) -> None:
         if self._writer is not None:
