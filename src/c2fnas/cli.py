@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from c2fnas.accel.process import keep_freed_memory
+from c2fnas.files.run_folder import RunFolder, TrainingFolder
 
 app = typer.Typer(
     name="c2fnas",
@@ -335,11 +336,10 @@ def train(
     from c2fnas.space import Architecture, ArchitectureError
     from c2fnas.training.config import ConfigError, load_config, read_config
     from c2fnas.training.loop import TrainingDiverged
-    from c2fnas.training.run import default_out_dir
     from c2fnas.training.run import train as train_fold
 
-    out_dir = out or default_out_dir(run_dir, fold)
-    saved = out_dir / "config.yaml"
+    out_dir = out or RunFolder(run_dir).fold(fold).root
+    saved = TrainingFolder(out_dir).config
     try:
         architecture = Architecture.load(arch)
         if resume and saved.is_file():
@@ -591,6 +591,7 @@ def search_fine(
     from c2fnas.search.fine import make_job, run_fine, supernet_trained, train_supernet
     from c2fnas.search.report import progress_table
     from c2fnas.search.store import StoreError
+    from c2fnas.search.study import RunFolderError
     from c2fnas.space import Architecture, ArchitectureError
     from c2fnas.training.config import ConfigError, load_config
     from c2fnas.training.loop import TrainingDiverged
@@ -599,7 +600,7 @@ def search_fine(
     try:
         run_config = load_config(preset, config)
         job = make_job(run_dir, Architecture.load(topology_path), run_config, storage)
-    except (ArchitectureError, ConfigError, ValueError) as error:
+    except (ArchitectureError, ConfigError, RunFolderError, ValueError) as error:
         raise _fail(str(error)) from None
     rank = int(os.environ.get("RANK", "0"))
     try:
@@ -786,7 +787,7 @@ def _print_run_summary(run_dir: Path, state: dict[str, Any]) -> None:
             result = f"{info['cases']} cases"
         table.add_row(stage, f"{info.get('seconds', 0):.1f}", result)
     console.print(table)
-    summary = run_dir / "evaluation" / "summary.json"
+    summary = RunFolder(run_dir).evaluation_summary
     if summary.is_file():
         labels = json.loads(summary.read_text())["labels"]
         dice = Table(title="test set, 5-fold ensemble (majority vote)")
@@ -802,7 +803,7 @@ def _print_run_summary(run_dir: Path, state: dict[str, Any]) -> None:
                 str(entry["cases"]),
             )
         console.print(dice)
-    console.print(f"report: {run_dir / 'report.md'} (and report.html)")
+    console.print(f"report: {RunFolder(run_dir).report_markdown} (and report.html)")
 
 
 def _gpu_count() -> int:

@@ -29,42 +29,42 @@ def _rows(run_dir):
 
 
 @pytest.mark.slow
-def test_run_writes_outputs_and_a_rerun_extends_the_search(tmp_path):
+def test_run_writes_outputs_and_a_rerun_extends_the_search(run_dir):
     seen = []
-    job = make_job(tmp_path, _settings(5))
+    job = make_job(run_dir, _settings(5))
     first = run_coarse(job, toy_worker.toy_factory, workers=2, on_progress=seen.append)
     assert first.evaluated == 5 and seen[-1].evaluated == 5
 
-    rows = _rows(tmp_path)
+    rows = _rows(run_dir)
     assert len(rows) == len(first.records)
     assert set(rows[0]) >= {"trial", "topology", "cluster", "dice", "iterations", "seconds"}
     finished = [row for row in rows if row["state"] == "finished"]
     assert all(row["iterations"] == "3" for row in finished)
     best = max(finished, key=lambda row: float(row["dice"]))
-    architecture = Architecture.load(tmp_path / "coarse" / "best_topology.json")
+    architecture = Architecture.load(run_dir / "coarse" / "best_topology.json")
     assert code_text(architecture.levels) == best["topology"]
     assert set(architecture.ops) == {"3d"}
-    assert (tmp_path / "coarse" / "search.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "coarse" / "search.png").read_bytes()[:4] == b"\x89PNG"
     assert "best Dice" in progress_table(first, 5).title
 
     before = {r.number: r for r in first.records if r.state == "finished"}
-    second = run_coarse(make_job(tmp_path, _settings(7)), toy_worker.toy_factory, workers=1)
+    second = run_coarse(make_job(run_dir, _settings(7)), toy_worker.toy_factory, workers=1)
     assert second.evaluated == 7
     assert all(second.records[number] == record for number, record in before.items())
-    assert len(_rows(tmp_path)) == len(second.records)
+    assert len(_rows(run_dir)) == len(second.records)
 
 
-def test_resuming_with_another_strategy_is_refused(tmp_path):
-    open_search(make_job(tmp_path, _settings(1)))
-    open_search(make_job(tmp_path, _settings(3)))  # a larger budget extends the same search
-    with pytest.raises(StoreError, match="strategy='random', not 'c2f'"):
-        run_coarse(make_job(tmp_path, _settings(2, "c2f")), toy_worker.toy_factory)
-    assert (tmp_path / "coarse" / "trials.db").is_file()
+def test_resuming_with_another_strategy_is_refused(run_dir):
+    open_search(make_job(run_dir, _settings(1)))
+    open_search(make_job(run_dir, _settings(3)))  # a larger budget extends the same search
+    with pytest.raises(StoreError, match="strategy 'random' -> 'c2f'"):
+        run_coarse(make_job(run_dir, _settings(2, "c2f")), toy_worker.toy_factory)
+    assert (run_dir / "coarse" / "trials.db").is_file()
 
 
 @pytest.mark.slow
-def test_sigterm_releases_the_candidate_at_once(tmp_path):
-    job = make_job(tmp_path, _settings(3))
+def test_sigterm_releases_the_candidate_at_once(run_dir):
+    job = make_job(run_dir, _settings(3))
     store = open_search(job)
     script = (
         "import sys; from pathlib import Path; from c2fnas.search.coarse import *; "
@@ -74,7 +74,7 @@ def test_sigterm_releases_the_candidate_at_once(tmp_path):
         "coarse_worker(0, make_job(Path(sys.argv[1]), settings), toy_worker.slow_factory)"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    worker = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, env=env)
+    worker = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], cwd=REPO, env=env)
     deadline = time.monotonic() + 60
     while not any(r.code for r in store.snapshot().records) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -93,9 +93,9 @@ def _process_gone(pid):
 
 
 @pytest.mark.slow
-def test_workers_stop_and_release_their_candidates_when_the_main_process_is_killed(tmp_path):
+def test_workers_stop_and_release_their_candidates_when_the_main_process_is_killed(run_dir):
     """SIGKILL of the command alone (no time to stop its workers) must not leave orphans."""
-    job = make_job(tmp_path, _settings(3))
+    job = make_job(run_dir, _settings(3))
     store = open_search(job)
     script = (
         "import sys; from pathlib import Path; from c2fnas.search.coarse import *; "
@@ -105,7 +105,7 @@ def test_workers_stop_and_release_their_candidates_when_the_main_process_is_kill
         "run_coarse(make_job(Path(sys.argv[1]), settings), toy_worker.slow_factory, workers=1)"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    main = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, env=env)
+    main = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], cwd=REPO, env=env)
     deadline = time.monotonic() + 60
     while not any(r.code for r in store.snapshot().records) and time.monotonic() < deadline:
         time.sleep(0.05)

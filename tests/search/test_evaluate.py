@@ -13,22 +13,22 @@ def _settings(prune_from):
 
 
 @pytest.mark.parametrize("prune_from", [0, 2])
-def test_training_evaluator_calls_train_as_the_contract_says(tmp_path, monkeypatch, prune_from):
+def test_training_evaluator_calls_train_as_the_contract_says(run_dir, monkeypatch, prune_from):
     """``train`` replaced by a recorder that calls ``progress`` in the loop's order."""
     calls = []
 
-    def fake_train(architecture, run_dir, fold, config, out_dir, resume, progress):
-        calls.append((architecture, run_dir, fold, config, out_dir, resume))
+    def fake_train(architecture, folder, fold, config, out_dir, resume, progress):
+        calls.append((architecture, folder, fold, config, out_dir, resume))
         for done in range(1, config.training.iterations + 1):
             dice = {"dice": 0.1 * (done - 1)} if done > 2 else {}
             progress(done, config.training.iterations, {"loss": 1.0, **dice})
         return TrainResult([0.5, 0.7], 0.6, 4, config.training.iterations, 1.0)
 
-    monkeypatch.setattr("c2fnas.training.run.train", fake_train)
+    monkeypatch.setattr("c2fnas.training.train", fake_train)
     config = RunConfig.model_validate(
         {"training": {"validate_every": 2}, "search": {"iterations": 6, "milestones": [3]}}
     )
-    job = make_job(tmp_path, _settings(prune_from))
+    job = make_job(run_dir, _settings(prune_from))
     evaluate = TrainingEvaluator(config.to_yaml(), width=0.25)(job, 0)
     reports = []
 
@@ -49,8 +49,8 @@ def test_training_evaluator_calls_train_as_the_contract_says(tmp_path, monkeypat
         assert reports == [(2, pytest.approx(0.2)), (4, pytest.approx(0.4))]
         return
     assert evaluate(architecture, Context()) == 0.6 and reports == []
-    [(trained, run_dir, fold, used, out_dir, resume)] = calls
+    [(trained, trained_in, fold, used, out_dir, resume)] = calls
     assert trained.width == 0.25 and trained.levels == code and set(trained.ops) == {"3d"}
-    assert (run_dir, fold, resume) == (tmp_path, SEARCH_FOLD, True)
+    assert (trained_in, fold, resume) == (run_dir, SEARCH_FOLD, True)
     assert used.training.iterations == 6 and used.training.milestones == (3,)
-    assert out_dir == tmp_path / "coarse" / "candidates" / "-".join(map(str, code))
+    assert out_dir == run_dir / "coarse" / "candidates" / "-".join(map(str, code))

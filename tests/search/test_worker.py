@@ -25,8 +25,8 @@ def _learning_curve(architecture, context):
     return final
 
 
-def test_successive_halving_stops_weak_candidates_and_reports_the_saving(tmp_path):
-    job = make_job(tmp_path, _settings(prune_from=1))
+def test_successive_halving_stops_weak_candidates_and_reports_the_saving(run_dir):
+    job = make_job(run_dir, _settings(prune_from=1))
     store = job.open_store()
     run_worker(store, RandomSearch(), _learning_curve, 12, worker="w", poll_seconds=0.1)
     snapshot = store.snapshot()
@@ -38,16 +38,16 @@ def test_successive_halving_stops_weak_candidates_and_reports_the_saving(tmp_pat
     assert len(codes) == len(set(codes))  # a pruned topology is not handed out again
 
 
-def test_without_pruning_every_candidate_trains_to_the_end(tmp_path):
-    job = make_job(tmp_path, _settings(prune_from=0))
+def test_without_pruning_every_candidate_trains_to_the_end(run_dir):
+    job = make_job(run_dir, _settings(prune_from=0))
     store = job.open_store()
     run_worker(store, RandomSearch(), _learning_curve, 4, worker="w", poll_seconds=0.1)
     assert store.snapshot().count("finished") == 4
 
 
-def test_a_worker_stops_when_every_candidate_fails(tmp_path):
+def test_a_worker_stops_when_every_candidate_fails(run_dir):
     """A fault outside the candidates (bad data) must not burn the whole budget."""
-    store = make_job(tmp_path, _settings(0)).open_store()
+    store = make_job(run_dir, _settings(0)).open_store()
 
     def broken(architecture, context):
         raise OSError("cannot read case_003.npz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import time
@@ -128,3 +129,23 @@ def slow_factory(job, index):
         return 0.0
 
     return evaluate
+
+
+FIVE_CASES = tuple(f"case_{n:03d}" for n in range(1, 6))  # enough for the five folds
+
+
+def toy_run_folder(run_dir: Path, cases: tuple[str, ...] = FIVE_CASES) -> Path:
+    """The files of a preprocessed run folder that name its search studies: plan and cases."""
+    from c2fnas.data.preprocess import ChannelNormalization, Plan
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = Plan(
+        spacing=(1.0, 1.0, 1.0),
+        normalization=[ChannelNormalization(scheme="mr")],
+        modalities={0: "MRI"},
+        labels={0: "background", 1: "organ"},
+    )
+    plan.save(run_dir)
+    training = [{"image": f"./imagesTr/{case}.nii.gz"} for case in cases]
+    (run_dir / "dataset.json").write_text(json.dumps({"training": training}))
+    return run_dir

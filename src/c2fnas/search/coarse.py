@@ -18,6 +18,7 @@ import optuna
 from c2fnas.search.report import write_outputs
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
 from c2fnas.search.strategies import NUM_CLUSTERS, Strategy, make_strategy
+from c2fnas.search.study import dataset_identity, open_study, run_study
 from c2fnas.search.worker import (
     Evaluate,
     prepare_worker_process,
@@ -69,11 +70,21 @@ class CoarseSettings:
 
 @dataclass(frozen=True)
 class CoarseJob:
-    """Everything a worker process needs (picklable: it crosses a process boundary)."""
+    """Everything a worker process needs (picklable: it crosses a process boundary).
+
+    ``dataset`` is the run folder's ``study.dataset_identity``; ``study`` the name of the
+    search's study in the store (``study.run_study``).
+    """
 
     run_dir: Path
     storage: str
     settings: CoarseSettings
+    dataset: dict[str, str]
+    study: str
+
+    def identity(self) -> dict[str, object]:
+        """What makes two searches the same search (names and guards its study)."""
+        return {"dataset": self.dataset, **self.settings.identity()}
 
     @property
     def coarse_dir(self) -> Path:
@@ -87,7 +98,7 @@ class CoarseJob:
             )
         return TrialStore(
             self.storage,
-            study_name="coarse",
+            study_name=self.study,
             heartbeat_interval=self.settings.heartbeat_interval,
             grace_period=self.settings.grace_period,
             pruner=pruner,
@@ -99,8 +110,15 @@ EvaluatorFactory = Callable[[CoarseJob, int], Evaluate]
 
 
 def make_job(run_dir: Path, settings: CoarseSettings, storage: str | None = None) -> CoarseJob:
+    """Raises ``RunFolderError`` when ``run_dir`` is not preprocessed."""
+    dataset = dataset_identity(run_dir)
+    study = run_study(run_dir, "coarse", {"dataset": dataset, **settings.identity()})
     return CoarseJob(
-        run_dir=run_dir, storage=storage or default_storage(run_dir), settings=settings
+        run_dir=run_dir,
+        storage=storage or default_storage(run_dir),
+        settings=settings,
+        dataset=dataset,
+        study=study,
     )
 
 
@@ -158,9 +176,8 @@ def run_under_torchrun(job: CoarseJob, factory: EvaluatorFactory) -> Snapshot | 
 
 
 def open_search(job: CoarseJob) -> TrialStore:
-    """Open or resume the store, refusing one that holds a search with other settings."""
-    store = job.open_store()
-    store.check_settings(job.settings.identity())
+    """Open or resume the store, refusing a store or run folder that holds another search."""
+    store = open_study(job.run_dir, "coarse", job.study, job.identity(), job.open_store)
     store.study.set_user_attr("last_settings", asdict(job.settings))
     return store
 

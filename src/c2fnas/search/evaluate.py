@@ -18,6 +18,7 @@ import optuna
 
 from c2fnas.search.coarse import CoarseJob, CoarseSettings
 from c2fnas.search.report import code_text
+from c2fnas.search.study import RunFolderError
 from c2fnas.search.worker import Evaluate, TrialContext
 from c2fnas.space import Architecture
 
@@ -26,10 +27,6 @@ if TYPE_CHECKING:
 
 SEARCH_FOLD = 4
 """The fifth fold validates during the search (paper Sec. 4.1, SPEC section 5)."""
-
-
-class RunFolderError(Exception):
-    """The run folder is not ready for a search (names the missing file)."""
 
 
 def settings_from_config(config: RunConfig, strategy: str, **overrides: object) -> CoarseSettings:

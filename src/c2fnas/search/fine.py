@@ -27,6 +27,7 @@ from c2fnas.search.evaluate import SEARCH_FOLD
 from c2fnas.search.report import write_trials_csv
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
 from c2fnas.search.strategies import Code, Finished
+from c2fnas.search.study import dataset_identity, open_study, run_study
 from c2fnas.search.worker import (
     Evaluate,
     TrialContext,
@@ -103,13 +104,16 @@ class FineSettings:
 
 @dataclass(frozen=True)
 class FineJob:
-    """Everything a worker process needs (picklable)."""
+    """Everything a worker process needs (picklable); ``dataset`` and ``study`` as in
+    ``CoarseJob``."""
 
     run_dir: Path
     storage: str
     settings: FineSettings
     topology: Architecture
     config_yaml: str
+    dataset: dict[str, str]
+    study: str
 
     @property
     def fine_dir(self) -> Path:
@@ -130,18 +134,13 @@ class FineJob:
         return self.topology.with_ops(decode(code))
 
     def identity(self) -> dict[str, object]:
-        """Settings a resumed search must share with the stored one."""
-        return {
-            "candidates": self.settings.candidates,
-            "seed": self.settings.seed,
-            "topology": list(self.topology.levels),
-            "width": self.topology.width,
-        }
+        """What a resumed search must share with the stored one (names and guards its study)."""
+        return {"dataset": self.dataset, **_settings_identity(self.settings, self.topology)}
 
     def open_store(self) -> TrialStore:
         return TrialStore(
             self.storage,
-            study_name="fine",
+            study_name=self.study,
             heartbeat_interval=self.settings.heartbeat_interval,
             grace_period=self.settings.grace_period,
         )
@@ -161,14 +160,28 @@ def make_job(
         "stride": config.search.fine_stride,
     }
     values.update(overrides)
-    storage = storage or default_storage(run_dir, "fine")
+    settings = FineSettings(**values)  # type: ignore[arg-type]
+    topology = topology.with_ops(("3d",) * NUM_CELLS)
+    dataset = dataset_identity(run_dir)
+    identity = {"dataset": dataset, **_settings_identity(settings, topology)}
     return FineJob(
         run_dir=run_dir,
-        storage=storage,
-        settings=FineSettings(**values),  # type: ignore[arg-type]
-        topology=topology.with_ops(("3d",) * NUM_CELLS),
+        storage=storage or default_storage(run_dir, "fine"),
+        settings=settings,
+        topology=topology,
         config_yaml=config.to_yaml(),
+        dataset=dataset,
+        study=run_study(run_dir, "fine", identity),
     )
+
+
+def _settings_identity(settings: FineSettings, topology: Architecture) -> dict[str, object]:
+    return {
+        "candidates": settings.candidates,
+        "seed": settings.seed,
+        "topology": list(topology.levels),
+        "width": topology.width,
+    }
 
 
 def supernet_trained(job: FineJob) -> bool:
@@ -213,13 +226,13 @@ def supernet_scorer(job: FineJob) -> Evaluate:
     mean validation Dice (sliding window, ``settings.stride``)."""
     import torch
 
+    from c2fnas.accel.precision import resolve_precision
     from c2fnas.accel.swap import accelerate
     from c2fnas.data import loader, splits
     from c2fnas.data.pipeline import cached_case_ids
     from c2fnas.data.preprocess import Plan
-    from c2fnas.nn import Supernet
     from c2fnas.files import model_folder
-    from c2fnas.accel.precision import resolve_precision
+    from c2fnas.nn import Supernet
     from c2fnas.training.validation import validate
 
     config = job.config()
@@ -285,9 +298,8 @@ def write_outputs(snapshot: Snapshot, job: FineJob) -> Architecture | None:
 
 
 def open_search(job: FineJob) -> TrialStore:
-    store = job.open_store()
-    store.check_settings(job.identity())
-    return store
+    """Open or resume the store, refusing a store or run folder that holds another search."""
+    return open_study(job.run_dir, "fine", job.study, job.identity(), job.open_store)
 
 
 def run_fine(
