@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from c2fnas.data.msd import read_description
+from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.files.atomic import write_json_atomic
+from c2fnas.files.run_folder import RunFolder
 from c2fnas.space import Architecture
 from c2fnas.training.config import RunConfig
 
@@ -41,7 +43,6 @@ STAGES = (
     "report",
 )
 DEFAULT_STAGES = tuple(stage for stage in STAGES if stage != "scale")
-FOLDS = 5
 
 
 class PipelineError(Exception):
@@ -101,8 +102,12 @@ class Pipeline:
     # --- bookkeeping -----------------------------------------------------------------------
 
     @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    @property
     def state_path(self) -> Path:
-        return self.run_dir / "pipeline.json"
+        return self.folder.pipeline_state
 
     def state(self) -> dict[str, Any]:
         if not self.state_path.is_file():
@@ -152,7 +157,7 @@ class Pipeline:
         if "dataset" in state:
             return dict(state["dataset"])
         # Run folders from before the record: preprocess's copy of dataset.json names its source.
-        copy = self.run_dir / "dataset.json"
+        copy = self.folder.dataset_copy
         try:
             description = json.loads(copy.read_text())
         except FileNotFoundError:
@@ -188,7 +193,7 @@ class Pipeline:
             write_json_atomic(self.state_path, {**state, "dataset": current})
 
     def _save_config(self) -> None:
-        path = self.run_dir / "config.yaml"
+        path = self.folder.config
         text = self.config.to_yaml()
         if path.is_file() and path.read_text() != text:
             done = [s for s, v in self.state()["stages"].items() if v.get("done")]
@@ -245,7 +250,7 @@ class Pipeline:
         return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
 
     def searched_topology(self) -> Architecture:
-        path = self.run_dir / "coarse" / "best_topology.json"
+        path = self.folder.coarse.best_topology
         return Architecture.load(path).with_width(self.config.search.width)
 
     def stage_fine(self) -> dict[str, Any]:
@@ -265,7 +270,7 @@ class Pipeline:
         return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
 
     def final_architecture(self) -> Architecture:
-        path = self.run_dir / "fine" / "best_architecture.json"
+        path = self.folder.fine.best_architecture
         return replace(Architecture.load(path), name="searched")
 
     def stage_scale(self) -> dict[str, Any]:
@@ -281,7 +286,7 @@ class Pipeline:
 
         architecture = self.final_architecture()
         dice = []
-        for fold in range(FOLDS):
+        for fold in range(NUM_FOLDS):
             result = train(
                 architecture, self.run_dir, fold, self.config, resume=True,
                 progress=self._view("train", f"fold {fold}"),
@@ -299,9 +304,9 @@ class Pipeline:
         if not self.test_images.is_dir() or not any(self.test_images.glob("*.nii*")):
             logger.info("no images in %s: nothing to predict", self.test_images)
             return {"cases": 0}
-        models = [self.run_dir / "train" / f"fold_{fold}" for fold in range(FOLDS)]
+        models = [self.folder.fold(fold).root for fold in range(NUM_FOLDS)]
         summary = predict_folder(
-            models, self.test_images, self.run_dir / "predictions", ensemble="vote",
+            models, self.test_images, self.folder.predictions, ensemble="vote",
             stride=self.config.training.stride, precision=self.config.training.precision,
             progress=self._view("predict", "predict"),
         )  # fmt: skip
@@ -315,14 +320,14 @@ class Pipeline:
         from c2fnas.evaluation.report import write_csv, write_summary
 
         labels = self.dataset_dir / "labelsTs"
-        predictions = self.run_dir / "predictions"
+        predictions = self.folder.predictions
         if not labels.is_dir() or not predictions.is_dir():
             logger.info("no labelsTs or no predictions: nothing to evaluate")
             return {"evaluated": False}
         scores = evaluate_folders(predictions, labels)
         summary = summarize(scores)
-        write_csv(scores, self.run_dir / "evaluation" / "cases.csv")
-        write_summary(summary, self.run_dir / "evaluation" / "summary.json")
+        write_csv(scores, self.folder.evaluation_cases)
+        write_summary(summary, self.folder.evaluation_summary)
         return {"evaluated": True, "mean_dice": summary["mean_dice"]}
 
     def stage_report(self) -> dict[str, Any]:

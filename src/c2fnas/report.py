@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.files.atomic import write_text_atomic
+from c2fnas.files.run_folder import RunFolder
 from c2fnas.space import Architecture
 
 Table = tuple[list[str], list[list[str]]]
@@ -111,20 +113,21 @@ def write_report(run_dir: Path) -> list[Path]:
     classes = [plan.labels[value] for value in sorted(plan.labels)[1:]]
     document = Document(f"C2FNAS run: {plan.dataset or run_dir.name}")
     document.text(f"Run folder `{run_dir}`; configuration in `config.yaml`.")
-    _stage_times(document, run_dir)
-    _architecture(document, run_dir, plan)
-    _search(document, run_dir)
-    _scaling(document, run_dir)
-    _folds(document, run_dir, classes)
-    _ensemble(document, run_dir, plan)
-    paths = [run_dir / "report.md", run_dir / "report.html"]
+    folder = RunFolder(run_dir)
+    _stage_times(document, folder)
+    _architecture(document, folder, plan)
+    _search(document, folder)
+    _scaling(document, folder)
+    _folds(document, folder, classes)
+    _ensemble(document, folder, plan)
+    paths = [folder.report_markdown, folder.report_html]
     write_text_atomic(paths[0], document.markdown())
     write_text_atomic(paths[1], document.html())
     return paths
 
 
-def _stage_times(document: Document, run_dir: Path) -> None:
-    state = _read_json(run_dir / "pipeline.json") or {"stages": {}}
+def _stage_times(document: Document, folder: RunFolder) -> None:
+    state = _read_json(folder.pipeline_state) or {"stages": {}}
     rows = [[stage, _f(info.get("seconds"), 1)] for stage, info in state["stages"].items()]
     if rows:
         document.heading("Time per stage")
@@ -132,16 +135,16 @@ def _stage_times(document: Document, run_dir: Path) -> None:
         document.table(["stage", "seconds"], [*rows, ["total", f"{total:.1f}"]])
 
 
-def _architecture(document: Document, run_dir: Path, plan: Any) -> None:
+def _architecture(document: Document, folder: RunFolder, plan: Any) -> None:
     from c2fnas.nn.profile import profile_architecture
     from c2fnas.plots import plot_architecture
     from c2fnas.training.config import read_config
 
-    path = run_dir / "fine" / "best_architecture.json"
+    path = folder.fine.best_architecture
     if not path.is_file():
         return
     architecture = Architecture.load(path)
-    patch = tuple(read_config(run_dir / "config.yaml").data.patch)
+    patch = tuple(read_config(folder.config).data.patch)
     cost = profile_architecture(
         architecture, patch, plan.in_channels, plan.num_classes, timing=False
     )
@@ -149,17 +152,20 @@ def _architecture(document: Document, run_dir: Path, plan: Any) -> None:
         f"{cost['params'] / 1e6:.3f} M parameters, {cost['macs'] / 1e9:.2f} G MACs per "
         f"{'x'.join(map(str, patch))} patch, width {architecture.width:g}"
     )
-    plot_architecture(architecture, run_dir / "architecture.png", caption)
+    plot_architecture(architecture, folder.architecture_figure, caption)
     document.heading("Searched architecture")
     document.text(
         f"levels {list(architecture.levels)}, ops {list(architecture.ops)}; {caption}. "
-        f"File: `fine/best_architecture.json`."
+        f"File: `{_relative(folder, path)}`."
     )
-    document.image("architecture.png", "searched architecture (red 2D, green 3D, blue P3D)")
+    document.image(
+        _relative(folder, folder.architecture_figure),
+        "searched architecture (red 2D, green 3D, blue P3D)",
+    )
 
 
-def _search(document: Document, run_dir: Path) -> None:
-    coarse = [r for r in _read_csv(run_dir / "coarse" / "trials.csv") if r["state"] == "finished"]
+def _search(document: Document, folder: RunFolder) -> None:
+    coarse = [r for r in _read_csv(folder.coarse.trials_csv) if r["state"] == "finished"]
     if coarse:
         best = max(coarse, key=lambda row: float(row["dice"]))
         document.heading("Coarse stage: topology search")
@@ -167,8 +173,11 @@ def _search(document: Document, run_dir: Path) -> None:
             f"{len(coarse)} topologies trained and scored; best {best['topology']} "
             f"(cluster {best['cluster']}) with validation Dice {_f(best['dice'])}."
         )
-        document.image("coarse/search.png", "share of networks per cluster; best Dice so far")
-    fine = [r for r in _read_csv(run_dir / "fine" / "candidates.csv") if r["state"] == "finished"]
+        document.image(
+            _relative(folder, folder.coarse.plot),
+            "share of networks per cluster; best Dice so far",
+        )
+    fine = [r for r in _read_csv(folder.fine.candidates_csv) if r["state"] == "finished"]
     if fine:
         best = max(fine, key=lambda row: float(row["dice"]))
         document.heading("Fine stage: op search")
@@ -178,20 +187,20 @@ def _search(document: Document, run_dir: Path) -> None:
         )
 
 
-def _scaling(document: Document, run_dir: Path) -> None:
-    rows = _read_csv(run_dir / "scale" / "scaling.csv")
+def _scaling(document: Document, folder: RunFolder) -> None:
+    rows = _read_csv(folder.scale.table)
     if not rows:
         return
     document.heading("Width scaling")
     header = list(rows[0])
     document.table(header, [[row[key] for key in header] for row in rows])
-    document.image("scale/scaling.png", "validation Dice against MACs")
+    document.image(_relative(folder, folder.scale.plot), "validation Dice against MACs")
 
 
-def _folds(document: Document, run_dir: Path, classes: list[str]) -> None:
+def _folds(document: Document, folder: RunFolder, classes: list[str]) -> None:
     rows = []
-    for fold in range(5):
-        info = _read_json(run_dir / "train" / f"fold_{fold}" / "best" / "model.json")
+    for fold in range(NUM_FOLDS):
+        info = _read_json(folder.fold(fold).best / "model.json")
         if info is None:
             continue
         dice = info.get("dice") or []
@@ -202,8 +211,13 @@ def _folds(document: Document, run_dir: Path, classes: list[str]) -> None:
         document.table(["fold", *classes, "mean", "best iteration"], rows)
 
 
-def _ensemble(document: Document, run_dir: Path, plan: Any) -> None:
-    summary = _read_json(run_dir / "evaluation" / "summary.json")
+def _relative(folder: RunFolder, path: Path) -> str:
+    """``path`` as the report links it: relative to the run folder, where the report lies."""
+    return path.relative_to(folder.root).as_posix()
+
+
+def _ensemble(document: Document, folder: RunFolder, plan: Any) -> None:
+    summary = _read_json(folder.evaluation_summary)
     if summary is None:
         return
     document.heading("Test set: 5-fold ensemble (majority vote)")

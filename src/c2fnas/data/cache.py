@@ -26,10 +26,10 @@ from c2fnas.data.io import load_image, load_label
 from c2fnas.data.msd import Case
 from c2fnas.data.preprocess import Plan, preprocess_arrays
 from c2fnas.files.atomic import write_bytes_atomic, write_json_atomic
+from c2fnas.files.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = "preprocessed"
 LOCATIONS_PER_CLASS = 10_000
 
 
@@ -38,7 +38,7 @@ class CacheError(ValueError):
 
 
 def case_paths(run_dir: str | Path, case_id: str) -> tuple[Path, Path]:
-    folder = Path(run_dir) / CACHE_DIR
+    folder = RunFolder(run_dir).cache
     return folder / f"{case_id}.npz", folder / f"{case_id}.json"
 
 

@@ -31,6 +31,7 @@ from c2fnas.data.msd import Dataset, case_id_of, read_dataset
 from c2fnas.data.parallel import Progress, run_parallel
 from c2fnas.data.preprocess import Plan
 from c2fnas.files.atomic import check_writable, write_json_atomic
+from c2fnas.files.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def fingerprint_dataset(
     Entries of ``fingerprint.json`` are reused while the case's files and the modalities and
     labels of ``dataset.json`` they were checked against are unchanged.
     """
-    path = run_dir / "fingerprint.json"
+    path = RunFolder(run_dir).fingerprint
     previous: dict[str, Any] = {}
     if path.is_file():
         try:
@@ -123,9 +124,10 @@ def preprocess_dataset(
     start = time.perf_counter()
     dataset = read_dataset(dataset_dir)
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     check_writable(run_dir)
-    check_writable(run_dir / cache.CACHE_DIR)
-    for stale in (run_dir / cache.CACHE_DIR).glob(".*.tmp*"):  # left by a killed run
+    check_writable(folder.cache)
+    for stale in folder.cache.glob(".*.tmp*"):  # left by a killed run
         stale.unlink(missing_ok=True)
 
     entries, failures = fingerprint_dataset(dataset, run_dir, workers, progress)
@@ -136,7 +138,7 @@ def preprocess_dataset(
         )
     fingerprint = summarize(entries, len(dataset.modalities))
     fingerprint["cases"] = entries
-    write_json_atomic(run_dir / "fingerprint.json", fingerprint)
+    write_json_atomic(folder.fingerprint, fingerprint)
     plan = make_plan(dataset, fingerprint, spacing)
 
     summary = PreprocessSummary(plan=plan)
@@ -159,7 +161,7 @@ def preprocess_dataset(
     if summary.written or summary.skipped:
         description = json.loads((dataset.root / "dataset.json").read_text())
         description["source"] = str(dataset.root)
-        write_json_atomic(run_dir / "dataset.json", description)
+        write_json_atomic(folder.dataset_copy, description)
         plan.save(run_dir)
     summary.seconds = time.perf_counter() - start
     log.info(
@@ -179,7 +181,7 @@ def preprocess_command(run_dir: str | Path, plan: Plan) -> str:
     run_dir = Path(run_dir)
     source = "DATASET"  # a placeholder when the run folder does not name its dataset
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        source = str(json.loads((run_dir / "dataset.json").read_text())["source"])
+        source = str(json.loads(RunFolder(run_dir).dataset_copy.read_text())["source"])
     spacing = " ".join(f"{value:g}" for value in plan.spacing)
     return f"c2fnas preprocess {source} --run {run_dir} --spacing {spacing}"
 
@@ -238,7 +240,7 @@ def verify_cache(run_dir: str | Path, case_ids: Sequence[str], plan: Plan) -> No
 
 def cached_case_ids(run_dir: str | Path) -> list[str]:
     """Case ids of the run's dataset, in dataset order (from ``RUN_DIR/dataset.json``)."""
-    path = Path(run_dir) / "dataset.json"
+    path = RunFolder(run_dir).dataset_copy
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run `c2fnas preprocess` first")
     return [case_id_of(entry["image"]) for entry in json.loads(path.read_text())["training"]]

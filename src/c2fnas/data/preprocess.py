@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from c2fnas.data.io import load_image
 from c2fnas.files.atomic import write_text_atomic
+from c2fnas.files.run_folder import RunFolder
 
 PLAN_VERSION = 1
 CANONICAL = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)  # RAS+: axis i along +world axis i
@@ -97,7 +98,7 @@ class Plan(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def save(self, run_dir: str | Path) -> Path:
-        return write_text_atomic(Path(run_dir) / "plan.json", self.model_dump_json(indent=2) + "\n")
+        return write_text_atomic(RunFolder(run_dir).plan, self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Plan:
@@ -106,7 +107,7 @@ class Plan(BaseModel):
         Raises:
             FileNotFoundError: it is absent; ValueError: it is damaged (both name the file).
         """
-        path = Path(run_dir) / "plan.json"
+        path = RunFolder(run_dir).plan
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; run `c2fnas preprocess` first")
         try:

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from c2fnas.files.atomic import write_json_atomic
+from c2fnas.files.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def load_or_create(
         ValueError: an existing ``splits.json`` is malformed or covers other cases than
             ``case_ids`` (naming the file).
     """
-    path = Path(run_dir) / "splits.json"
+    path = RunFolder(run_dir).splits
     if not path.is_file():
         folds = make_folds(case_ids, mode, seed)
         write_json_atomic(path, [{"train": f.train, "val": f.val} for f in folds])

@@ -25,7 +25,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from c2fnas.accel.precision import autocast, memory_format, resolve_precision
+from c2fnas.files.atomic import write_text_atomic
 from c2fnas.files.model_folder import write_model
+from c2fnas.files.run_folder import TrainingFolder
 from c2fnas.space import Architecture, Op
 from c2fnas.training import checkpoint as ckpt
 from c2fnas.training.config import RunConfig
@@ -169,12 +171,13 @@ def fit(
     info = _model_info(network, config, sample_ops is not None, model_info)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trainer = _make_trainer(network, config, device, sample_ops)
-    state = _restore(trainer, out_dir / "checkpoints", resume)
+    folder = TrainingFolder(out_dir)
+    state = _restore(trainer, folder.checkpoints, resume)
     run_log = RunLog(
         out_dir, state.get("history"), enabled=rank == 0, tensorboard=training.tensorboard
     )
     if rank == 0:
-        (out_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        write_text_atomic(folder.config, config.to_yaml())
     started = time.perf_counter() - float(state.get("seconds", 0.0))
     start = int(state.get("iteration", 0))
     stream = batches(start)
@@ -191,7 +194,7 @@ def fit(
         if done % training.checkpoint_every == 0 or last:
             if rank == 0:
                 saved = {"seconds": time.perf_counter() - started, "history": run_log.history}
-                _checkpoint(trainer, out_dir / "checkpoints", done, architecture, info, saved)
+                _checkpoint(trainer, folder.checkpoints, done, architecture, info, saved)
             stream = batches(done)
     run_log.close()
     best = run_log.best()
@@ -313,7 +316,8 @@ def _validate(
     if _rank()[0] != 0:
         return
     model_info = {**info, "iteration": iteration, "dice": dice, "validation_cases": cases}
-    write_model(out_dir / "last", network, architecture, model_info)
+    folder = TrainingFolder(out_dir)
+    write_model(folder.last, network, architecture, model_info)
     if improved:
-        write_model(out_dir / "best", network, architecture, model_info)
+        write_model(folder.best, network, architecture, model_info)
     run_log.plot()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from c2fnas.files.atomic import replacing
+from c2fnas.files.run_folder import TrainingFolder
 
 LOSS_WINDOW = 50
 """Iterations averaged per point of the plotted loss curve."""
@@ -29,7 +30,7 @@ class RunLog:
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(out_dir / "tb"))
+            self._writer = SummaryWriter(str(TrainingFolder(out_dir).tensorboard))
 
     def loss(self, iteration: int, value: float, rate: float) -> None:
         self.history["loss"].append([iteration, value, rate])
@@ -97,7 +98,7 @@ class RunLog:
             dice_axis.legend()
         dice_axis.set(xlabel="iteration", ylabel="Dice", ylim=(0, 1), title="validation Dice")
         figure.tight_layout()
-        with replacing(self.out_dir / "progress.png") as temporary:
+        with replacing(TrainingFolder(self.out_dir).progress_plot) as temporary:
             figure.savefig(temporary, dpi=80)
         plt.close(figure)
 

@@ -16,6 +16,7 @@ from c2fnas.accel.swap import accelerate
 from c2fnas.data import loader, splits
 from c2fnas.data.pipeline import cached_case_ids, verify_cache
 from c2fnas.data.preprocess import Plan
+from c2fnas.files.run_folder import RunFolder
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
 from c2fnas.training.config import ConfigError, RunConfig
@@ -41,10 +42,6 @@ def init_distributed() -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
-
-
-def default_out_dir(run_dir: Path, fold: int) -> Path:
-    return run_dir / "train" / f"fold_{fold}"
 
 
 def train(
@@ -106,7 +103,7 @@ def train(
     if network is None:
         torch.manual_seed(config.training.seed)
         network = C2FNet(architecture, plan.in_channels, plan.num_classes)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, fold)
+    out = Path(out_dir) if out_dir is not None else RunFolder(run_dir).fold(fold).root
     log.info("training fold %d: %d train / %d validation cases -> %s",
              fold, len(train_ids), len(val_ids), out)  # fmt: skip
     source: BatchSource = batches
