@@ -22,11 +22,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from c2fnas.data.check import check_dataset
 from c2fnas.data.msd import read_description
+from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.splits import NUM_FOLDS
+from c2fnas.evaluation.metrics import evaluate_folders, summarize
+from c2fnas.evaluation.report import write_csv, write_summary
 from c2fnas.files.atomic import write_json_atomic
 from c2fnas.files.run_folder import RunFolder
+from c2fnas.inference.predict import predict_folder
+from c2fnas.report import write_report
+from c2fnas.search import coarse, fine
+from c2fnas.search.evaluate import TrainingEvaluator, settings_from_config
+from c2fnas.search.scale import run_scaling
 from c2fnas.space import Architecture
+from c2fnas.training import train
 from c2fnas.training.config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -207,8 +217,6 @@ class Pipeline:
     # --- stages ----------------------------------------------------------------------------
 
     def stage_check(self) -> dict[str, Any]:
-        from c2fnas.data.check import check_dataset
-
         report = check_dataset(self.dataset_dir, progress=self._view("data", "check"))
         if not report.ok:
             problems = list(report.problems) + [
@@ -223,8 +231,6 @@ class Pipeline:
         return {"cases": len(report.cases)}
 
     def stage_preprocess(self) -> dict[str, Any]:
-        from c2fnas.data.pipeline import preprocess_dataset
-
         summary = preprocess_dataset(
             self.dataset_dir, self.run_dir, workers=max(1, self.config.data.workers),
             progress=self._view("data", "preprocess"),
@@ -232,13 +238,10 @@ class Pipeline:
         return {"cases": len(summary.written) + len(summary.skipped)}
 
     def stage_coarse(self) -> dict[str, Any]:
-        from c2fnas.search.coarse import make_job, run_coarse
-        from c2fnas.search.evaluate import TrainingEvaluator, settings_from_config
-
         settings = settings_from_config(self.config, "c2f")
-        job = make_job(self.run_dir, settings, self.storage)
+        job = coarse.make_job(self.run_dir, settings, self.storage)
         factory = TrainingEvaluator(self.config.to_yaml(), self.config.search.width)
-        snapshot = run_coarse(
+        snapshot = coarse.run_coarse(
             job,
             factory,
             self.workers,
@@ -254,12 +257,10 @@ class Pipeline:
         return Architecture.load(path).with_width(self.config.search.width)
 
     def stage_fine(self) -> dict[str, Any]:
-        from c2fnas.search.fine import make_job, run_fine, supernet_trained, train_supernet
-
-        job = make_job(self.run_dir, self.searched_topology(), self.config, self.storage)
-        if not supernet_trained(job):
-            train_supernet(job, progress=self._view("train", "supernet"))
-        snapshot = run_fine(
+        job = fine.make_job(self.run_dir, self.searched_topology(), self.config, self.storage)
+        if not fine.supernet_trained(job):
+            fine.train_supernet(job, progress=self._view("train", "supernet"))
+        snapshot = fine.run_fine(
             job,
             self.workers,
             self.gpus,
@@ -274,16 +275,12 @@ class Pipeline:
         return replace(Architecture.load(path), name="searched")
 
     def stage_scale(self) -> dict[str, Any]:
-        from c2fnas.search.scale import run_scaling
-
         rows = run_scaling(
             self.run_dir, self.final_architecture(), self.config, self.config.search.scale_widths
         )
         return {"widths": len(rows)}
 
     def stage_train(self) -> dict[str, Any]:
-        from c2fnas.training import train
-
         architecture = self.final_architecture()
         dice = []
         for fold in range(NUM_FOLDS):
@@ -299,8 +296,6 @@ class Pipeline:
         return self.dataset_dir / "imagesTs"
 
     def stage_predict(self) -> dict[str, Any]:
-        from c2fnas.inference.predict import predict_folder
-
         if not self.test_images.is_dir() or not any(self.test_images.glob("*.nii*")):
             logger.info("no images in %s: nothing to predict", self.test_images)
             return {"cases": 0}
@@ -316,9 +311,6 @@ class Pipeline:
         return {"cases": len(summary.written)}
 
     def stage_evaluate(self) -> dict[str, Any]:
-        from c2fnas.evaluation.metrics import evaluate_folders, summarize
-        from c2fnas.evaluation.report import write_csv, write_summary
-
         labels = self.dataset_dir / "labelsTs"
         predictions = self.folder.predictions
         if not labels.is_dir() or not predictions.is_dir():
@@ -331,7 +323,5 @@ class Pipeline:
         return {"evaluated": True, "mean_dice": summary["mean_dice"]}
 
     def stage_report(self) -> dict[str, Any]:
-        from c2fnas.report import write_report
-
         paths = write_report(self.run_dir)
         return {"files": [str(path) for path in paths]}

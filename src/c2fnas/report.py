@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from c2fnas.data.preprocess import Plan
 from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.files.atomic import write_text_atomic
 from c2fnas.files.run_folder import RunFolder
+from c2fnas.nn.profile import profile_architecture
+from c2fnas.plots import plot_architecture
 from c2fnas.space import Architecture
+from c2fnas.training.config import read_config
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -107,7 +111,6 @@ def _f(value: Any, digits: int = 4) -> str:
 
 def write_report(run_dir: Path) -> list[Path]:
     """Write ``report.md`` and ``report.html`` in ``run_dir``; returns both paths."""
-    from c2fnas.data.preprocess import Plan
 
     plan = Plan.load(run_dir)
     classes = [plan.labels[value] for value in sorted(plan.labels)[1:]]
@@ -136,10 +139,6 @@ def _stage_times(document: Document, folder: RunFolder) -> None:
 
 
 def _architecture(document: Document, folder: RunFolder, plan: Any) -> None:
-    from c2fnas.nn.profile import profile_architecture
-    from c2fnas.plots import plot_architecture
-    from c2fnas.training.config import read_config
-
     path = folder.fine.best_architecture
     if not path.is_file():
         return

@@ -45,7 +45,7 @@ def _build_signature() -> str:
 def _built(name: str) -> bool:
     """Whether PyTorch's extension cache seems to hold a build of ``name`` (only for the log)."""
     try:
-        from torch.utils.cpp_extension import _get_build_directory
+        from torch.utils.cpp_extension import _get_build_directory  # as below
 
         return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
     except Exception:
@@ -57,6 +57,7 @@ def cpu_kernels() -> ModuleType | None:
     """The compiled kernels, or None where they are switched off or cannot be built."""
     if os.environ.get(SWITCH, "1") == "0":
         return None
+    # only on the first call: PyTorch's extension loader takes about a second to import
     from torch.utils.cpp_extension import load
 
     flags = ["-O3", "-fopenmp"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from nibabel.orientations import io_orientation
 
 from c2fnas.data.check import read_checked_case
 from c2fnas.data.io import file_stamp
@@ -91,7 +92,6 @@ def case_fingerprint(
 
 def _canonical_axes(affine: np.ndarray) -> list[int]:
     """File axis that becomes canonical axis 0, 1, 2."""
-    from nibabel.orientations import io_orientation
 
     order = [0, 0, 0]
     for axis, (target, _) in enumerate(io_orientation(affine)):

@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from c2fnas.nn.network import C2FNet, check_input_size
+from c2fnas.space import Architecture
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -139,9 +142,6 @@ def profile_architecture(
     timing: bool = True,
 ) -> dict[str, object]:
     """Everything ``c2fnas profile`` reports, as a JSON-ready dict."""
-    from c2fnas.nn.network import C2FNet, check_input_size
-    from c2fnas.space import Architecture
-
     assert isinstance(architecture, Architecture)
     check_input_size((batch, in_channels, *patch))
     model = C2FNet(architecture, in_channels, num_classes)

@@ -6,8 +6,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from c2fnas.files.atomic import replacing
-from c2fnas.files.run_folder import TrainingFolder
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen
+import matplotlib.pyplot as plt  # noqa: E402
+
+from c2fnas.files.atomic import replacing  # noqa: E402
+from c2fnas.files.run_folder import TrainingFolder  # noqa: E402
 
 LOSS_WINDOW = 50
 """Iterations averaged per point of the plotted loss curve."""
@@ -28,6 +33,7 @@ class RunLog:
         self.enabled = enabled
         self._writer: Any = None
         if enabled and tensorboard:
+            # only when asked for: importing TensorBoard takes seconds
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(TrainingFolder(out_dir).tensorboard))
@@ -72,11 +78,6 @@ class RunLog:
         """Write ``progress.png``: smoothed loss and validation Dice per class."""
         if not self.enabled:
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         figure, (loss_axis, dice_axis) = plt.subplots(1, 2, figsize=(10, 4))
         losses = self.history["loss"]
         window = max(1, min(LOSS_WINDOW, len(losses) // 20 or 1))
