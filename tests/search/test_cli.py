@@ -1,6 +1,12 @@
 """``c2fnas search coarse`` end to end on a tiny synthetic dataset with the smoke preset."""
 
 import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -11,6 +17,7 @@ from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.space import Architecture
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
 
 
 def stderr(result):
@@ -78,3 +85,53 @@ def test_user_errors_are_one_red_line(run_dir, tmp_path):
         app, ["search", "coarse", str(run_dir), "--preset", "smoke", "--config", str(bad)]
     )
     assert result.exit_code == 2 and "coarse_netwroks" in stderr(result)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """A database shared by "machines": PostgreSQL where a server is given (CI), else SQLite."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'shared.db'}"
+
+
+@pytest.mark.slow
+def test_two_machines_with_their_own_run_folders_share_one_search(run_dir, database, tmp_path):
+    """Two ``c2fnas search coarse`` processes, separate run folders (the same data), one store."""
+    override = tmp_path / "fast.yaml"
+    override.write_text(FAST.replace("coarse_networks: 2", "coarse_networks: 4"))
+    folders = [tmp_path / name for name in ("machine_a", "machine_b")]
+    for folder in folders:
+        shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("coarse"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    commands = [
+        [sys.executable, "-m", "c2fnas", "search", "coarse", str(folder), "--preset", "smoke"]
+        + ["--config", str(override), "--width", "0.125", "--workers", "1"]
+        + ["--storage", database]
+        for folder in folders
+    ]
+    machines = [
+        subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for command in commands
+    ]
+    outputs = [machine.communicate(timeout=600)[0].decode() for machine in machines]
+    assert [machine.returncode for machine in machines] == [0, 0], outputs
+
+    tables = [_rows(folder) for folder in folders]
+    finished = [row for row in tables[-1] if row["state"] == "finished"]
+    assert len(finished) == 4
+    topologies = [row["topology"] for row in tables[-1] if row["state"] != "released"]
+    assert len(topologies) == len(set(topologies))  # no topology trained twice
+    workers = {row["worker"] for row in finished}
+    for folder in folders:  # each machine's worker trained some of them
+        names = {path.stem for path in (folder / "coarse" / "logs").glob("*.log")}
+        assert workers & names, (workers, names)
+    study = {json.loads((f / "coarse" / "study.json").read_text())["study"] for f in folders}
+    assert len(study) == 1
+
+
+def _rows(run_dir):
+    with open(run_dir / "coarse" / "trials.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
