@@ -16,6 +16,7 @@ from rich.table import Table
 
 from c2fnas.accel.process import keep_freed_memory
 from c2fnas.files.run_folder import RunFolder, TrainingFolder
+from c2fnas.progress import bar_with
 
 app = typer.Typer(
     name="c2fnas",
@@ -133,22 +134,14 @@ app.add_typer(data_app, name="data")
 
 
 def _progress_bar() -> tuple[Any, Any]:
-    """A rich progress bar and the ``progress(stage, done, total)`` callback that drives it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    )
+    """A progress bar (plain lines in a log) and the ``progress(stage, done, total)`` callback
+    that drives it."""
+    bar = bar_with(err_console)
     tasks: dict[str, Any] = {}
 
     def update(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
+            tasks[stage] = bar.add_task(stage, total=total, info="")
         bar.update(tasks[stage], completed=done, total=total)
 
     return bar, update
@@ -282,37 +275,21 @@ def _is_number(text: str) -> bool:
 # --- training, prediction, evaluation -----------------------------------------------------
 
 
-def _bar_with(text: str) -> Any:
-    """A rich progress bar on stderr: description, bar, count, ``text`` (a field template),
-    elapsed and remaining time."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(text),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
+def _training_info(metrics: dict[str, float]) -> str:
+    """``loss 0.4312  lr 2.00e-02  val Dice 0.812`` from a ``fit`` progress callback's metrics."""
+    dice = f"{metrics['dice']:.3f}" if "dice" in metrics else "-"
+    rate = f"  lr {metrics['lr']:.2e}" if "lr" in metrics else ""
+    return f"loss {metrics['loss']:.4f}{rate}  val Dice {dice}"
 
 
 def _training_bar() -> tuple[Any, Any]:
-    """A rich bar with loss, last validation Dice and ETA, and the ``fit`` callback driving it."""
-    bar = _bar_with("loss {task.fields[loss]:.4f}  val Dice {task.fields[dice]}")
-    task = bar.add_task("training", total=None, loss=float("nan"), dice="-")
+    """A bar with loss, learning rate, last validation Dice and ETA (plain lines in a log), and
+    the ``fit`` callback driving it."""
+    bar = bar_with(err_console)
+    task = bar.add_task("training", total=None, info="")
 
     def update(done: int, total: int, metrics: dict[str, float]) -> None:
-        dice = f"{metrics['dice']:.3f}" if "dice" in metrics else "-"
-        bar.update(task, completed=done, total=total, loss=metrics["loss"], dice=dice)
+        bar.update(task, completed=done, total=total, info=_training_info(metrics))
 
     return bar, update
 
@@ -743,7 +720,7 @@ def run(
 
 def _pipeline_progress() -> tuple[Any, Callable[[str, str, int | None], Callable[..., None]]]:
     """One rich progress display for a whole run, and the factory of per-task callbacks."""
-    bar = _bar_with("{task.fields[info]}")
+    bar = bar_with(err_console)
 
     def factory(kind: str, label: str, total: int | None) -> Callable[..., None]:
         task = bar.add_task(label, total=total, info="")
@@ -752,8 +729,7 @@ def _pipeline_progress() -> tuple[Any, Callable[[str, str, int | None], Callable
             bar.update(task, completed=done, total=total, description=f"{label}: {stage}")
 
         def training(done: int, total: int, metrics: dict[str, float]) -> None:
-            dice = f"  val Dice {metrics['dice']:.3f}" if "dice" in metrics else ""
-            bar.update(task, completed=done, total=total, info=f"loss {metrics['loss']:.3f}{dice}")
+            bar.update(task, completed=done, total=total, info=_training_info(metrics))
 
         def search(snapshot: Any) -> None:
             best = snapshot.best

@@ -45,7 +45,8 @@ ValidationSource = Callable[[], Iterable[ValidationCase]]
 OpsSampler = Callable[[random.Random], Sequence[Op]]
 """Draws the colouring a supernet trains at one iteration."""
 Progress = Callable[[int, int, dict[str, float]], None]
-"""Called on rank 0 after every iteration with (iterations done, total, {"loss", "lr", ...})."""
+"""Called on rank 0 after every iteration with (iterations done, total, {"loss", "lr", and
+"dice": the last validation mean Dice, once there is one})."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -187,7 +188,8 @@ def fit(
         done = iteration + 1
         run_log.loss(done, loss, trainer.optimizer.param_groups[0]["lr"])
         if progress is not None and rank == 0:
-            progress(done, training.iterations, {"loss": loss, **run_log.last_dice()})
+            rate = trainer.optimizer.param_groups[0]["lr"]
+            progress(done, training.iterations, {"loss": loss, "lr": rate, **run_log.last_dice()})
         last = done == training.iterations
         if done % training.validate_every == 0 or last:
             _validate(trainer, architecture, validation, run_log, done, info, out_dir, sample_ops)
