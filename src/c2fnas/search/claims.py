@@ -22,14 +22,31 @@ operation of the storage itself:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import optuna
 import sqlalchemy
 from optuna.storages.journal import JournalFileOpenLock
 
-if TYPE_CHECKING:
-    from c2fnas.search.store import Code, TrialStore
+Code = tuple[Any, ...]
+"""A candidate: a topology code (levels) in the coarse stage, a colouring in the fine stage."""
+
+
+class ClaimStore(Protocol):
+    """What claiming needs of the trial store (``store.TrialStore``, which imports this module)."""
+
+    key: str
+
+    def record(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None: ...
+
+    def holds(self, number: int) -> bool:
+        """Whether trial ``number`` still owns its candidate (not released)."""
+        ...
+
+    def held(self, excluding: int) -> list[Code]:
+        """The candidates of trials that hold one (not released), but trial ``excluding``."""
+        ...
+
 
 _LOCK_GRACE_SECONDS = 30
 
@@ -41,7 +58,7 @@ ClaimResult = Literal["claimed", "taken", "full"]
 class Claims(Protocol):
     def claim(
         self,
-        store: TrialStore,
+        store: ClaimStore,
         trial: optuna.Trial,
         code: Code,
         attrs: dict[str, Any],
@@ -57,7 +74,7 @@ def _key(code: Code) -> str:
 
 
 def _record_claim(
-    store: TrialStore, trial: optuna.Trial, code: Code, attrs: dict[str, Any]
+    store: ClaimStore, trial: optuna.Trial, code: Code, attrs: dict[str, Any]
 ) -> bool:
     try:
         store.record(trial, {store.key: list(code), **attrs})
@@ -90,7 +107,7 @@ class SqlClaims:
 
     def claim(
         self,
-        store: TrialStore,
+        store: ClaimStore,
         trial: optuna.Trial,
         code: Code,
         attrs: dict[str, Any],
@@ -104,7 +121,7 @@ class SqlClaims:
             return "taken"
         return "claimed" if _record_claim(store, trial, code, attrs) else "taken"
 
-    def _take_slot(self, store: TrialStore, number: int, budget: int) -> bool:
+    def _take_slot(self, store: ClaimStore, number: int, budget: int) -> bool:
         query = sqlalchemy.select(self.table.c.claim).where(
             self.table.c.study == self.study_name, self.table.c.claim.like("slot:%")
         )
@@ -114,7 +131,7 @@ class SqlClaims:
         free_first = [s for s in slots if s not in held] + [s for s in slots if s in held]
         return any(self._take(store, slot, number) for slot in free_first)
 
-    def _take(self, store: TrialStore, key: str, number: int) -> bool:
+    def _take(self, store: ClaimStore, key: str, number: int) -> bool:
         """Insert ``key`` for trial ``number``, taking it over from a released trial."""
         for _ in range(3):
             if self._insert(key, number):
@@ -164,7 +181,7 @@ class LockedClaims:
 
     def claim(
         self,
-        store: TrialStore,
+        store: ClaimStore,
         trial: optuna.Trial,
         code: Code,
         attrs: dict[str, Any],
@@ -172,16 +189,10 @@ class LockedClaims:
     ) -> ClaimResult:
         self.lock.acquire()
         try:
-            held = [
-                record
-                for record in store.snapshot().records
-                if record.code is not None
-                and record.state != "released"
-                and record.number != trial.number
-            ]
+            held = store.held(excluding=trial.number)
             if len(held) >= budget:
                 return "full"
-            if any(record.code == code for record in held):
+            if code in held:
                 return "taken"
             return "claimed" if _record_claim(store, trial, code, attrs) else "taken"
         finally:

@@ -38,10 +38,7 @@ from optuna.storages._rdb import models as rdb_models  # heartbeat times: no pub
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from c2fnas.search.claims import ClaimResult, Claims, LockedClaims, SqlClaims
-
-Code = tuple[Any, ...]
-"""A candidate: a topology code (levels) in the coarse stage."""
+from c2fnas.search.claims import ClaimResult, Claims, Code, LockedClaims, SqlClaims
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +188,14 @@ class TrialStore:
         """Whether trial ``number`` still owns its topology (not released)."""
         trial = self._storage.get_trial(self._trial_id(number))
         return _record(trial, self.key).state != "released"
+
+    def held(self, excluding: int) -> list[Code]:
+        """The candidates of trials that hold one (not released), but trial ``excluding``."""
+        return [
+            record.code
+            for record in self.snapshot().records
+            if record.code is not None and record.state != "released" and record.number != excluding
+        ]
 
     def fail_stale(self) -> None:
         """Fail running trials whose worker stopped sending heartbeats."""
