@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from c2fnas.cli import app
 from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.pipeline import DEFAULT_STAGES
+from tests.training.synthetic import TINY as TINY_ARCHITECTURE
 
 runner = CliRunner()
 TINY = """
@@ -67,9 +68,9 @@ def test_every_stage_runs_and_writes_its_outputs(dataset, finished_run):
         np.testing.assert_allclose(prediction.affine, source.affine)
     report = (run_dir / "report.md").read_text()
     for heading in ("Time per stage", "Searched architecture", "Coarse stage", "Fine stage",
-                    "validation Dice per fold", "5-fold ensemble"):  # fmt: skip
+                    "validation Dice per fold", "ensemble of 5 fold(s)"):  # fmt: skip
         assert heading in report
-    assert "test set, 5-fold ensemble" in result.stdout
+    assert "test set, fold ensemble" in result.stdout
 
 
 @pytest.mark.slow
@@ -167,3 +168,38 @@ def test_the_dataset_folder_as_run_folder_is_refused(tmp_path):
     result = runner.invoke(app, [*arguments, "--stages", "check", "--stages", "preprocess"])
     assert result.exit_code == 1 and "is the dataset folder" in " ".join(result.stderr.split())
     assert (dataset / "dataset.json").read_bytes() == original  # preprocess would rewrite it
+
+
+@pytest.mark.slow
+def test_a_given_architecture_skips_the_search_and_trains_the_folds_asked_for(dataset, tmp_path):
+    architecture = tmp_path / "tiny.json"
+    TINY_ARCHITECTURE.save(architecture)
+    run_dir = tmp_path / "run"
+    result = _run(dataset, run_dir, "--arch", str(architecture), "--folds", "0", "--folds", "2")
+    assert result.exit_code == 0, result.output
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert "coarse" not in state and "fine" not in state
+    assert state["train"]["folds"] == [0, 2] and len(state["train"]["fold_dice"]) == 2
+    assert not (run_dir / "coarse").exists() and not (run_dir / "train" / "fold_1").exists()
+    assert (run_dir / "architecture.json").read_text() == architecture.read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "Architecture (given: no search)" in report and "ensemble of 2 fold(s)" in report
+    assert len(list((run_dir / "predictions").glob("*.nii.gz"))) == 2
+
+    # one more fold: only it trains, and the ensemble is predicted again with three
+    first_predictions = (run_dir / "predictions").stat().st_mtime_ns
+    more = _run(dataset, run_dir, "--arch", str(architecture), "--folds", "0", "--folds", "2",
+                "--folds", "3")  # fmt: skip
+    assert more.exit_code == 0, more.output
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert state["train"]["folds"] == [0, 2, 3]
+    assert "ensemble of 3 fold(s)" in (run_dir / "report.md").read_text()
+    assert "predict: done before" not in more.stderr
+    assert (run_dir / "predictions").stat().st_mtime_ns >= first_predictions
+
+    other = tmp_path / "other.json"
+    TINY_ARCHITECTURE.with_ops(["2d"] * 12).save(other)
+    refused = _run(dataset, run_dir, "--arch", str(other))
+    assert refused.exit_code == 1 and "use a new run folder" in " ".join(refused.stderr.split())
+    searched = _run(dataset, run_dir)  # without --arch: a search would mix into this run
+    assert searched.exit_code == 1 and "--arch" in " ".join(searched.stderr.split())

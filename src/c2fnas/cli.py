@@ -680,8 +680,25 @@ def run(
     storage: Annotated[
         str | None, typer.Option(help="Shared trial store URL or journal file for the searches.")
     ] = None,
+    arch: Annotated[
+        Path | None,
+        typer.Option(
+            "--arch",
+            help="Train this architecture (e.g. architectures/c2fnas-panc.json) instead of "
+            "searching one: the coarse and fine stages are skipped.",
+        ),
+    ] = None,
+    folds: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--folds",
+            help="Folds to train (repeat; default all 5); the ensemble "
+            "predicts with the folds trained.",
+        ),
+    ] = None,
 ) -> None:
     """Every stage from data to evaluated predictions; rerun the same command to resume."""
+    from c2fnas.data.splits import NUM_FOLDS
     from c2fnas.pipeline import DEFAULT_STAGES, Pipeline, PipelineError
     from c2fnas.training.config import ConfigError, load_config
 
@@ -705,6 +722,8 @@ def run(
         workers=workers if workers is not None else max(1, gpus),
         gpus=gpus,
         storage=storage,
+        architecture=arch,
+        folds=tuple(folds) if folds else tuple(range(NUM_FOLDS)),
         on_stage=on_stage,
         progress=progress,
     )
@@ -758,7 +777,7 @@ def _print_run_summary(run_dir: Path, state: dict[str, Any]) -> None:
         elif "best_dice" in info:
             result = f"{info['evaluated']} evaluated, best Dice {info['best_dice']:.3f}"
         elif "mean_dice" in info:
-            result = f"test mean Dice {info['mean_dice']:.4f} (5-fold ensemble)"
+            result = f"test mean Dice {info['mean_dice']:.4f} (fold ensemble)"
         elif "cases" in info:
             result = f"{info['cases']} cases"
         table.add_row(stage, f"{info.get('seconds', 0):.1f}", result)
@@ -766,7 +785,7 @@ def _print_run_summary(run_dir: Path, state: dict[str, Any]) -> None:
     summary = RunFolder(run_dir).evaluation_summary
     if summary.is_file():
         labels = json.loads(summary.read_text())["labels"]
-        dice = Table(title="test set, 5-fold ensemble (majority vote)")
+        dice = Table(title="test set, fold ensemble (majority vote)")
         for column in ("label", "Dice", "HD95 (mm)", "surface Dice", "cases"):
             dice.add_column(column, justify="right")
         for label, entry in labels.items():

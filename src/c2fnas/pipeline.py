@@ -28,7 +28,7 @@ from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.evaluation.metrics import evaluate_folders, summarize
 from c2fnas.evaluation.report import write_csv, write_summary
-from c2fnas.files.atomic import write_json_atomic
+from c2fnas.files.atomic import write_json_atomic, write_text_atomic
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.inference.predict import predict_folder
 from c2fnas.report import write_report
@@ -53,6 +53,7 @@ STAGES = (
     "report",
 )
 DEFAULT_STAGES = tuple(stage for stage in STAGES if stage != "scale")
+SEARCH_STAGES = ("coarse", "fine")
 
 
 class PipelineError(Exception):
@@ -94,6 +95,10 @@ class Pipeline:
         config: the resolved configuration (saved as ``RUN_DIR/config.yaml``).
         workers: local search workers (one per GPU on GPU machines).
         storage: trial store URL or journal file shared by search workers (default: SQLite files).
+        architecture: an architecture to train instead of searching one (e.g. C2FNAS-Panc's):
+            the coarse and fine stages are skipped; it is copied into the run folder, and a rerun
+            with another architecture is refused.
+        folds: the folds to train (default all five); prediction ensembles the folds trained.
         on_stage: called as ``(stage, "start" | "done" | "skip", seconds)``.
         progress: ``progress(kind, label, total)`` returns the progress callback of one piece of
             work: kind ``data`` -> ``(stage, done, total)``, ``train`` -> ``(done, total,
@@ -106,6 +111,8 @@ class Pipeline:
     workers: int = 1
     gpus: int = 0
     storage: str | None = None
+    architecture: Path | None = None
+    folds: tuple[int, ...] = tuple(range(NUM_FOLDS))
     on_stage: Callable[[str, str, float], None] | None = None
     progress: Callable[[str, str, int | None], Callable[..., None]] | None = None
 
@@ -138,13 +145,20 @@ class Pipeline:
         unknown = sorted(set(stages) - set(STAGES))
         if unknown:
             raise PipelineError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        bad_folds = sorted(set(self.folds) - set(range(NUM_FOLDS)))
+        if bad_folds or not self.folds:
+            raise PipelineError(f"folds {bad_folds or '(none)'}: choose from 0..{NUM_FOLDS - 1}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_dataset()
         self._save_config()
+        self._save_architecture()
+        if self.architecture is not None:
+            stages = [stage for stage in stages if stage not in SEARCH_STAGES]
+        ran = False
         for stage in STAGES:
             if stage not in stages:
                 continue
-            if self.state()["stages"].get(stage, {}).get("done") and stage != "report":
+            if not ran and self._done(stage):
                 self._notify(stage, "skip", 0.0)
                 continue
             self._notify(stage, "start", 0.0)
@@ -153,7 +167,17 @@ class Pipeline:
             seconds = time.perf_counter() - start
             self._mark(stage, seconds, **extra)
             self._notify(stage, "done", seconds)
+            # what follows was made from this stage's old outputs: make it again
+            ran = stage not in ("check", "report")
         return self.state()
+
+    def _done(self, stage: str) -> bool:
+        record = self.state()["stages"].get(stage, {})
+        if stage == "report" or not record.get("done"):
+            return False
+        if stage == "train":  # done for the folds asked for now?
+            return set(self.folds) <= set(record.get("folds", range(NUM_FOLDS)))
+        return True
 
     def _view(self, kind: str, label: str, total: int | None = None) -> Callable[..., None] | None:
         return self.progress(kind, label, total) if self.progress is not None else None
@@ -201,6 +225,32 @@ class Pipeline:
             logger.info("%s: the dataset moved to %s", recorded["path"], current["path"])
         if state.get("dataset") != current:
             write_json_atomic(self.state_path, {**state, "dataset": current})
+
+    def _save_architecture(self) -> None:
+        """Copy the given architecture into the run folder; refuse another one on a rerun."""
+        copy = self.folder.given_architecture
+        if self.architecture is None:
+            if copy.is_file():
+                raise PipelineError(
+                    f"{self.run_dir} trains the given architecture {copy}; pass --arch {copy} "
+                    "to resume it, or use a new run folder for a search"
+                )
+            return
+        try:
+            given = Architecture.load(self.architecture)
+        except (OSError, ValueError) as error:
+            raise PipelineError(f"{self.architecture}: {error}") from None
+        if copy.is_file() and Architecture.load(copy) != given:
+            raise PipelineError(
+                f"{self.run_dir} was started with the architecture in {copy}, not the one in "
+                f"{self.architecture}; use a new run folder for another architecture"
+            )
+        if self.state()["stages"].get("coarse", {}).get("done"):
+            raise PipelineError(
+                f"{self.run_dir} holds a search; use a new run folder to train a given architecture"
+            )
+        if not copy.is_file():
+            write_text_atomic(copy, given.to_json())
 
     def _save_config(self) -> None:
         path = self.folder.config
@@ -271,6 +321,8 @@ class Pipeline:
         return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
 
     def final_architecture(self) -> Architecture:
+        if self.architecture is not None:
+            return Architecture.load(self.folder.given_architecture)
         path = self.folder.fine.best_architecture
         return replace(Architecture.load(path), name="searched")
 
@@ -282,14 +334,23 @@ class Pipeline:
 
     def stage_train(self) -> dict[str, Any]:
         architecture = self.final_architecture()
+        recorded = self.state()["stages"].get("train", {})
+        folds = sorted(set(self.folds) | set(recorded.get("folds", [])))
         dice = []
-        for fold in range(NUM_FOLDS):
+        for fold in folds:
             result = train(
                 architecture, self.run_dir, fold, self.config, resume=True,
                 progress=self._view("train", f"fold {fold}"),
             )  # fmt: skip
             dice.append(result.best_mean)
-        return {"fold_dice": dice}
+        return {"folds": folds, "fold_dice": dice}
+
+    def trained_folds(self) -> list[int]:
+        """The folds whose training finished (the ensemble's members)."""
+        record = self.state()["stages"].get("train", {})
+        if not record.get("done"):
+            return []
+        return list(record.get("folds", range(NUM_FOLDS)))  # older runs trained all five
 
     @property
     def test_images(self) -> Path:
@@ -299,7 +360,7 @@ class Pipeline:
         if not self.test_images.is_dir() or not any(self.test_images.glob("*.nii*")):
             logger.info("no images in %s: nothing to predict", self.test_images)
             return {"cases": 0}
-        models = [self.folder.fold(fold).root for fold in range(NUM_FOLDS)]
+        models = [self.folder.fold(fold).root for fold in self.trained_folds()]
         summary = predict_folder(
             models, self.test_images, self.folder.predictions, ensemble="vote",
             stride=self.config.training.stride, precision=self.config.training.precision,

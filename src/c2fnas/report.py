@@ -139,7 +139,8 @@ def _stage_times(document: Document, folder: RunFolder) -> None:
 
 
 def _architecture(document: Document, folder: RunFolder, plan: Any) -> None:
-    path = folder.fine.best_architecture
+    given = folder.given_architecture.is_file()
+    path = folder.given_architecture if given else folder.fine.best_architecture
     if not path.is_file():
         return
     architecture = Architecture.load(path)
@@ -152,14 +153,14 @@ def _architecture(document: Document, folder: RunFolder, plan: Any) -> None:
         f"{'x'.join(map(str, patch))} patch, width {architecture.width:g}"
     )
     plot_architecture(architecture, folder.architecture_figure, caption)
-    document.heading("Searched architecture")
+    document.heading("Architecture (given: no search)" if given else "Searched architecture")
     document.text(
         f"levels {list(architecture.levels)}, ops {list(architecture.ops)}; {caption}. "
         f"File: `{_relative(folder, path)}`."
     )
     document.image(
         _relative(folder, folder.architecture_figure),
-        "searched architecture (red 2D, green 3D, blue P3D)",
+        f"{'given' if given else 'searched'} architecture (red 2D, green 3D, blue P3D)",
     )
 
 
@@ -219,7 +220,8 @@ def _ensemble(document: Document, folder: RunFolder, plan: Any) -> None:
     summary = _read_json(folder.evaluation_summary)
     if summary is None:
         return
-    document.heading("Test set: 5-fold ensemble (majority vote)")
+    members = sum((folder.fold(fold).best / "model.json").is_file() for fold in range(NUM_FOLDS))
+    document.heading(f"Test set: ensemble of {members} fold(s) (majority vote)")
     rows = []
     for label, entry in summary["labels"].items():
         name = plan.labels.get(int(label), label)

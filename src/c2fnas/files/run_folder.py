@@ -150,6 +150,11 @@ class RunFolder:
         return self.root / "config.yaml"
 
     @property
+    def given_architecture(self) -> Path:
+        """The architecture ``c2fnas run --arch`` trains instead of searching one."""
+        return self.root / "architecture.json"
+
+    @property
     def pipeline_state(self) -> Path:
         """The finished stages of ``c2fnas run``, with their times."""
         return self.root / "pipeline.json"
