@@ -169,3 +169,43 @@ def test_an_output_folder_reaching_the_inputs_through_a_link_is_refused(tmp_path
             predict_folder([tmp_path / "no_model"], image_path.parent, out_dir)
     with pytest.raises(ValueError, match="no model here"):  # a sibling folder is fine
         predict_folder([tmp_path / "no_model"], image_path.parent, tmp_path / "out")
+
+
+def test_saved_probabilities_sum_to_one_and_their_argmax_is_the_written_label(tmp_path):
+    # oblique, anisotropic voxels resampled to 1 mm: the probabilities are interpolated
+    image_path, _ = write_case(tmp_path / "data", "odd.nii.gz", (23, 30, 17), (0.7, 1.3, 2.1))
+
+    def intensity_classes(x):  # confident, smooth in the intensity
+        return torch.cat([-4 * x, torch.zeros_like(x), 4 * x - 2], dim=1)
+
+    model = LoadedModel(intensity_classes, PLAN, (16, 16, 16))
+    summary = predict_folder([], image_path.parent, tmp_path / "out", models=[model], stride=8,
+                             precision="fp32", save_probabilities=True)  # fmt: skip
+    assert not summary.failed
+    label = np.asarray(nib.load(tmp_path / "out" / "odd.nii.gz").dataobj)
+    with np.load(tmp_path / "out" / "odd.npz") as saved:
+        probabilities, values = saved["probabilities"], saved["labels"]
+    assert probabilities.dtype == np.float16 and list(values) == [0, 1, 2]
+    assert probabilities.shape == (3, *nib.load(image_path).shape)
+    np.testing.assert_allclose(probabilities.astype(np.float32).sum(0), 1.0, atol=2e-3)
+    assert len(np.unique(label)) == 3  # every class present: a real test of the argmax
+    argmax = values[probabilities.argmax(0)]
+    # float16 can round two near-equal classes to a tie; the written class is then among them
+    agree = argmax == label
+    assert agree.mean() > 0.999
+    chosen = np.take_along_axis(probabilities, np.searchsorted(values, label)[None], 0)[0]
+    assert (chosen[~agree] == probabilities.max(0)[~agree]).all()
+
+
+def test_mirroring_changes_nothing_for_a_mirror_equivariant_network(tmp_path):
+    from tests.inference.test_sliding_window import SymmetricNetwork
+
+    image_path, _ = write_case(tmp_path / "data", "case.nii.gz", (27, 31, 19), (1.0, 1.0, 1.0))
+    model = LoadedModel(SymmetricNetwork().eval(), PLAN, (16, 16, 16))
+    for tta in (False, True):
+        predict_folder([], image_path.parent, tmp_path / f"tta_{tta}", models=[model], stride=8,
+                       precision="fp32", tta=tta, save_probabilities=True)  # fmt: skip
+    folders = [tmp_path / "tta_False", tmp_path / "tta_True"]
+    plain, mirrored = (np.load(folder / "case.npz")["probabilities"] for folder in folders)
+    np.testing.assert_allclose(mirrored.astype(float), plain.astype(float), atol=2e-3)
+    assert np.array_equal(*(nib.load(folder / "case.nii.gz").get_fdata() for folder in folders))

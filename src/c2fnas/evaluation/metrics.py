@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
+from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 METRICS = ("dice", "hd95", "surface_dice")
@@ -79,6 +79,12 @@ def _load_pair(prediction: Path, reference: Path) -> tuple[np.ndarray, np.ndarra
     return as_labels[0], as_labels[1], spacing
 
 
+def dice(predicted: np.ndarray, expected: np.ndarray) -> float:
+    """Dice of two boolean masks; 1 when both are empty."""
+    total = int(predicted.sum()) + int(expected.sum())
+    return 1.0 if total == 0 else 2.0 * int((predicted & expected).sum()) / total
+
+
 def class_scores(
     predicted: np.ndarray, expected: np.ndarray, spacing: Sequence[float], tolerance_mm: float
 ) -> tuple[float, float, float]:
@@ -89,10 +95,9 @@ def class_scores(
         return 0.0, math.nan, 0.0
     # MONAI takes one-hot (B, C, ...) tensors; channel 0 is the background, left out.
     masks = [torch.from_numpy(np.stack([~mask, mask])[None]) for mask in (predicted, expected)]
-    dice = compute_dice(*masks, include_background=False)
     hd95 = compute_hausdorff_distance(*masks, percentile=95, spacing=list(spacing))
     surface = compute_surface_dice(*masks, class_thresholds=[tolerance_mm], spacing=list(spacing))
-    return float(dice[0, 0]), float(hd95[0, 0]), float(surface[0, 0])
+    return dice(predicted, expected), float(hd95[0, 0]), float(surface[0, 0])
 
 
 def evaluate_folders(

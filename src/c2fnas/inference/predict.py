@@ -1,8 +1,12 @@
 """Prediction in the original geometry: preprocess, sliding window, ensemble, restore, write.
 
-Each model folder (``best/`` or ``last/`` of a training run, or the training folder itself,
-meaning its ``best/``) carries its architecture, weights and preprocessing plan. Every model of
-an ensemble must share one plan, so their probabilities live on one grid.
+Models come from model folders (``inference.models``), exported model files (``.zip``,
+``inference.export``) or ONNX files run by ONNX Runtime (``.onnx``, ``inference.onnx_engine``).
+Every model of an ensemble must share one plan, so their probabilities live on one grid.
+
+A single model and the ``mean`` ensemble bring the (averaged) class probabilities back to the
+original grid (linear interpolation) and take the argmax there; the ``vote`` ensemble takes
+each model's argmax on the preprocessed grid and restores the voted labels (nearest neighbour).
 """
 
 from __future__ import annotations
@@ -19,27 +23,24 @@ import torch
 from torch.nn.functional import one_hot
 
 from c2fnas.accel.precision import resolve_precision
-from c2fnas.accel.swap import accelerate
 from c2fnas.data.io import write_like
 from c2fnas.data.preprocess import Plan, preprocess_images, restore_prediction
-from c2fnas.files.model_folder import CheckpointError, model_folder, read_model
-from c2fnas.inference.sliding_window import predict_probabilities
-from c2fnas.nn import C2FNet
+from c2fnas.inference.estimate import estimate_prediction, seconds_per_window
+from c2fnas.inference.export import load_model_file
+from c2fnas.inference.models import Engine, LoadedModel, load_model
+from c2fnas.inference.onnx_engine import load_onnx_model
+from c2fnas.inference.postprocess import Postprocessing, find_postprocessing
+from c2fnas.inference.restore import restore_probabilities, write_probabilities
+from c2fnas.inference.sliding_window import per_axis, predict_probabilities
+
+__all__ = ["LoadedModel", "load_model", "load_models", "predict_case", "predict_folder"]
 
 log = logging.getLogger(__name__)
 
 Ensemble = Literal["vote", "mean"]
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-@dataclass
-class LoadedModel:
-    """A network ready to predict (eval mode, on its device) and what it expects."""
-
-    network: Callable[[torch.Tensor], torch.Tensor]
-    plan: Plan
-    patch: tuple[int, int, int]
-    folder: Path | None = None
+TRAINING_FLIP_AXES = (0, 1, 2)
+"""The axes ``data.loader.augment`` flips at random in training; test-time mirroring uses them."""
 
 
 @dataclass
@@ -50,25 +51,55 @@ class PredictionSummary:
     seconds: float = 0.0
 
 
-def load_model(path: str | Path, device: torch.device) -> LoadedModel:
-    """Build the network of a model folder with its weights; never unpickles."""
-    folder = model_folder(path)
-    architecture, weights, info = read_model(folder)
-    if info.get("kind") != "network":
-        raise CheckpointError(
-            f"{folder}: holds a {info.get('kind')}, not a network to predict with"
-        )
-    if "plan" not in info:
-        raise CheckpointError(f"{folder}/model.json: no preprocessing plan recorded")
-    plan = Plan.model_validate(info["plan"])
-    network = C2FNet(architecture, plan.in_channels, plan.num_classes)
-    try:
-        network.load_state_dict(weights)
-    except RuntimeError as error:
-        raise CheckpointError(f"{folder}: weights do not fit the architecture: {error}") from None
-    accelerate(network).to(device).eval()
-    patch = tuple(int(side) for side in info["patch"])
-    return LoadedModel(network, plan, patch, folder)  # type: ignore[arg-type]
+def load_models(
+    paths: Sequence[str | Path], device: torch.device, engine: Engine = "torch"
+) -> tuple[list[LoadedModel], Postprocessing | None]:
+    """Models from folders, ``.zip`` model files or (``engine="onnx"``) ``.onnx`` files, and the
+    post-processing an exported file carries.
+
+    Raises:
+        ValueError: a path of the other engine, files carrying different post-processing, or a
+            damaged model (``CheckpointError``, ``ModelFileError``: both name the path).
+    """
+    models: list[LoadedModel] = []
+    carried: list[Postprocessing] = []
+    for path in map(Path, paths):
+        if (path.suffix == ".onnx") != (engine == "onnx"):
+            raise ValueError(
+                f"{path}: --engine onnx runs .onnx files, written by `c2fnas export --onnx`"
+                if engine == "onnx"
+                else f"{path}: an ONNX file; predict it with --engine onnx"
+            )
+        if engine == "onnx":
+            onnx_model, postprocessing = load_onnx_model(path)
+            found = [onnx_model]
+        elif path.suffix == ".zip":
+            found, postprocessing = load_model_file(path, device)
+        else:
+            found, postprocessing = [load_model(path, device)], None
+        models += found
+        carried += [postprocessing] if postprocessing is not None else []
+    if len({p.model_dump_json() for p in carried}) > 1:
+        raise ValueError("the model files carry different post-processing; pick one")
+    return models, carried[0] if carried else None
+
+
+def resolve_postprocessing(
+    choice: str, model_paths: Sequence[str | Path], carried: Postprocessing | None
+) -> Postprocessing | None:
+    """``none``; ``auto``: what an exported model carries, else the ``postprocessing.json`` of
+    the models' run folder when there is one; or a file's path."""
+    if choice == "none":
+        return None
+    if choice != "auto":
+        return Postprocessing.load(choice)
+    if carried is not None:
+        return carried
+    found = find_postprocessing([Path(path) for path in model_paths])
+    if found is None:
+        return None
+    log.info("post-processing from %s", found)
+    return Postprocessing.load(found)
 
 
 def ensemble_labels(probabilities: Sequence[torch.Tensor], mode: Ensemble) -> torch.Tensor:
@@ -94,29 +125,55 @@ def predict_case(
     models: Sequence[LoadedModel],
     out_path: Path,
     ensemble: Ensemble = "vote",
-    stride: int = 16,
+    stride: int | Sequence[int] = 16,
     precision: str = "fp32",
     window_batch: int = 4,
     device: torch.device | None = None,
+    *,
+    mirror_axes: Sequence[int] = (),
+    postprocessing: Postprocessing | None = None,
+    save_probabilities: bool = False,
 ) -> Path:
     """Predict one image file and write its label map with the image's shape, affine and header.
 
     ``device`` is where the models are (default CPU); ``precision`` is already resolved.
+    ``mirror_axes``: test-time mirroring (``TRAINING_FLIP_AXES``, or none). Post-processing
+    applies to the label map only; ``save_probabilities`` writes ``<case>.npz`` beside it.
     """
+    if ensemble not in ("vote", "mean"):
+        raise ValueError(f"unknown ensemble {ensemble!r}; choose vote or mean")
     plan = models[0].plan
     device = device or torch.device("cpu")
     image, properties = preprocess_images(image_path, plan)
     tensor = torch.from_numpy(image)[None].to(device)
     probabilities = [
-        predict_probabilities(model.network, tensor, model.patch, stride, precision, window_batch)[
-            0
-        ]
+        predict_probabilities(
+            model.network, tensor, model.patch, stride, precision, window_batch, mirror_axes
+        )[0]
         for model in models
     ]
-    classes = ensemble_labels(probabilities, ensemble).cpu().numpy()
-    values = np.array(sorted(plan.labels), dtype=np.int64)  # class index -> label value
-    label = values[classes].astype(np.uint8 if values.max() <= 255 else np.int16)
-    return write_like(restore_prediction(label, properties), image_path, out_path)
+    mean = torch.stack(probabilities).mean(0).cpu().numpy()
+    restored = None
+    if ensemble == "vote" and len(models) > 1:
+        voted = ensemble_labels(probabilities, "vote").cpu().numpy()
+        classes = restore_prediction(voted, properties)
+    else:
+        restored = restore_probabilities(mean, properties)
+        classes = restored.argmax(0)
+    label = label_map(classes, plan)
+    if postprocessing is not None:
+        label = postprocessing.apply(label)
+    written = write_like(label, image_path, out_path)
+    if save_probabilities:
+        restored = restored if restored is not None else restore_probabilities(mean, properties)
+        write_probabilities(restored, sorted(plan.labels), out_path)
+    return written
+
+
+def label_map(classes: np.ndarray, plan: Plan) -> np.ndarray:
+    """Class indices -> the plan's label values (classes in ascending label order)."""
+    values = np.array(sorted(plan.labels), dtype=np.int64)
+    return values[classes].astype(np.uint8 if values.max() <= 255 else np.int16)
 
 
 def image_files(in_dir: Path) -> list[Path]:
@@ -156,47 +213,90 @@ def check_same_plan(models: Sequence[LoadedModel]) -> None:
         )
 
 
+def engine_precision(precision: str, models: Sequence[LoadedModel], device: torch.device) -> str:
+    """``resolve_precision``, except that ONNX Runtime models run fp32 (``auto`` gives it)."""
+    if any(model.engine == "onnx" for model in models):
+        if precision not in ("auto", "fp32"):
+            raise ValueError(f"precision {precision}: ONNX Runtime models run fp32 only")
+        return "fp32"
+    return resolve_precision(precision, device)
+
+
 def predict_folder(
     model_dirs: Sequence[str | Path],
     in_dir: str | Path,
     out_dir: str | Path,
     ensemble: Ensemble = "vote",
-    stride: int = 16,
+    stride: int | Sequence[int] = 16,
     precision: str = "auto",
     device: torch.device | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     models: Sequence[LoadedModel] | None = None,
+    *,
+    tta: bool = False,
+    postprocess: str = "none",
+    save_probabilities: bool = False,
+    engine: Engine = "torch",
+    window_batch: int = 4,
 ) -> PredictionSummary:
     """Predict every NIfTI image in ``in_dir`` into ``out_dir`` (same file names).
 
     A case that fails is logged and listed in ``PredictionSummary.failed``; the others still run.
     An ``out_dir`` that would overwrite an input image is refused before anything is loaded.
+    Before the first case, the windows per case and the estimated time are logged.
 
     Args:
-        model_dirs: model or training folders; several are ensembled.
-        stride: sliding-window step in voxels (paper: 16).
+        model_dirs: model or training folders, ``.zip`` model files, or ``.onnx`` files with
+            ``engine="onnx"``; several are ensembled.
+        stride: sliding-window step in voxels, one for all axes or X, Y, Z (paper: 16).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (GPU).
         progress: called as ``(image name, done, total)`` after each case.
         models: already loaded models (instead of ``model_dirs``).
+        tta: mirror along ``TRAINING_FLIP_AXES`` (8 passes per window) and average; the
+            caller picks (worth it where time allows: a GPU, not a small CPU).
+        postprocess: ``none``, ``auto`` (see ``resolve_postprocessing``) or a file's path.
+        save_probabilities: write ``<case>.npz`` (float16 class probabilities, input geometry).
     """
     started = time.perf_counter()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     files = image_files(in_dir)
     check_inputs_are_kept(in_dir, out_dir, files)
+    stride = per_axis(stride)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = list(models) if models is not None else [load_model(d, device) for d in model_dirs]
+    carried = None
+    loaded = list(models) if models is not None else []
+    if models is None:
+        loaded, carried = load_models(model_dirs, device, engine)
     if not loaded:
         raise ValueError("predict needs at least one model folder")
     check_same_plan(loaded)
-    resolved = resolve_precision(precision, device)
+    chosen = resolve_postprocessing(postprocess, model_dirs, carried)
+    resolved = engine_precision(precision, loaded, device)
+    mirror_axes = TRAINING_FLIP_AXES if tta else ()
+    first = loaded[0]
+    estimate = estimate_prediction(
+        files, first.plan, first.patch, stride, len(loaded) * 2 ** len(mirror_axes),
+        seconds_per_window(first.network, first.plan.in_channels, first.patch, window_batch,
+                           resolved, device),
+    )  # fmt: skip
+    log.info("predict: %s", estimate.describe())
     summary = PredictionSummary()
     for done, image_path in enumerate(files, start=1):
         try:
-            out_path = out_dir / image_path.name
             summary.written.append(
                 predict_case(
-                    image_path, loaded, out_path, ensemble, stride, resolved, device=device
-                )
+                    image_path,
+                    loaded,
+                    out_dir / image_path.name,
+                    ensemble,
+                    stride,
+                    resolved,
+                    window_batch,
+                    device,
+                    mirror_axes=mirror_axes,
+                    postprocessing=chosen,
+                    save_probabilities=save_probabilities,
+                )  # fmt: skip
             )
         except Exception as error:  # noqa: BLE001 - one bad case must not stop the others
             log.error("%s: prediction failed: %s", image_path, error)
