@@ -26,7 +26,8 @@ def per_axis(stride: int | Sequence[int]) -> Stride:
     Raises:
         ValueError: not one or three values, or a step below 1 voxel.
     """
-    steps = (stride,) * 3 if isinstance(stride, int) else tuple(int(s) for s in stride)
+    steps = (stride,) if isinstance(stride, int) else tuple(int(s) for s in stride)
+    steps = steps * 3 if len(steps) == 1 else steps
     if len(steps) != 3:
         raise ValueError(f"stride: expected 1 or 3 values (X Y Z), got {len(steps)}")
     if min(steps) < 1:
