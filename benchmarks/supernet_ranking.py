@@ -24,8 +24,8 @@ from pathlib import Path
 from scipy.stats import kendalltau, spearmanr
 
 from c2fnas.data.pipeline import preprocess_dataset
+from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.data.synth import make_synthetic_dataset
-from c2fnas.search.evaluate import SEARCH_FOLD
 from c2fnas.search.fine import (
     decode,
     make_job,

@@ -524,6 +524,42 @@ search_app = typer.Typer(
 app.add_typer(search_app, name="search")
 
 
+def _search_display(stage: str, budget: int) -> tuple[Any, Callable[[Any], None]]:
+    """A live table of the search in a terminal, plain progress lines in a log; and the
+    ``on_progress(snapshot)`` callback that drives it."""
+    from rich.live import Live
+
+    from c2fnas.search.report import code_text, progress_table
+
+    describe = code_text if stage == "coarse" else _ops_text
+    if console.is_terminal:
+        live = Live(console=console, refresh_per_second=1)
+
+        def update_table(snapshot: Any) -> None:
+            live.update(progress_table(snapshot, budget, stage=stage, describe=describe))
+
+        return live, update_table
+    bar = bar_with(console)
+    task = bar.add_task(f"{stage} search", total=budget, info="")
+
+    def update_lines(snapshot: Any) -> None:
+        best = snapshot.best
+        info = f"best Dice {best.score:.4f} ({describe(best.code)})" if best is not None else ""
+        info += f"  {snapshot.count('running')} running"
+        bar.update(task, completed=snapshot.evaluated, info=info)
+
+    return bar, update_lines
+
+
+def _search_config(preset: str, config: Path | None, **search: Any) -> Any:
+    """The run configuration, with the search fields given on the command line (None: keep)."""
+    from c2fnas.training.config import load_config
+
+    run_config = load_config(preset, config)
+    given = {key: value for key, value in search.items() if value is not None}
+    return run_config.with_fields("search", **given) if given else run_config
+
+
 @search_app.command("coarse")
 def search_coarse(
     run_dir: Annotated[Path, typer.Argument(help="Prepared run folder (after preprocess).")],
@@ -540,7 +576,10 @@ def search_coarse(
         ),
     ] = None,
     strategy: Annotated[str, typer.Option(help="c2f (paper), random or evolution.")] = "c2f",
-    width: Annotated[float, typer.Option(help="Width multiplier of every candidate.")] = 1.0,
+    width: Annotated[
+        float | None,
+        typer.Option(help="Width multiplier of every candidate (default: search.width)."),
+    ] = None,
     grace_period: Annotated[
         int, typer.Option(help="Seconds without heartbeat before a worker counts as dead.")
     ] = 600,
@@ -549,82 +588,34 @@ def search_coarse(
     ] = False,
 ) -> None:
     """Topology search (paper Algorithm 1); rerun the same command to resume or to join."""
-    from rich.live import Live
-
-    from c2fnas.search.coarse import make_job, run_coarse, run_under_torchrun
-    from c2fnas.search.estimate import estimate_search_compute
-    from c2fnas.search.evaluate import (
-        RunFolderError,
-        TrainingEvaluator,
-        dataset_channels,
-        settings_from_config,
-    )
-    from c2fnas.search.report import progress_table
+    from c2fnas.search.stages import coarse_stage
     from c2fnas.search.store import StoreError
-    from c2fnas.space import Architecture, u_shaped_topologies
-    from c2fnas.training.config import ConfigError, load_config
 
+    gpus = _gpu_count()
     try:
-        run_config = load_config(preset, config)
-        settings = settings_from_config(
-            run_config,
-            strategy,
-            heartbeat_interval=max(1, grace_period // 10),
-            grace_period=grace_period,
-            prune_min_iterations=run_config.training.validate_every if prune else 0,
-        )
-        settings.make_strategy()
-        Architecture.coarse(u_shaped_topologies()[0], width)  # a bad --width fails here, once
-        in_channels, classes = dataset_channels(run_dir)
-        job = make_job(run_dir, settings, storage)
-    except (ConfigError, RunFolderError, ValueError) as error:  # ArchitectureError included
+        run_config = _search_config(preset, config, width=width)
+        display, on_progress = _search_display("coarse", run_config.search.coarse_networks)
+        with display:
+            snapshot = coarse_stage(
+                run_dir, run_config, strategy=strategy, storage=storage,
+                workers=workers if workers is not None else max(1, gpus), gpus=gpus,
+                grace_period=grace_period, prune=prune, on_progress=on_progress,
+                announce=lambda text: console.print(text, highlight=False),
+            )  # fmt: skip
+    except (StoreError, ValueError) as error:  # ConfigError, RunFolderError, ArchitectureError
         raise _fail(str(error)) from None
-    factory = TrainingEvaluator(run_config.to_yaml(), width)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Under torchrun this process is one rank of a single multi-GPU worker.
-        try:
-            distributed_snapshot = run_under_torchrun(job, factory)
-        except StoreError as error:
-            raise _fail(str(error)) from None
-        if distributed_snapshot is None:
-            return
-        snapshot = distributed_snapshot
-    else:
-        gpus = _gpu_count()
-        workers = workers if workers is not None else max(1, gpus)
-        estimate = estimate_search_compute(
-            run_config.data.patch,
-            in_channels,
-            classes,
-            run_config.data.batch_size,
-            run_config.search.iterations,
-            settings.budget,
-            width,
-            settings.seed,
-            settings.clusters,
-        )
-        console.print(estimate.describe(workers), highlight=False)
-        try:
-            with Live(console=console, refresh_per_second=1) as live:
-                snapshot = run_coarse(
-                    job,
-                    factory,
-                    workers,
-                    gpus,
-                    on_progress=lambda now: live.update(progress_table(now, settings.budget)),
-                )
-        except StoreError as error:
-            raise _fail(str(error)) from None
+    if snapshot is None:
+        return  # a torchrun rank other than 0
     best = snapshot.best
+    folder = RunFolder(run_dir).coarse
     if best is None:
-        raise _fail(f"no candidate finished; see {run_dir / 'coarse' / 'trials.csv'}", code=1)
+        raise _fail(f"no candidate finished; see {folder.trials_csv}", code=1)
     if prune:
         saved = snapshot.iterations_saved(run_config.search.iterations)
         total = run_config.search.iterations * snapshot.evaluated
         console.print(f"pruning saved {saved} of {total} training iterations")
     console.print(
-        f"best topology (trial {best.number}, Dice {best.score:.4f}): "
-        f"{run_dir / 'coarse' / 'best_topology.json'}"
+        f"best topology (trial {best.number}, Dice {best.score:.4f}): {folder.best_topology}"
     )
 
 
@@ -633,7 +624,9 @@ def search_fine(
     run_dir: Annotated[Path, typer.Argument(help="Prepared run folder (after preprocess).")],
     topology: Annotated[
         Path | None,
-        typer.Option(help="Topology JSON (default RUN_DIR/coarse/best_topology.json)."),
+        typer.Option(
+            help="Topology JSON (default RUN_DIR/coarse/best_topology.json at search.width)."
+        ),
     ] = None,
     preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
     config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
@@ -649,85 +642,71 @@ def search_fine(
 
     Rerun the same command to resume; workers on other machines join with the same --storage.
     """
-    from rich.live import Live
-
-    from c2fnas.search.fine import make_job, run_fine, supernet_trained, train_supernet
-    from c2fnas.search.report import progress_table
+    from c2fnas.search.stages import fine_stage
     from c2fnas.search.store import StoreError
-    from c2fnas.search.study import RunFolderError
-    from c2fnas.space import Architecture, ArchitectureError
-    from c2fnas.training.config import ConfigError, load_config
+    from c2fnas.space import Architecture
     from c2fnas.training.loop import TrainingDiverged
 
-    topology_path = topology or run_dir / "coarse" / "best_topology.json"
+    gpus = _gpu_count()
+    rank_zero = int(os.environ.get("RANK", "0")) == 0
     try:
-        run_config = load_config(preset, config)
-        job = make_job(run_dir, Architecture.load(topology_path), run_config, storage)
-    except (ArchitectureError, ConfigError, RunFolderError, ValueError) as error:
-        raise _fail(str(error)) from None
-    rank = int(os.environ.get("RANK", "0"))
-    try:
-        if not supernet_trained(job):
-            bar, update = _training_bar()
-            with bar if rank == 0 else contextlib.nullcontext():
-                train_supernet(job, progress=update)
-        if rank != 0:
-            return  # under torchrun, rank 0 alone runs the random search after the supernet
-        workers = workers if workers is not None else max(1, _gpu_count())
-        budget = job.settings.candidates
-        with Live(console=console, refresh_per_second=1) as live:
-            snapshot = run_fine(
-                job,
-                workers,
-                _gpu_count(),
-                on_progress=lambda now: live.update(
-                    progress_table(now, budget, stage="fine", describe=_ops_text)
-                ),
-            )
+        run_config = _search_config(preset, config)
+        given = Architecture.load(topology) if topology is not None else None
+        bar, supernet_progress = _training_bar()
+        display, on_progress = _search_display("fine", run_config.search.fine_candidates)
+        with bar if rank_zero else contextlib.nullcontext(), display:
+            snapshot = fine_stage(
+                run_dir, run_config, topology=given, storage=storage,
+                workers=workers if workers is not None else max(1, gpus), gpus=gpus,
+                supernet_progress=supernet_progress, on_progress=on_progress,
+            )  # fmt: skip
     except TrainingDiverged as error:
         raise _fail(f"supernet training diverged: {error}", code=1) from None
-    except (StoreError, FileNotFoundError) as error:
+    except (StoreError, ValueError, FileNotFoundError) as error:  # ConfigError, RunFolderError
         raise _fail(str(error)) from None
+    if snapshot is None:
+        return  # a torchrun rank other than 0: rank 0 scores the colourings
     best = snapshot.best
+    folder = RunFolder(run_dir).fine
     if best is None:
-        raise _fail(f"no colouring was scored; see {job.fine_dir / 'candidates.csv'}", code=1)
+        raise _fail(f"no colouring was scored; see {folder.candidates_csv}", code=1)
     console.print(
         f"best colouring (trial {best.number}, supernet Dice {best.score:.4f}): "
-        f"{job.fine_dir / 'best_architecture.json'}"
+        f"{folder.best_architecture}"
     )
 
 
 def _ops_text(code: tuple[int, ...] | None) -> str:
-    from c2fnas.search.fine import decode
+    from c2fnas.search.fine import colouring_text
 
-    return " ".join(decode(code)) if code else ""
+    return colouring_text(code)
 
 
 @search_app.command("scale")
 def search_scale(
     run_dir: Annotated[Path, typer.Argument(help="Prepared run folder (after preprocess).")],
-    arch: Annotated[Path, typer.Option("--arch", help="Architecture JSON to scale.")],
+    arch: Annotated[
+        Path | None,
+        typer.Option("--arch", help="Architecture JSON (default RUN_DIR/fine's best)."),
+    ] = None,
     widths: Annotated[
         list[float] | None,
-        typer.Option("--widths", help="Width multipliers (repeat; default 0.25 ... 2.0)."),
+        typer.Option("--widths", help="Width multipliers (repeat; default search.scale_widths)."),
     ] = None,
     preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
     config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
 ) -> None:
     """Width scaling (paper Sec. 5.3): train and validate every width; table and Dice-MACs plot."""
-    from c2fnas.search.scale import PAPER_WIDTHS, run_scaling
-    from c2fnas.space import Architecture, ArchitectureError
-    from c2fnas.training.config import ConfigError, load_config
+    from c2fnas.search.stages import scale_stage
+    from c2fnas.space import Architecture
     from c2fnas.training.loop import TrainingDiverged
 
     try:
-        run_config = load_config(preset, config)
-        architecture = Architecture.load(arch)
-        rows = run_scaling(
+        run_config = _search_config(preset, config, scale_widths=widths or None)
+        rows = scale_stage(
             run_dir,
-            architecture,
             run_config,
-            widths or PAPER_WIDTHS,
+            architecture=Architecture.load(arch) if arch is not None else None,
             on_width=lambda row: console.print(
                 f"width {row['width']:g}: Dice {row['dice_mean']:.4f}, "
                 f"{row['params'] / 1e6:.2f} M parameters, {row['macs'] / 1e9:.2f} G MACs"
@@ -735,7 +714,7 @@ def search_scale(
         )
     except TrainingDiverged as error:
         raise _fail(f"training diverged: {error}", code=1) from None
-    except (ArchitectureError, ConfigError, ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # ConfigError, ArchitectureError
         raise _fail(str(error)) from None
     table = Table(title="width scaling")
     for column in rows[0]:
@@ -743,7 +722,8 @@ def search_scale(
     for row in rows:
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
     console.print(table)
-    console.print(f"wrote {run_dir / 'scale' / 'scaling.csv'} and scaling.png")
+    scale = RunFolder(run_dir).scale
+    console.print(f"wrote {scale.table} and {scale.plot}")
 
 
 @app.command("run")

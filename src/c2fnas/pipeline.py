@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,7 @@ from c2fnas.files.atomic import write_json_atomic, write_text_atomic
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.inference.predict import predict_folder
 from c2fnas.report import write_report
-from c2fnas.search import coarse, fine
-from c2fnas.search.evaluate import TrainingEvaluator, settings_from_config
-from c2fnas.search.scale import run_scaling
+from c2fnas.search.stages import coarse_stage, final_architecture, fine_stage, scale_stage
 from c2fnas.space import Architecture
 from c2fnas.training import train
 from c2fnas.training.config import RunConfig
@@ -288,48 +286,36 @@ class Pipeline:
         return {"cases": len(summary.written) + len(summary.skipped)}
 
     def stage_coarse(self) -> dict[str, Any]:
-        settings = settings_from_config(self.config, "c2f")
-        job = coarse.make_job(self.run_dir, settings, self.storage)
-        factory = TrainingEvaluator(self.config.to_yaml(), self.config.search.width)
-        snapshot = coarse.run_coarse(
-            job,
-            factory,
-            self.workers,
-            self.gpus,
-            self._view("search", "coarse search", settings.budget),
-        )
+        snapshot = coarse_stage(
+            self.run_dir, self.config, storage=self.storage, workers=self.workers,
+            gpus=self.gpus,
+            on_progress=self._view("search", "coarse search", self.config.search.coarse_networks),
+        )  # fmt: skip
+        assert snapshot is not None, "c2fnas run is not started under torchrun"
         if snapshot.best is None:
-            raise PipelineError(f"coarse: no candidate finished; see {job.coarse_dir}/trials.csv")
+            trials = self.folder.coarse.trials_csv
+            raise PipelineError(f"coarse: no candidate finished; see {trials}")
         return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
 
-    def searched_topology(self) -> Architecture:
-        path = self.folder.coarse.best_topology
-        return Architecture.load(path).with_width(self.config.search.width)
-
     def stage_fine(self) -> dict[str, Any]:
-        job = fine.make_job(self.run_dir, self.searched_topology(), self.config, self.storage)
-        if not fine.supernet_trained(job):
-            fine.train_supernet(job, progress=self._view("train", "supernet"))
-        snapshot = fine.run_fine(
-            job,
-            self.workers,
-            self.gpus,
-            self._view("search", "fine search", job.settings.candidates),
-        )
+        snapshot = fine_stage(
+            self.run_dir, self.config, storage=self.storage, workers=self.workers,
+            gpus=self.gpus, supernet_progress=self._view("train", "supernet"),
+            on_progress=self._view("search", "fine search", self.config.search.fine_candidates),
+        )  # fmt: skip
+        assert snapshot is not None, "c2fnas run is not started under torchrun"
         if snapshot.best is None:
-            raise PipelineError(f"fine: no colouring was scored; see {job.fine_dir}/candidates.csv")
+            candidates = self.folder.fine.candidates_csv
+            raise PipelineError(f"fine: no colouring was scored; see {candidates}")
         return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
 
     def final_architecture(self) -> Architecture:
         if self.architecture is not None:
             return Architecture.load(self.folder.given_architecture)
-        path = self.folder.fine.best_architecture
-        return replace(Architecture.load(path), name="searched")
+        return final_architecture(self.run_dir)
 
     def stage_scale(self) -> dict[str, Any]:
-        rows = run_scaling(
-            self.run_dir, self.final_architecture(), self.config, self.config.search.scale_widths
-        )
+        rows = scale_stage(self.run_dir, self.config, architecture=self.final_architecture())
         return {"widths": len(rows)}
 
     def stage_train(self) -> dict[str, Any]:

@@ -40,6 +40,7 @@ search:
   coarse_networks: 2
   iterations: 2
   milestones: [1]
+  width: 0.125
 """
 
 
@@ -48,7 +49,8 @@ def test_coarse_search_end_to_end(run_dir, tmp_path):
     override = tmp_path / "fast.yaml"
     override.write_text(FAST)
     arguments = ["search", "coarse", str(run_dir), "--preset", "smoke", "--config", str(override)]
-    result = runner.invoke(app, [*arguments, "--width", "0.125", "--workers", "1"])
+    # no --width: the candidates take search.width from the configuration, as in `c2fnas run`
+    result = runner.invoke(app, [*arguments, "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert "compute estimate: 2 networks x 2 iterations x batch 2" in result.stdout
     assert "best topology" in result.stdout
@@ -64,8 +66,9 @@ def test_coarse_search_end_to_end(run_dir, tmp_path):
     assert "-".join(map(str, best.levels)) == best_row["topology"]
     assert set(best.ops) == {"3d"} and (coarse / "search.png").is_file()
     for row in finished:  # each candidate trained in its own folder, at the search schedule
-        config = (coarse / "candidates" / row["topology"] / "config.yaml").read_text()
-        assert "iterations: 2" in config
+        candidate = coarse / "candidates" / row["topology"]
+        assert "iterations: 2" in (candidate / "config.yaml").read_text()
+        assert Architecture.load(candidate / "last" / "architecture.json").width == 0.125
 
 
 def test_user_errors_are_one_red_line(run_dir, tmp_path):

@@ -1,8 +1,9 @@
 import optuna
 import pytest
 
+from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.search.coarse import CoarseSettings, make_job
-from c2fnas.search.evaluate import SEARCH_FOLD, TrainingEvaluator
+from c2fnas.search.evaluate import TrainingEvaluator
 from c2fnas.space import Architecture, u_shaped_topologies
 from c2fnas.training import RunConfig
 from c2fnas.training.loop import TrainResult

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.search.coarse import CoarseJob, CoarseSettings
 from c2fnas.search.report import code_text
 from c2fnas.search.study import RunFolderError
@@ -24,9 +25,6 @@ from c2fnas.space import Architecture
 
 if TYPE_CHECKING:
     from c2fnas.training.config import RunConfig
-
-SEARCH_FOLD = 4
-"""The fifth fold validates during the search (paper Sec. 4.1, SPEC section 5)."""
 
 
 def settings_from_config(config: RunConfig, strategy: str, **overrides: object) -> CoarseSettings:

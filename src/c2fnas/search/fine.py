@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from c2fnas.search.evaluate import SEARCH_FOLD
+from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.search.report import write_trials_csv
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
 from c2fnas.search.strategies import Code, Finished

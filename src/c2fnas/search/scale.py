@@ -5,6 +5,9 @@ schedule on the search split and validated; ``RUN_DIR/scale/scaling.csv`` lists 
 parameters, MACs (per sample, at the configured patch) and Dice per class, and
 ``RUN_DIR/scale/scaling.png`` plots Dice against MACs. A rerun resumes the width in progress and
 skips the finished ones (each width trains in its own resumable folder).
+
+torch, the training stack and matplotlib are imported inside the functions that use them (see
+``c2fnas.search``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from c2fnas.search.evaluate import SEARCH_FOLD
+from c2fnas.data.splits import SEARCH_FOLD
+from c2fnas.files.atomic import replacing, write_text_atomic
+from c2fnas.files.run_folder import RunFolder, ScaleFolder
 from c2fnas.space import Architecture
 
 if TYPE_CHECKING:
@@ -24,18 +29,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PAPER_WIDTHS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-
-
-def width_dir(run_dir: Path, width: float) -> Path:
-    return run_dir / "scale" / f"width_{width:g}"
-
 
 def run_scaling(
     run_dir: Path,
     architecture: Architecture,
     config: RunConfig,
-    widths: Sequence[float] = PAPER_WIDTHS,
+    widths: Sequence[float],
     on_width: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every width, write the table and the plot after each one; returns the rows."""
@@ -58,7 +57,7 @@ def run_scaling(
         network = C2FNet(scaled, plan.in_channels, plan.num_classes)
         cost = estimate_cost(network, (1, plan.in_channels, *config.data.patch))
         result = train(
-            scaled, run_dir, SEARCH_FOLD, search_config, width_dir(run_dir, width),
+            scaled, run_dir, SEARCH_FOLD, search_config, RunFolder(run_dir).scale.width(width).root,
             resume=True, network=network,
         )  # fmt: skip
         row = {
@@ -72,25 +71,23 @@ def run_scaling(
             },
         }
         rows.append(row)
-        write_outputs(rows, run_dir / "scale")
+        write_outputs(rows, RunFolder(run_dir).scale)
         if on_width is not None:
             on_width(row)
     return rows
 
 
-def write_outputs(rows: Sequence[dict[str, Any]], scale_dir: Path) -> None:
-    from c2fnas.files.atomic import write_text_atomic
-
+def write_outputs(rows: Sequence[dict[str, Any]], folder: ScaleFolder) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(scale_dir / "scaling.csv", buffer.getvalue())
-    plot_scaling(rows, scale_dir / "scaling.png")
+    write_text_atomic(folder.table, buffer.getvalue())
+    plot_scaling(rows, folder.plot)
 
 
 def plot_scaling(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # here, not at the top: see the module docstring
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -107,6 +104,6 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: Path) -> None:
     axes.set_title("width scaling")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=120)
     plt.close(figure)

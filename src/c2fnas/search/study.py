@@ -27,7 +27,7 @@ STUDY_FILE = "study.json"
 _OLD_OUTPUTS = ("trials.db", "trials.csv", "candidates.csv")
 
 
-class RunFolderError(Exception):
+class RunFolderError(ValueError):
     """The run folder is not ready for a search (names the missing file)."""
 
 

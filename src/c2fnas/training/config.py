@@ -104,6 +104,15 @@ class RunConfig(_Strict):
         )
         return self.model_copy(update={"training": TrainingConfig(**training.model_dump())})
 
+    def with_fields(self, section: str, **values: Any) -> RunConfig:
+        """This configuration with fields of one section replaced (e.g. from a command-line
+        option), validated like a file: ``ConfigError`` names the field."""
+        data = _merge(self.model_dump(mode="json"), {section: values})
+        try:
+            return RunConfig.model_validate(data)
+        except ValidationError as error:
+            raise ConfigError(f"command-line option: {_describe(error)}") from None
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
