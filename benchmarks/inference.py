@@ -5,6 +5,10 @@ Hippocampus image and on a synthetic 128x128x96 volume, timing the network's for
 apart from reading and preprocessing, window aggregation (sliding-window bookkeeping, softmax,
 blending), and restoring + writing the label. Target: everything else under 20% of the total.
 
+Then the time per case of the whole ``predict_case`` with and without test-time mirroring
+(8 passes per window), and with ONNX Runtime (fp32, CPU, the network exported by
+``c2fnas export --onnx``) against PyTorch (fp32 and the resolved precision), on the same images.
+
     .venv/bin/python benchmarks/inference.py --width 1.0 --patch 96 --stride 16
 """
 
@@ -28,8 +32,10 @@ from c2fnas.accel.precision import resolve_precision
 from c2fnas.accel.process import keep_freed_memory
 from c2fnas.accel.swap import accelerate
 from c2fnas.data.preprocess import ChannelNormalization, Plan
+from c2fnas.files.model_folder import write_model
 from c2fnas.inference import predict as predict_module
-from c2fnas.inference.predict import LoadedModel, predict_case
+from c2fnas.inference.onnx_engine import OnnxNetwork, export_onnx
+from c2fnas.inference.predict import TRAINING_FLIP_AXES, LoadedModel, predict_case
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
 
@@ -109,6 +115,43 @@ def measure(image: Path, model: LoadedModel, stride: int, precision: str, out: P
     }
 
 
+def case_seconds(image: Path, model: LoadedModel, stride: int, precision: str, out: Path,
+                 mirror_axes: tuple[int, ...] = ()) -> float:  # fmt: skip
+    """Wall time of one ``predict_case`` call, after a warm-up call."""
+    for _ in range(2):
+        start = time.perf_counter()
+        predict_case(image, [model], out / image.name, "vote", stride, precision,
+                     mirror_axes=mirror_axes)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def engines(images: list[Path], model: LoadedModel, architecture: Architecture, stride: int,
+            precision: str, folder: Path) -> list[dict]:  # fmt: skip
+    """Seconds per case: PyTorch with and without mirroring, and ONNX Runtime."""
+    info = {
+        "kind": "network",
+        "patch": list(model.patch),
+        "plan": model.plan.model_dump(mode="json"),
+    }
+    network = model.network
+    assert isinstance(network, torch.nn.Module)
+    write_model(folder / "model", network, architecture, info)
+    start = time.perf_counter()
+    export_onnx(folder / "model", folder / "model.onnx", None)
+    export_seconds = time.perf_counter() - start
+    onnx_model = LoadedModel(OnnxNetwork(folder / "model.onnx"), model.plan, model.patch)
+    rows = []
+    for image in images:
+        row = {"image": image.name, "onnx_export_s": export_seconds}
+        row["torch_s"] = case_seconds(image, model, stride, precision, folder)
+        row["torch_tta_s"] = case_seconds(image, model, stride, precision, folder,
+                                          TRAINING_FLIP_AXES)  # fmt: skip
+        row["torch_fp32_s"] = case_seconds(image, model, stride, "fp32", folder)
+        row["onnx_fp32_s"] = case_seconds(image, onnx_model, stride, "fp32", folder)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -118,6 +161,7 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=16)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--no-engines", action="store_true", help="skip TTA and ONNX timings")
     args = parser.parse_args()
     keep_freed_memory()  # as the c2fnas command line does
 
@@ -133,7 +177,7 @@ def main() -> None:
     )
     model = LoadedModel(network, plan, (args.patch,) * 3)
     precision = resolve_precision(args.precision, device)
-    rows = []
+    rows, engine_rows = [], []
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         images = [synthetic_volume(out / "volume_128x128x96.nii.gz", (128, 128, 96))]
@@ -144,6 +188,9 @@ def main() -> None:
         (out / "predictions").mkdir()
         for image in images:
             rows.append(measure(image, model, args.stride, precision, out / "predictions"))
+        if not args.no_engines:
+            engine_rows = engines(images, model, architecture.with_width(args.width),
+                                  args.stride, precision, out / "predictions")  # fmt: skip
 
     print(
         f"C2FNAS-Panc width {args.width}, patch {args.patch}^3, stride {args.stride}, {precision}"
@@ -159,10 +206,19 @@ def main() -> None:
             f"{row['read_preprocess_s']:9.2f} {row['window_aggregation_s']:8.2f} "
             f"{row['restore_write_s']:13.2f}"
         )
+    if engine_rows:
+        print(f"\nseconds per case ({precision} unless marked fp32); ONNX export "
+              f"{engine_rows[0]['onnx_export_s']:.0f} s")  # fmt: skip
+        print(f"{'image':28s} {'torch':>8s} {'torch+TTA':>10s} {'torch fp32':>10s} "
+              f"{'ONNX fp32':>10s}")  # fmt: skip
+        for row in engine_rows:
+            print(f"{row['image']:28s} {row['torch_s']:8.2f} {row['torch_tta_s']:10.2f} "
+                  f"{row['torch_fp32_s']:10.2f} {row['onnx_fp32_s']:10.2f}")  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(
         {"settings": vars(args) | {"output": str(args.output), "precision": precision},
-         "threads": torch.get_num_threads(), "rows": rows}, indent=2))  # fmt: skip
+         "threads": torch.get_num_threads(), "rows": rows, "engines": engine_rows},
+        indent=2))  # fmt: skip
     print(f"wrote {args.output}")
 
 
