@@ -125,7 +125,7 @@ def test_supernet_score_is_the_standalone_network_score(run_dir, fine_search):
     from c2fnas.data.pipeline import cached_case_ids
     from c2fnas.nn import Supernet
 
-    _, weights, _ = read_model(job.supernet_dir / "last")
+    _, weights, _ = read_model(job.folder.supernet.last)
     supernet = Supernet(job.topology, 1, 3)
     supernet.load_state_dict(weights)
     network = supernet.extract(ops).eval()

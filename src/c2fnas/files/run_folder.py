@@ -66,6 +66,16 @@ class SearchFolder:
     def trials_csv(self) -> Path:
         return self.root / "trials.csv"
 
+    @property
+    def study(self) -> Path:
+        """Which study of the trial store holds this search, and what identifies it."""
+        return self.root / "study.json"
+
+    @property
+    def logs(self) -> Path:
+        """One log file per worker process."""
+        return self.root / "logs"
+
 
 @dataclass(frozen=True)
 class CoarseFolder(SearchFolder):

@@ -28,8 +28,7 @@ import optuna
 import sqlalchemy
 from optuna.storages.journal import JournalFileOpenLock
 
-Code = tuple[Any, ...]
-"""A candidate: a topology code (levels) in the coarse stage, a colouring in the fine stage."""
+from c2fnas.search.strategies import Code
 
 
 class ClaimStore(Protocol):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 
+from c2fnas.files.run_folder import CoarseFolder, RunFolder
 from c2fnas.search.report import write_outputs
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
 from c2fnas.search.strategies import NUM_CLUSTERS, Strategy, make_strategy
@@ -87,8 +88,8 @@ class CoarseJob:
         return {"dataset": self.dataset, **self.settings.identity()}
 
     @property
-    def coarse_dir(self) -> Path:
-        return self.run_dir / "coarse"
+    def folder(self) -> CoarseFolder:
+        return RunFolder(self.run_dir).coarse
 
     def open_store(self) -> TrialStore:
         pruner = None
@@ -124,7 +125,7 @@ def make_job(run_dir: Path, settings: CoarseSettings, storage: str | None = None
 
 def coarse_worker(index: int, job: CoarseJob, factory: EvaluatorFactory) -> None:
     """Body of one worker process: log to its own file, then evaluate until the budget is met."""
-    name = prepare_worker_process(index, job.coarse_dir / "logs")
+    name = prepare_worker_process(index, job.folder.logs)
     settings = job.settings
     evaluate = factory(job, index)
     rank, world_size = _world()
@@ -171,7 +172,7 @@ def run_under_torchrun(job: CoarseJob, factory: EvaluatorFactory) -> Snapshot | 
     if rank != 0:
         return None
     snapshot = job.open_store().snapshot()
-    write_outputs(snapshot, job.coarse_dir, job.settings.clusters)
+    write_outputs(snapshot, job.folder, job.settings.clusters)
     return snapshot
 
 
@@ -200,7 +201,7 @@ def run_coarse(
     supervise(processes, lambda: _refresh(store, job, on_progress, reported), refresh_seconds)
     failed = [p.name for p in processes if p.exitcode not in (0, None)]
     if failed:
-        logger.error("worker processes %s exited with an error; see %s", failed, job.coarse_dir)
+        logger.error("worker processes %s exited with an error; see %s", failed, job.folder.logs)
     return store.snapshot()
 
 
@@ -212,6 +213,6 @@ def _refresh(
 ) -> None:
     snapshot = store.snapshot()
     report_silent_workers(store, snapshot, "coarse search", reported)
-    write_outputs(snapshot, job.coarse_dir, job.settings.clusters)
+    write_outputs(snapshot, job.folder, job.settings.clusters)
     if on_progress is not None:
         on_progress(snapshot)

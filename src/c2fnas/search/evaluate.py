@@ -54,7 +54,7 @@ def dataset_channels(run_dir: Path) -> tuple[int, int]:
 def candidate_dir(job: CoarseJob, code: tuple[int, ...]) -> Path:
     """Training folder of a topology. Keyed by topology, not trial: when a worker dies, the
     next holder of the topology resumes from the last checkpoint instead of starting over."""
-    return job.coarse_dir / "candidates" / code_text(code)
+    return job.folder.candidate(code_text(code)).root
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from c2fnas.data.splits import SEARCH_FOLD
+from c2fnas.files.run_folder import FineFolder, RunFolder
 from c2fnas.search.report import write_trials_csv
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
 from c2fnas.search.strategies import Code, Finished
@@ -116,12 +117,12 @@ class FineJob:
     study: str
 
     @property
-    def fine_dir(self) -> Path:
-        return self.run_dir / "fine"
+    def folder(self) -> FineFolder:
+        return RunFolder(self.run_dir).fine
 
     @property
     def supernet_dir(self) -> Path:
-        return self.fine_dir / "supernet"
+        return self.folder.supernet.root
 
     def config(self) -> RunConfig:
         import yaml  # type: ignore[import-untyped]
@@ -187,7 +188,7 @@ def _settings_identity(settings: FineSettings, topology: Architecture) -> dict[s
 def supernet_trained(job: FineJob) -> bool:
     from c2fnas.files import model_folder
 
-    model = job.supernet_dir / "last"
+    model = job.folder.supernet.last
     if not all((model / name).is_file() for name in model_folder.MODEL_FILES):
         return False
     info = model_folder.read_json(model / "model.json")
@@ -238,7 +239,7 @@ def supernet_scorer(job: FineJob) -> Evaluate:
     config = job.config()
     plan = Plan.load(job.run_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    _, weights, _ = model_folder.read_model(job.supernet_dir / "last")
+    _, weights, _ = model_folder.read_model(job.folder.supernet.last)
     supernet = Supernet(job.topology, plan.in_channels, plan.num_classes)
     supernet.load_state_dict(weights)
     accelerate(supernet).to(device).eval()
@@ -264,7 +265,7 @@ def supernet_scorer(job: FineJob) -> Evaluate:
 
 def fine_worker(index: int, job: FineJob) -> None:
     """Body of one scoring worker process."""
-    name = prepare_worker_process(index, job.fine_dir / "logs")
+    name = prepare_worker_process(index, job.folder.logs)
     settings = job.settings
     run_worker(
         job.open_store(),
@@ -288,12 +289,12 @@ def write_outputs(snapshot: Snapshot, job: FineJob) -> Architecture | None:
     """``candidates.csv`` (one row per trial) and ``best_architecture.json``."""
     from c2fnas.files.atomic import write_text_atomic
 
-    write_trials_csv(snapshot, job.fine_dir / "candidates.csv", "ops", colouring_text)
+    write_trials_csv(snapshot, job.folder.candidates_csv, "ops", colouring_text)
     best = snapshot.best
     if best is None or best.code is None:
         return None
     architecture = replace(job.candidate(best.code), name=f"fine-best-trial-{best.number}")
-    write_text_atomic(job.fine_dir / "best_architecture.json", architecture.to_json())
+    write_text_atomic(job.folder.best_architecture, architecture.to_json())
     return architecture
 
 
@@ -326,5 +327,5 @@ def run_fine(
     supervise(processes, refresh, refresh_seconds)
     failed = [p.name for p in processes if p.exitcode not in (0, None)]
     if failed:
-        logger.error("worker processes %s exited with an error; see %s", failed, job.fine_dir)
+        logger.error("worker processes %s exited with an error; see %s", failed, job.folder.logs)
     return store.snapshot()

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from rich.table import Table
 
-from c2fnas.files.atomic import write_text_atomic
+from c2fnas.files.atomic import replacing, write_text_atomic
+from c2fnas.files.run_folder import CoarseFolder
 from c2fnas.search.store import Record, Snapshot
 from c2fnas.space import Architecture
 
@@ -35,20 +34,6 @@ CSV_COLUMNS = (
 def code_text(code: tuple[int, ...] | None) -> str:
     """A topology code as ``0-0-1-1-2-3-2-2-1-0-0-0`` (empty when unknown)."""
     return "-".join(str(level) for level in code) if code else ""
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix
-    )
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_trials_csv(
@@ -133,15 +118,16 @@ def plot_search(snapshot: Snapshot, path: Path, clusters: int) -> None:
     right.set(xlabel="networks evaluated", ylabel="best validation Dice so far")
     right.grid(alpha=0.3)
     figure.tight_layout()
-    _write_atomic(path, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
 
 
-def write_outputs(snapshot: Snapshot, coarse_dir: Path, clusters: int) -> Architecture | None:
+def write_outputs(snapshot: Snapshot, folder: CoarseFolder, clusters: int) -> Architecture | None:
     """Refresh every output of the coarse stage from the trial store's current state."""
-    write_trials_csv(snapshot, coarse_dir / "trials.csv")
-    plot_search(snapshot, coarse_dir / "search.png", clusters)
-    return write_best_topology(snapshot, coarse_dir / "best_topology.json")
+    write_trials_csv(snapshot, folder.trials_csv)
+    plot_search(snapshot, folder.plot, clusters)
+    return write_best_topology(snapshot, folder.best_topology)
 
 
 def progress_table(

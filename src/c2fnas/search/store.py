@@ -38,6 +38,7 @@ from optuna.storages._rdb import models as rdb_models  # heartbeat times: no pub
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from c2fnas.files.run_folder import RunFolder
 from c2fnas.search.claims import ClaimResult, Claims, Code, LockedClaims, SqlClaims
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class Snapshot:
 
 def default_storage(run_dir: Path, stage: str = "coarse") -> str:
     """The SQLite file of a search stage: ``RUN_DIR/<stage>/trials.db``."""
-    return f"sqlite:///{(run_dir / stage / 'trials.db').resolve()}"
+    return f"sqlite:///{RunFolder(run_dir).search(stage).trials_db.resolve()}"
 
 
 def is_database_url(storage: str) -> bool:

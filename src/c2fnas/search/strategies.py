@@ -20,6 +20,8 @@ from typing import Protocol
 from c2fnas.space import NUM_CELLS, u_shaped_topologies
 
 Code = tuple[int, ...]
+"""A candidate: a topology's levels in the coarse stage, a colouring's op indices in the fine
+stage."""
 Finished = Sequence[tuple[Code, float]]
 
 NUM_CLUSTERS = 8

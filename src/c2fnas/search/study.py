@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from c2fnas.files.atomic import write_json_atomic
+from c2fnas.files.run_folder import FineFolder, RunFolder
 from c2fnas.search.store import StoreError, TrialStore
-
-STUDY_FILE = "study.json"
-_OLD_OUTPUTS = ("trials.db", "trials.csv", "candidates.csv")
 
 
 class RunFolderError(ValueError):
@@ -57,9 +55,12 @@ def study_name(stage: str, identity: dict[str, Any]) -> str:
 def run_study(run_dir: Path, stage: str, identity: dict[str, Any]) -> str:
     """The study of ``stage`` for this run folder: the old name ``stage`` for a folder searched
     before studies were named by identity, otherwise ``study_name(stage, identity)``."""
-    stage_dir = run_dir / stage
-    recorded = _read(stage_dir / STUDY_FILE)
-    if recorded is None and any((stage_dir / name).exists() for name in _OLD_OUTPUTS):
+    folder = RunFolder(run_dir).search(stage)
+    recorded = _read(folder.study)
+    outputs = [folder.trials_db, folder.trials_csv]
+    if isinstance(folder, FineFolder):
+        outputs.append(folder.candidates_csv)
+    if recorded is None and any(path.exists() for path in outputs):
         return stage
     if recorded is not None and recorded["study"] == stage:
         return stage
@@ -79,7 +80,7 @@ def open_study(
     Raises:
         StoreError: the run folder's ``stage`` search, or the stored study, has another identity.
     """
-    path = run_dir / stage / STUDY_FILE
+    path = RunFolder(run_dir).search(stage).study
     recorded = _read(path)
     if recorded is not None and recorded["identity"] != identity:
         old = recorded["identity"]
