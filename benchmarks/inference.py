@@ -31,11 +31,12 @@ import torch
 from c2fnas.accel.precision import resolve_precision
 from c2fnas.accel.process import keep_freed_memory
 from c2fnas.accel.swap import accelerate
+from c2fnas.data.loader import FLIP_AXES
 from c2fnas.data.preprocess import ChannelNormalization, Plan
 from c2fnas.files.model_folder import write_model
 from c2fnas.inference import predict as predict_module
 from c2fnas.inference.onnx_engine import OnnxNetwork, export_onnx
-from c2fnas.inference.predict import TRAINING_FLIP_AXES, LoadedModel, predict_case
+from c2fnas.inference.predict import LoadedModel, predict_case
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
 
@@ -145,7 +146,7 @@ def engines(images: list[Path], model: LoadedModel, architecture: Architecture, 
         row = {"image": image.name, "onnx_export_s": export_seconds}
         row["torch_s"] = case_seconds(image, model, stride, precision, folder)
         row["torch_tta_s"] = case_seconds(image, model, stride, precision, folder,
-                                          TRAINING_FLIP_AXES)  # fmt: skip
+                                          FLIP_AXES)  # fmt: skip
         row["torch_fp32_s"] = case_seconds(image, model, stride, "fp32", folder)
         row["onnx_fp32_s"] = case_seconds(image, onnx_model, stride, "fp32", folder)
         rows.append(row)

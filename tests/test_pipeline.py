@@ -59,16 +59,19 @@ def test_every_stage_runs_and_writes_its_outputs(dataset, finished_run):
     for path in (
         "coarse/best_topology.json", "fine/best_architecture.json", "fine/supernet/last",
         "train/fold_4/best/model.safetensors", "evaluation/summary.json", "report.md",
-        "report.html", "architecture.png",
+        "report.html", "architecture.png", "postprocessing.json",
     ):  # fmt: skip
         assert (run_dir / path).exists(), path
+    # every training case predicted once, out of fold: the choice of post-processing
+    assert len(list((run_dir / "crossval").glob("*.nii.gz"))) == 5
     for image in (dataset / "data" / "imagesTs").glob("*.nii.gz"):
         source, prediction = nib.load(image), nib.load(run_dir / "predictions" / image.name)
         assert prediction.shape == source.shape
         np.testing.assert_allclose(prediction.affine, source.affine)
     report = (run_dir / "report.md").read_text()
     for heading in ("Time per stage", "Searched architecture", "Coarse stage", "Fine stage",
-                    "validation Dice per fold", "ensemble of 5 fold(s)"):  # fmt: skip
+                    "validation Dice per fold", "ensemble of 5 fold(s)",
+                    "Post-processing chosen on cross-validation"):  # fmt: skip
         assert heading in report
     assert "test set, fold ensemble" in result.stdout
 

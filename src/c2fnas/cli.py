@@ -844,6 +844,9 @@ def _print_run_summary(run_dir: Path, state: dict[str, Any]) -> None:
             result = f"{info['evaluated']} evaluated, best Dice {info['best_dice']:.3f}"
         elif "mean_dice" in info:
             result = f"test mean Dice {info['mean_dice']:.4f} (fold ensemble)"
+        elif "largest_component" in info:
+            classes = info["largest_component"]
+            result = f"largest component kept for classes {classes}" if classes else "none"
         elif "cases" in info:
             result = f"{info['cases']} cases"
         table.add_row(stage, f"{info.get('seconds', 0):.1f}", result)

@@ -1,10 +1,12 @@
 """``c2fnas run``: every stage from an MSD folder to evaluated predictions, resumable.
 
 Stages, in order: ``check``, ``preprocess``, ``coarse``, ``fine``, ``scale`` (only when asked),
-``train`` (the final architecture on the 5 folds), ``predict`` (``imagesTs`` with the fold
-ensemble, majority vote), ``evaluate`` (when ``labelsTs`` exists next to ``imagesTs``) and
-``report``. ``RUN_DIR/pipeline.json`` records each finished stage and its time; a rerun skips the
-finished stages and resumes the unfinished one (every stage is resumable by itself).
+``train`` (the final architecture on the 5 folds), ``postprocess`` (out-of-fold predictions of
+the training cases choose ``postprocessing.json``), ``predict`` (``imagesTs`` with the fold
+ensemble, majority vote, post-processed), ``evaluate`` (when ``labelsTs`` exists next to
+``imagesTs``) and ``report``. ``RUN_DIR/pipeline.json`` records each finished stage and its
+time; a rerun skips the finished stages and resumes the unfinished one (every stage is resumable
+by itself).
 
 ``pipeline.json`` also records the dataset the run belongs to (``dataset_identity``), and
 ``config.yaml`` the configuration: a rerun with another dataset or configuration is refused
@@ -30,6 +32,7 @@ from c2fnas.evaluation.metrics import evaluate_folders, summarize
 from c2fnas.evaluation.report import write_csv, write_summary
 from c2fnas.files.atomic import write_json_atomic, write_text_atomic
 from c2fnas.files.run_folder import RunFolder
+from c2fnas.inference.crossval import choose_on_cross_validation
 from c2fnas.inference.predict import predict_folder
 from c2fnas.report import write_report
 from c2fnas.search.stages import coarse_stage, final_architecture, fine_stage, scale_stage
@@ -46,6 +49,7 @@ STAGES = (
     "fine",
     "scale",
     "train",
+    "postprocess",
     "predict",
     "evaluate",
     "report",
@@ -342,6 +346,14 @@ class Pipeline:
     def test_images(self) -> Path:
         return self.dataset_dir / "imagesTs"
 
+    def stage_postprocess(self) -> dict[str, Any]:
+        training = self.config.training
+        chosen = choose_on_cross_validation(
+            self.run_dir, self.dataset_dir, self.trained_folds(), training.stride,
+            training.precision, training.tta, self._view("predict", "out-of-fold"),
+        )  # fmt: skip
+        return {"largest_component": list(chosen.largest_component)}
+
     def stage_predict(self) -> dict[str, Any]:
         if not self.test_images.is_dir() or not any(self.test_images.glob("*.nii*")):
             logger.info("no images in %s: nothing to predict", self.test_images)
@@ -350,7 +362,8 @@ class Pipeline:
         summary = predict_folder(
             models, self.test_images, self.folder.predictions, ensemble="vote",
             stride=self.config.training.stride, precision=self.config.training.precision,
-            progress=self._view("predict", "predict"),
+            progress=self._view("predict", "predict"), tta=self.config.training.tta,
+            postprocess="auto" if self.folder.postprocessing.is_file() else "none",
         )  # fmt: skip
         if summary.failed:
             failed = "; ".join(f"{name}: {reason}" for name, reason in summary.failed.items())

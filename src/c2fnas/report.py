@@ -122,6 +122,7 @@ def write_report(run_dir: Path) -> list[Path]:
     _search(document, folder)
     _scaling(document, folder)
     _folds(document, folder, classes)
+    _postprocessing(document, folder, plan)
     _ensemble(document, folder, plan)
     paths = [folder.report_markdown, folder.report_html]
     write_text_atomic(paths[0], document.markdown())
@@ -209,6 +210,27 @@ def _folds(document: Document, folder: RunFolder, classes: list[str]) -> None:
     if rows:
         document.heading("Final training: validation Dice per fold")
         document.table(["fold", *classes, "mean", "best iteration"], rows)
+
+
+def _postprocessing(document: Document, folder: RunFolder, plan: Any) -> None:
+    chosen = _read_json(folder.postprocessing)
+    if chosen is None:
+        return
+    document.heading("Post-processing chosen on cross-validation")
+    rows = []
+    for label, evidence in chosen.get("classes", {}).items():
+        rows.append(
+            [
+                f"{label} ({plan.labels.get(int(label), label)})",
+                _f(evidence.get("dice")),
+                _f(evidence.get("dice_largest_component")),
+                "yes" if int(label) in chosen.get("largest_component", []) else "no",
+                str(evidence.get("cases")),
+            ]
+        )
+    document.table(
+        ["class", "out-of-fold Dice", "largest component only", "applied", "cases"], rows
+    )
 
 
 def _relative(folder: RunFolder, path: Path) -> str:

@@ -34,6 +34,20 @@ def test_override_file_changes_only_its_fields(tmp_path):
     assert config.training.validate_every == load_config("cpu").training.validate_every
 
 
+def test_per_axis_stride_and_test_time_mirroring_by_preset(tmp_path):
+    override = tmp_path / "prostate.yaml"
+    override.write_text("training:\n  stride: [16, 16, 4]\n")
+    assert load_config("cpu", override).training.stride == (16, 16, 4)
+    assert load_config("paper").training.tta and not load_config("cpu").training.tta
+
+
+def test_fields_from_the_command_line_are_validated():
+    config = load_config("cpu").with_fields("search", width=0.5)
+    assert config.search.width == 0.5 and config.search.iterations == 120
+    with pytest.raises(ConfigError, match="search.width"):
+        load_config("cpu").with_fields("search", width=-1)
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
@@ -41,6 +55,8 @@ def test_override_file_changes_only_its_fields(tmp_path):
         ("data:\n  patch: [30, 32, 32]\n", "multiple of 16"),
         ("training:\n  precision: fp8\n", "training.precision"),
         ("training:\n  milestones: [20, 10]\n", "increasing"),
+        ("training:\n  stride: [16, 0, 4]\n", ">= 1 voxel"),
+        ("training:\n  stride: [16, 16]\n", "training.stride"),
         ("- just a list\n", "mapping"),
         ("training: [unclosed\n", "YAML"),
     ],

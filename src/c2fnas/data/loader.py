@@ -92,6 +92,10 @@ def cut(volume: np.ndarray, start: Sequence[int], patch: Sequence[int]) -> np.nd
     return out
 
 
+FLIP_AXES = (0, 1, 2)
+"""Spatial axes training flips at random (so test-time mirroring may flip them too)."""
+
+
 def augment(
     image: np.ndarray, label: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +108,7 @@ def augment(
     quarter_turns = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
     image = np.rot90(image, quarter_turns, axes=(1, 2))
     label = np.rot90(label, quarter_turns, axes=(0, 1))
-    for axis in range(3):
+    for axis in FLIP_AXES:
         if rng.random() < 0.5:
             image = np.flip(image, axis + 1)
             label = np.flip(label, axis)

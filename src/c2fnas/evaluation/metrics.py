@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+from c2fnas.data.msd import NIFTI_SUFFIXES
+
 METRICS = ("dice", "hd95", "surface_dice")
 
 

@@ -191,6 +191,12 @@ class RunFolder:
         return ScaleFolder(self.root / "scale")
 
     @property
+    def crossval(self) -> Path:
+        """Out-of-fold predictions of the training cases (each by the fold that did not train
+        on it), from which ``postprocessing.json`` is chosen."""
+        return self.root / "crossval"
+
+    @property
     def predictions(self) -> Path:
         return self.root / "predictions"
 

@@ -24,6 +24,8 @@ from torch.nn.functional import one_hot
 
 from c2fnas.accel.precision import resolve_precision
 from c2fnas.data.io import write_like
+from c2fnas.data.loader import FLIP_AXES
+from c2fnas.data.msd import NIFTI_SUFFIXES
 from c2fnas.data.preprocess import Plan, preprocess_images, restore_prediction
 from c2fnas.inference.estimate import estimate_prediction, seconds_per_window
 from c2fnas.inference.export import load_model_file
@@ -38,8 +40,6 @@ __all__ = ["LoadedModel", "load_model", "load_models", "predict_case", "predict_
 log = logging.getLogger(__name__)
 
 Ensemble = Literal["vote", "mean"]
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-TRAINING_FLIP_AXES = (0, 1, 2)
 """The axes ``data.loader.augment`` flips at random in training; test-time mirroring uses them."""
 
 
@@ -137,7 +137,7 @@ def predict_case(
     """Predict one image file and write its label map with the image's shape, affine and header.
 
     ``device`` is where the models are (default CPU); ``precision`` is already resolved.
-    ``mirror_axes``: test-time mirroring (``TRAINING_FLIP_AXES``, or none). Post-processing
+    ``mirror_axes``: test-time mirroring (``FLIP_AXES``, or none). Post-processing
     applies to the label map only; ``save_probabilities`` writes ``<case>.npz`` beside it.
     """
     if ensemble not in ("vote", "mean"):
@@ -252,7 +252,7 @@ def predict_folder(
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (GPU).
         progress: called as ``(image name, done, total)`` after each case.
         models: already loaded models (instead of ``model_dirs``).
-        tta: mirror along ``TRAINING_FLIP_AXES`` (8 passes per window) and average; the
+        tta: mirror along ``FLIP_AXES`` (8 passes per window) and average; the
             caller picks (worth it where time allows: a GPU, not a small CPU).
         postprocess: ``none``, ``auto`` (see ``resolve_postprocessing``) or a file's path.
         save_probabilities: write ``<case>.npz`` (float16 class probabilities, input geometry).
@@ -272,7 +272,7 @@ def predict_folder(
     check_same_plan(loaded)
     chosen = resolve_postprocessing(postprocess, model_dirs, carried)
     resolved = engine_precision(precision, loaded, device)
-    mirror_axes = TRAINING_FLIP_AXES if tta else ()
+    mirror_axes = FLIP_AXES if tta else ()
     first = loaded[0]
     estimate = estimate_prediction(
         files, first.plan, first.patch, stride, len(loaded) * 2 ** len(mirror_axes),

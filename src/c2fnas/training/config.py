@@ -60,11 +60,22 @@ class TrainingConfig(_Strict):
     precision: Precision = "auto"
     validate_every: int = Field(1000, ge=1)
     checkpoint_every: int = Field(1000, ge=1)
-    stride: int = Field(16, ge=1)
-    """Sliding-window step in voxels for validation and prediction (overlap 1 - stride/patch)."""
+    stride: int | tuple[int, int, int] = 16
+    """Sliding-window step in voxels for validation and prediction (overlap 1 - stride/patch),
+    one for every axis or one per axis (anisotropic data, e.g. the paper's Prostate [16, 16, 4])."""
+    tta: bool = False
+    """Test-time mirroring when ``c2fnas run`` predicts (8 passes per window): on where time
+    allows (the ``paper`` preset, GPUs), off on small CPUs."""
     window_batch: int = Field(4, ge=1)
     seed: int = 0
     tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _stride_positive(self) -> TrainingConfig:
+        steps = (self.stride,) if isinstance(self.stride, int) else self.stride
+        if min(steps) < 1:
+            raise ValueError(f"stride {self.stride}: every step must be >= 1 voxel")
+        return self
 
     @model_validator(mode="after")
     def _milestones_sorted(self) -> TrainingConfig:

@@ -36,7 +36,7 @@ def validate(
     cases: Iterable[ValidationCase],
     num_classes: int,
     patch: Sequence[int],
-    stride: int,
+    stride: int | Sequence[int],
     precision: str,
     device: torch.device,
     window_batch: int,
