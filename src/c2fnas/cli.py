@@ -1,4 +1,9 @@
-"""The ``c2fnas`` command line: thin commands over the library, with tables and progress."""
+"""The ``c2fnas`` command line: thin commands over the library, with tables and progress.
+
+Commands import the library inside their bodies, not at the top: importing torch and MONAI takes
+5-15 s on a small CPU, which ``c2fnas --help``, ``c2fnas data check`` and a mistyped option
+should not wait for. Modules that load in a fraction of a second are imported at the top.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from c2fnas.accel.process import keep_freed_memory
+from c2fnas.data.msd import DatasetError
+from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.files.run_folder import RunFolder, TrainingFolder
 from c2fnas.progress import bar_with
+from c2fnas.space import Architecture, ArchitectureError
 
 app = typer.Typer(
     name="c2fnas",
@@ -61,7 +71,6 @@ def profile(
 ) -> None:
     """Parameters, MACs, training activation memory and measured speed of an architecture."""
     from c2fnas.nn.profile import profile_architecture
-    from c2fnas.space import Architecture, ArchitectureError
 
     try:
         architecture = Architecture.load(arch_json)
@@ -111,7 +120,6 @@ def plot_arch(
     """Draw an architecture like the paper's Fig. 5, with parameters and MACs in the caption."""
     from c2fnas.nn.profile import profile_architecture
     from c2fnas.plots import plot_architecture
-    from c2fnas.space import Architecture, ArchitectureError
 
     try:
         architecture = Architecture.load(arch_json)
@@ -150,7 +158,6 @@ def _progress_bar() -> tuple[Any, Any]:
 def _print_listing(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """A table in a terminal; in a log (CI, batch jobs: no terminal, 80 columns) aligned plain
     lines that are never cut. The last column is a status, green when "ok"."""
-    from rich.text import Text
 
     if not console.is_terminal:
         widths = [max(map(len, column)) for column in zip(columns, *rows, strict=True)]
@@ -240,7 +247,6 @@ def preprocess(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Reorient, resample, crop and normalise every case into RUN/preprocessed (resumable)."""
-    from c2fnas.data.msd import DatasetError
     from c2fnas.data.pipeline import PreprocessError, parse_spacing, preprocess_dataset
 
     tokens = [str(dataset_dir), *ctx.args]
@@ -307,10 +313,8 @@ def train(
     ] = False,
 ) -> None:
     """Train one fold (SGD, warm-up, step decay); under torchrun with DistributedDataParallel."""
-    import os
 
     from c2fnas.files.model_folder import CheckpointError
-    from c2fnas.space import Architecture, ArchitectureError
     from c2fnas.training.config import ConfigError, load_config, read_config
     from c2fnas.training.loop import TrainingDiverged
     from c2fnas.training.run import train as train_fold
@@ -527,7 +531,6 @@ app.add_typer(search_app, name="search")
 def _search_display(stage: str, budget: int) -> tuple[Any, Callable[[Any], None]]:
     """A live table of the search in a terminal, plain progress lines in a log; and the
     ``on_progress(snapshot)`` callback that drives it."""
-    from rich.live import Live
 
     from c2fnas.search.report import code_text, progress_table
 
@@ -644,7 +647,6 @@ def search_fine(
     """
     from c2fnas.search.stages import fine_stage
     from c2fnas.search.store import StoreError
-    from c2fnas.space import Architecture
     from c2fnas.training.loop import TrainingDiverged
 
     gpus = _gpu_count()
@@ -698,7 +700,6 @@ def search_scale(
 ) -> None:
     """Width scaling (paper Sec. 5.3): train and validate every width; table and Dice-MACs plot."""
     from c2fnas.search.stages import scale_stage
-    from c2fnas.space import Architecture
     from c2fnas.training.loop import TrainingDiverged
 
     try:
@@ -764,7 +765,6 @@ def run(
     ] = None,
 ) -> None:
     """Every stage from data to evaluated predictions; rerun the same command to resume."""
-    from c2fnas.data.splits import NUM_FOLDS
     from c2fnas.pipeline import DEFAULT_STAGES, Pipeline, PipelineError
     from c2fnas.training.config import ConfigError, load_config
 
