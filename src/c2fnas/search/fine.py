@@ -23,7 +23,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml  # type: ignore[import-untyped]
+
 from c2fnas.data.splits import SEARCH_FOLD
+from c2fnas.files.atomic import write_text_atomic
 from c2fnas.files.run_folder import FineFolder, RunFolder
 from c2fnas.search.report import write_trials_csv
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
@@ -125,8 +128,6 @@ class FineJob:
         return self.folder.supernet.root
 
     def config(self) -> RunConfig:
-        import yaml  # type: ignore[import-untyped]
-
         from c2fnas.training.config import RunConfig
 
         return RunConfig.model_validate(yaml.safe_load(self.config_yaml))
@@ -287,8 +288,6 @@ def colouring_text(code: Code | None) -> str:
 
 def write_outputs(snapshot: Snapshot, job: FineJob) -> Architecture | None:
     """``candidates.csv`` (one row per trial) and ``best_architecture.json``."""
-    from c2fnas.files.atomic import write_text_atomic
-
     write_trials_csv(snapshot, job.folder.candidates_csv, "ops", colouring_text)
     best = snapshot.best
     if best is None or best.code is None:
