@@ -1,7 +1,14 @@
+import json
+
+import pytest
+
+from c2fnas.data.cache import case_paths
+from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.nn.network import C2FNet
 from c2fnas.nn.profile import estimate_cost
-from c2fnas.search.estimate import estimate_search_compute
+from c2fnas.search.estimate import estimate_search_compute, search_fold_windows
 from c2fnas.space import Architecture, u_shaped_topologies
+from tests.search.toy_worker import FIVE_CASES
 
 PATCH = (32, 32, 16)
 
@@ -27,3 +34,32 @@ def test_an_expensive_step_is_not_measured_on_a_cpu():
     assert estimate.step_seconds is None and estimate.device_hours is None
     assert 100e9 < estimate.macs_mean < 200e9  # C2FNAS-Panc-sized networks: ~150 GMACs
     assert "PMACs" in estimate.describe()
+
+
+def test_validations_are_costed_as_forward_passes_over_their_windows():
+    estimate = estimate_search_compute(
+        PATCH, 1, 2, batch=2, iterations=10, budget=4, width=0.125, clusters=2,
+        validate_every=4, validation_windows=5,
+    )  # fmt: skip
+    assert estimate.validations == 3  # after iterations 4, 8 and the last, 10
+    assert estimate.training_macs == estimate.macs_mean * 2 * 10 * 3 * 4
+    assert estimate.validation_macs == estimate.macs_mean * 5 * 3 * 4
+    assert estimate.total_macs == estimate.training_macs + estimate.validation_macs
+    step = estimate.step_seconds
+    assert estimate.device_hours == pytest.approx((step * 10 + step / 6 * 5 * 3) * 4 / 3600)
+    line = estimate.describe()
+    assert "3 validations x 5 sliding windows (forward only)" in line and "with validation" in line
+
+
+def test_search_fold_windows_counts_the_windows_of_the_validation_cases(run_dir):
+    """Case ``case_00i`` is ``(32 i, 48, 16)``: ``2 i - 1`` windows along x, 2 along y at
+    patch (32, 32, 16) and stride 16."""
+    for index, case_id in enumerate(FIVE_CASES, start=1):
+        _, properties = case_paths(run_dir, case_id)
+        properties.parent.mkdir(parents=True, exist_ok=True)
+        properties.write_text(json.dumps({"shape": [32 * index, 48, 16]}))
+    windows = search_fold_windows(run_dir, PATCH, 16)
+    validation = json.loads((run_dir / "splits.json").read_text())[SEARCH_FOLD]["val"]
+    assert validation and windows == sum(
+        (2 * FIVE_CASES.index(case_id) + 1) * 2 for case_id in validation
+    )

@@ -1,12 +1,19 @@
+import json
+
 import optuna
 import pytest
 
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.search.coarse import CoarseSettings, make_job
 from c2fnas.search.evaluate import TrainingEvaluator
+from c2fnas.search.strategies import RandomSearch
+from c2fnas.search.worker import run_worker
 from c2fnas.space import Architecture, u_shaped_topologies
 from c2fnas.training import RunConfig
-from c2fnas.training.loop import TrainResult
+from c2fnas.training.config import load_config
+from c2fnas.training.loop import TrainResult, fit
+from tests.training.out_of_memory import RunsOutOfMemory
+from tests.training.synthetic import TINY, batches, validation
 
 
 def _settings(prune_from):
@@ -18,8 +25,8 @@ def test_training_evaluator_calls_train_as_the_contract_says(run_dir, monkeypatc
     """``train`` replaced by a recorder that calls ``progress`` in the loop's order."""
     calls = []
 
-    def fake_train(architecture, folder, fold, config, out_dir, resume, progress):
-        calls.append((architecture, folder, fold, config, out_dir, resume))
+    def fake_train(architecture, folder, fold, config, out_dir, resume, progress, micro_batch):
+        calls.append((architecture, folder, fold, config, out_dir, resume, micro_batch))
         for done in range(1, config.training.iterations + 1):
             dice = {"dice": 0.1 * (done - 1)} if done > 2 else {}
             progress(done, config.training.iterations, {"loss": 1.0, **dice})
@@ -50,8 +57,41 @@ def test_training_evaluator_calls_train_as_the_contract_says(run_dir, monkeypatc
         assert reports == [(2, pytest.approx(0.2)), (4, pytest.approx(0.4))]
         return
     assert evaluate(architecture, Context()) == 0.6 and reports == []
-    [(trained, trained_in, fold, used, out_dir, resume)] = calls
+    [(trained, trained_in, fold, used, out_dir, resume, micro_batch)] = calls
     assert trained.width == 0.25 and trained.levels == code and set(trained.ops) == {"3d"}
-    assert (trained_in, fold, resume) == (run_dir, SEARCH_FOLD, True)
+    assert (trained_in, fold, resume, micro_batch) == (run_dir, SEARCH_FOLD, True, None)
     assert used.training.iterations == 6 and used.training.milestones == (3,)
     assert out_dir == run_dir / "coarse" / "candidates" / "-".join(map(str, code))
+
+
+@pytest.mark.parametrize("limit", [2, 0])
+def test_a_candidate_out_of_memory_is_retried_with_micro_batches(run_dir, monkeypatch, limit):
+    """Batch 4 on a network that runs out of memory above ``limit`` samples per pass: it trains
+    in passes of at most ``limit`` and is scored; with no pass fitting (0), it fails and says so."""
+    attempts, scores = [], []
+
+    def train_in_memory(architecture, folder, fold, config, out_dir, resume, progress, micro_batch):
+        attempts.append(micro_batch)
+        network = RunsOutOfMemory(limit)
+        result = fit(network, TINY, batches(0, 4), validation(), config, out_dir,
+                     resume=resume, progress=progress, micro_batch=micro_batch)  # fmt: skip
+        scores.append(result.best_mean)
+        return result
+
+    monkeypatch.setattr("c2fnas.training.train", train_in_memory)
+    config = load_config("smoke").with_fields("data", batch_size=4)
+    job = make_job(run_dir, CoarseSettings(budget=1, strategy="random"))
+    store = job.open_store()
+    evaluate = TrainingEvaluator(config.to_yaml(), width=0.25)(job, 0)
+    run_worker(store, RandomSearch(), evaluate, 1, worker="w", poll_seconds=0.1, clusters=None)
+    [record] = store.snapshot().records
+    if limit == 0:
+        assert attempts == [None, 2, 1] and record.state == "failed"
+        assert record.failure.startswith("CandidateFailed: does not fit in memory even one sample")
+        assert "with micro-batch 1: CUDA out of memory" in record.failure
+        return
+    assert attempts == [None, 2] and record.state == "finished" and record.failure == ""
+    assert record.iterations == config.search.iterations and record.score == scores[0]
+    candidate = run_dir / "coarse" / "candidates" / "-".join(map(str, record.code))
+    last = candidate / "checkpoints" / f"iter_{config.search.iterations:07d}" / "state.json"
+    assert json.loads(last.read_text())["micro_batch"] == 2

@@ -2,20 +2,30 @@
 
 Training cost per candidate ~ MACs per sample x batch x iterations x 3 (the backward pass costs
 about twice the forward). MACs differ between topologies, so they are counted (on the meta device,
-free) for one random topology per cluster. Validation is not counted.
+free) for one random topology per cluster. Validation costs a forward pass per sliding window: the
+windows of the search fold's cached cases (``search_fold_windows``), at every validation of the
+training loop (``validates_after``).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from c2fnas.data import splits
+from c2fnas.data.cache import read_properties
+from c2fnas.data.pipeline import cached_case_ids
+from c2fnas.data.splits import SEARCH_FOLD
+from c2fnas.inference.sliding_window import window_count
 from c2fnas.nn.network import C2FNet
 from c2fnas.nn.profile import estimate_cost, measure_time
 from c2fnas.search.strategies import topology_clusters
 from c2fnas.space import Architecture
+from c2fnas.training.loop import validates_after
 
 CHEAP_STEP_MACS = 20e9
 """Measure a training step on the CPU only below this many MACs per step (seconds, not minutes)."""
@@ -25,7 +35,10 @@ CHEAP_STEP_MACS = 20e9
 class ComputeEstimate:
     """Attributes:
     macs_min, macs_mean, macs_max: forward MACs per sample over the sampled topologies.
-    total_macs: macs_mean x batch x iterations x 3 x budget.
+    total_macs: training_macs + validation_macs.
+    training_macs: macs_mean x batch x iterations x 3 x budget.
+    validation_macs: macs_mean x validation_windows x validations x budget (forward only).
+    validations: validations per candidate; validation_windows: windows of one validation.
     step_seconds: measured training step of a typical candidate on ``device``, if measured.
     """
 
@@ -33,18 +46,29 @@ class ComputeEstimate:
     macs_mean: float
     macs_max: int
     total_macs: float
+    training_macs: float
+    validation_macs: float
     budget: int
     iterations: int
     batch: int
+    validations: int = 0
+    validation_windows: int = 0
     step_seconds: float | None = None
     device: str = ""
 
     @property
+    def window_seconds(self) -> float | None:
+        """A validation window: a forward pass of one sample, a third of a step's share."""
+        return None if self.step_seconds is None else self.step_seconds / (3 * self.batch)
+
+    @property
     def device_hours(self) -> float | None:
-        """Hours of training on one such device for the whole search (no validation)."""
-        if self.step_seconds is None:
+        """Hours of training and validation on one such device for the whole search."""
+        if self.step_seconds is None or self.window_seconds is None:
             return None
-        return self.step_seconds * self.iterations * self.budget / 3600
+        windows = self.validation_windows * self.validations
+        candidate = self.step_seconds * self.iterations + self.window_seconds * windows
+        return candidate * self.budget / 3600
 
     def describe(self, workers: int = 1) -> str:
         """One line for the command line, before the search starts."""
@@ -52,13 +76,17 @@ class ComputeEstimate:
             f"compute estimate: {self.budget} networks x {self.iterations} iterations x "
             f"batch {self.batch} x {self.macs_mean / 1e9:.1f} GMACs per sample "
             f"({self.macs_min / 1e9:.1f}-{self.macs_max / 1e9:.1f}) x 3 (forward + backward) = "
-            f"{self.total_macs / 1e15:.3g} PMACs of training"
+            f"{self.training_macs / 1e15:.3g} PMACs of training, + {self.validations} "
+            f"validations x {self.validation_windows} sliding windows (forward only) = "
+            f"{self.validation_macs / 1e15:.3g} PMACs of validation; "
+            f"{self.total_macs / 1e15:.3g} PMACs in all"
         )
         hours = self.device_hours
         if hours is not None:
             line += (
-                f"; a training step takes {self.step_seconds:.2f} s on {self.device}: "
-                f"{hours:.3g} device-hours, {hours / workers:.3g} h with {workers} worker(s)"
+                f"; a training step takes {self.step_seconds:.2f} s on {self.device} (a "
+                f"validation window a third of a sample's share): {hours:.3g} device-hours with "
+                f"validation, {hours / workers:.3g} h with {workers} worker(s)"
             )
         return line
 
@@ -74,8 +102,17 @@ def estimate_search_compute(
     seed: int = 0,
     clusters: int = 8,
     measure: bool | None = None,
+    *,
+    validate_every: int | None = None,
+    validation_windows: int = 0,
 ) -> ComputeEstimate:
-    """Count MACs for one topology per cluster; measure a step when cheap (``measure=None``)."""
+    """Count MACs for one topology per cluster; measure a step when cheap (``measure=None``).
+
+    Args:
+        validate_every: the training loop's ``training.validate_every`` (None: it validates
+            only after the last iteration).
+        validation_windows: sliding windows of one validation pass (``search_fold_windows``).
+    """
     cluster_of = topology_clusters(seed, clusters)
     rng = random.Random(seed)
     sample = [
@@ -97,14 +134,38 @@ def estimate_search_compute(
         step_seconds = measure_time(
             typical, (batch, in_channels, *patch), device, repeats=1
         ).train_step_seconds
+    every = validate_every or iterations
+    validations = sum(validates_after(done, iterations, every) for done in range(1, iterations + 1))
+    training_macs = mean * batch * iterations * 3 * budget
+    validation_macs = mean * validation_windows * validations * budget
     return ComputeEstimate(
         macs_min=min(macs),
         macs_mean=mean,
         macs_max=max(macs),
-        total_macs=mean * batch * iterations * 3 * budget,
+        total_macs=training_macs + validation_macs,
+        training_macs=training_macs,
+        validation_macs=validation_macs,
         budget=budget,
         iterations=iterations,
         batch=batch,
+        validations=validations,
+        validation_windows=validation_windows,
         step_seconds=step_seconds,
         device=str(device),
+    )
+
+
+def search_fold_windows(
+    run_dir: Path, patch: Sequence[int], stride: int | Sequence[int], fold: int = SEARCH_FOLD
+) -> int:
+    """Sliding windows of one validation of a search candidate: over the cached cases of the
+    validation fold (their shapes from ``preprocessed/<case>.json``, no voxels read).
+
+    Raises:
+        CacheError: a case's properties are missing or damaged (names the file).
+    """
+    folds = splits.load_or_create(run_dir, cached_case_ids(run_dir))
+    return sum(
+        window_count(read_properties(run_dir, case_id)["shape"], patch, stride)
+        for case_id in folds[fold].val
     )

@@ -5,6 +5,11 @@ Each candidate trains with all ops ``3d`` through ``c2fnas.training.train`` on t
 (``RunConfig.for_search``), in ``RUN_DIR/coarse/candidates/<topology>``. Its score is the best
 mean validation Dice over the foreground classes (``TrainResult.best_mean``). A NaN loss raises
 ``TrainingDiverged``, which the worker records as the candidate's failure.
+
+A candidate that runs out of memory is not a failure of its topology but of the machine: it
+resumes from its checkpoint with half the micro-batch and gradient accumulation (the same
+effective batch, ``with_smaller_micro_batches``), and fails only when one sample per pass does not
+fit. Otherwise small GPUs would bias the search toward light topologies.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.search.coarse import CoarseJob, CoarseSettings
 from c2fnas.search.report import code_text
 from c2fnas.search.study import RunFolderError
-from c2fnas.search.worker import Evaluate, TrialContext
+from c2fnas.search.worker import CandidateFailed, Evaluate, TrialContext
 from c2fnas.space import Architecture
 
 if TYPE_CHECKING:
@@ -75,7 +80,8 @@ class TrainingEvaluator:
     def __call__(self, job: CoarseJob, index: int) -> Evaluate:
         import yaml  # type: ignore[import-untyped]
 
-        from c2fnas.training import RunConfig, train
+        from c2fnas.training import RunConfig, TrainResult, train
+        from c2fnas.training.loop import OutOfMemory, with_smaller_micro_batches
 
         config = RunConfig.model_validate(yaml.safe_load(self.config_yaml)).for_search()
         validate_every = config.training.validate_every
@@ -97,15 +103,23 @@ class TrainingEvaluator:
                     if context.should_prune():
                         raise optuna.TrialPruned(f"pruned at iteration {validated}")
 
-            result = train(
-                architecture.with_width(self.width),
-                job.run_dir,
-                SEARCH_FOLD,
-                config,
-                candidate_dir(job, architecture.levels),
-                resume=True,
-                progress=progress,
-            )
+            def attempt(micro_batch: int | None) -> TrainResult:
+                return train(
+                    architecture.with_width(self.width),
+                    job.run_dir,
+                    SEARCH_FOLD,
+                    config,
+                    candidate_dir(job, architecture.levels),
+                    resume=True,
+                    progress=progress,
+                    micro_batch=micro_batch,
+                )
+
+            try:
+                result = with_smaller_micro_batches(attempt)
+            except OutOfMemory as error:
+                reason = f"does not fit in memory even one sample per pass: {error}"
+                raise CandidateFailed(reason) from error
             context.iterations = int(result.iterations)
             return float(result.best_mean)
 

@@ -2,7 +2,9 @@
 
 ``fit`` takes its data as callables so it runs on in-memory tensors in tests; ``train`` (in
 ``c2fnas.training.run``) wires it to a run folder. Each iteration is one SGD step on one batch
-(``run_step``); every ``validate_every`` iterations the model is validated on whole cases and the
+(``run_step``), which may run through the network in micro-batches whose gradients add up to the
+batch's (``micro_batch``: for networks that do not fit in memory otherwise); after every
+``validate_every`` iterations (``validates_after``) the model is validated on whole cases and the
 best and last model folders are written; every ``checkpoint_every`` iterations a resumable
 checkpoint is written and the batch stream is restarted from ``batches(iteration)``, so a resumed
 run sees exactly the batches an uninterrupted one would.
@@ -10,13 +12,17 @@ run sees exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -51,6 +57,66 @@ Progress = Callable[[int, int, dict[str, float]], None]
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message gives the iteration and the value."""
+
+
+class OutOfMemory(RuntimeError):
+    """A training step ran out of memory with ``micro_batch`` samples per pass through the
+    network (on the GPU or the CPU); the original error is its ``__cause__``."""
+
+    def __init__(self, micro_batch: int, iteration: int, cause: BaseException) -> None:
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        super().__init__(
+            f"out of memory at iteration {iteration} with micro-batch {micro_batch}: {first_line}"
+        )
+        self.micro_batch = micro_batch
+        self.iteration = iteration
+
+
+_ALLOCATION_FAILED = re.compile(
+    r"out of memory|(can't|cannot|could not|unable to) allocate", re.IGNORECASE
+)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's ``torch.OutOfMemoryError``, or a ``RuntimeError`` of another allocator: the
+    CPU's ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ... bytes"),
+    MPS's ("MPS backend out of memory")."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and _ALLOCATION_FAILED.search(str(error)) is not None
+    )
+
+
+T = TypeVar("T")
+
+
+def with_smaller_micro_batches(attempt: Callable[[int | None], T]) -> T:
+    """``attempt(micro_batch)`` until it fits in memory, halving the micro-batch each time.
+
+    The first attempt gets None (``fit``: the checkpoint's micro-batch, else the whole batch);
+    after an ``OutOfMemory`` at micro-batch m the next gets m // 2, so a batch of 8 runs as
+    8, then 2 x 4, then 4 x 2, then 8 x 1: the same effective batch. An attempt should resume
+    from its checkpoint (``fit(resume=True)``). Raises the ``OutOfMemory`` of micro-batch 1.
+    """
+    micro_batch: int | None = None
+    while True:
+        try:
+            return attempt(micro_batch)
+        except OutOfMemory as error:
+            if error.micro_batch <= 1:
+                raise
+            micro_batch = error.micro_batch // 2
+            log.warning("%s; retrying with micro-batch %d", error, micro_batch)
+        # The failed attempt's network, optimizer and activations are garbage now; hand the
+        # cached blocks back before the next attempt allocates.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def validates_after(done: int, iterations: int, validate_every: int) -> bool:
+    """Whether ``fit`` validates after iteration ``done`` of ``iterations``: every
+    ``validate_every`` iterations and after the last one."""
+    return done % validate_every == 0 or done == iterations
 
 
 @dataclass
@@ -89,8 +155,39 @@ class _Trainer:
     sample_ops: OpsSampler | None
     sampler_rng: random.Random
 
+    micro_batch: int | None = None
+    """Samples per pass through the network; None: the whole batch in one pass."""
+
     def run_step(self, iteration: int, batch: dict[str, torch.Tensor]) -> float:
-        """One SGD step; returns the loss averaged over processes."""
+        """One SGD step on ``batch``; returns the loss averaged over processes.
+
+        The batch goes through the network ``micro_batch`` samples at a time, each pass's loss
+        weighted by its share of the batch, so the summed gradients are the whole batch's: the
+        loss is a mean over samples (Dice per sample; cross-entropy per voxel, and every patch
+        has as many voxels). Raises ``OutOfMemory`` when a pass does not fit.
+        """
+        self._set_learning_rate(iteration)
+        arguments = () if self.sample_ops is None else (tuple(self.sample_ops(self.sampler_rng)),)
+        size = len(batch["image"])
+        images = batch["image"].split(self.micro_batch or size)
+        labels = batch["label"].split(self.micro_batch or size)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = []
+        with _raising_out_of_memory(len(images[0]), iteration + 1):
+            for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+                # DDP averages the gradients over processes in the last backward only.
+                with self._sync_gradients(last=index == len(images) - 1):
+                    loss = self._loss(image, label, arguments) * (len(image) / size)
+                    self._backward(loss)
+                losses.append(loss.detach())
+            # Every process must see the same verdict, or the others would wait forever.
+            value = float(_all_reduce(torch.stack(losses).sum()).item()) / _rank()[1]
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss became {value} at iteration {iteration + 1}")
+            self._optimizer_step()
+        return value
+
+    def _set_learning_rate(self, iteration: int) -> None:
         training = self.config.training
         rate = learning_rate(
             iteration,
@@ -102,27 +199,46 @@ class _Trainer:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = rate
-        layout = memory_format(self.device)
-        image = batch["image"].to(self.device, memory_format=layout)
-        label = batch["label"].to(self.device)
-        arguments = () if self.sample_ops is None else (tuple(self.sample_ops(self.sampler_rng)),)
+
+    def _loss(
+        self, image: torch.Tensor, label: torch.Tensor, arguments: tuple[Any, ...]
+    ) -> torch.Tensor:
+        image = image.to(self.device, memory_format=memory_format(self.device))
         with autocast(self.precision, self.device):
             logits = self.model(image, *arguments)
         # float32 at least: autocast's bf16/fp16 logits are widened; a float64 model keeps float64
-        loss = self.loss(logits.to(torch.promote_types(logits.dtype, torch.float32)), label)
-        # Every process must see the same verdict, or the others would wait forever.
-        value = float(_all_reduce(loss.detach().clone()).item()) / _rank()[1]
-        if not torch.isfinite(torch.tensor(value)):
-            raise TrainingDiverged(f"loss became {value} at iteration {iteration + 1}")
-        self.optimizer.zero_grad(set_to_none=True)
+        return self.loss(
+            logits.to(torch.promote_types(logits.dtype, torch.float32)), label.to(self.device)
+        )
+
+    def _sync_gradients(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        if last or not isinstance(self.model, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def _backward(self, loss: torch.Tensor) -> None:
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             self.optimizer.step()
-        return value
+
+
+@contextlib.contextmanager
+def _raising_out_of_memory(micro_batch: int, iteration: int) -> Iterator[None]:
+    """Turn the allocators' out-of-memory errors into ``OutOfMemory``."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        raise OutOfMemory(micro_batch, iteration, error) from error
 
 
 def _validation_model(network: nn.Module, architecture: Architecture | None, supernet: bool) -> Any:
@@ -146,6 +262,7 @@ def fit(
     progress: Progress | None = None,
     model_info: dict[str, Any] | None = None,
     device: torch.device | None = None,
+    micro_batch: int | None = None,
 ) -> TrainResult:
     """Train ``network`` (a ``C2FNet``, or a ``Supernet`` when ``sample_ops`` is given).
 
@@ -162,9 +279,13 @@ def fit(
         sample_ops: draws a colouring per iteration for a supernet.
         progress: per-iteration callback on rank 0.
         model_info: extra fields for ``model.json`` (e.g. the preprocessing plan's name).
+        micro_batch: samples per pass through the network, accumulating the gradients of a
+            batch over several passes (same step, less memory). None: the micro-batch recorded
+            in the checkpoint when resuming, else the whole batch. Saved in every checkpoint.
 
     Raises:
         TrainingDiverged: on a NaN or infinite loss.
+        OutOfMemory: a training step ran out of memory (``with_smaller_micro_batches``).
         FileExistsError: ``out_dir`` already holds a checkpoint and ``resume`` is false.
     """
     training = config.training
@@ -174,6 +295,11 @@ def fit(
     trainer = _make_trainer(network, config, device, sample_ops)
     folder = TrainingFolder(out_dir)
     state = _restore(trainer, folder.checkpoints, resume)
+    if micro_batch is not None and micro_batch < 1:
+        raise ValueError(f"micro_batch {micro_batch}: must be at least 1")
+    trainer.micro_batch = micro_batch if micro_batch is not None else state.get("micro_batch")
+    if trainer.micro_batch is not None:
+        log.info("%s: %d sample(s) per pass, gradients accumulated", out_dir, trainer.micro_batch)
     run_log = RunLog(
         out_dir, state.get("history"), enabled=rank == 0, tensorboard=training.tensorboard
     )
@@ -191,7 +317,7 @@ def fit(
             rate = trainer.optimizer.param_groups[0]["lr"]
             progress(done, training.iterations, {"loss": loss, "lr": rate, **run_log.last_dice()})
         last = done == training.iterations
-        if done % training.validate_every == 0 or last:
+        if validates_after(done, training.iterations, training.validate_every):
             _validate(trainer, architecture, validation, run_log, done, info, out_dir, sample_ops)
         if done % training.checkpoint_every == 0 or last:
             if rank == 0:
@@ -281,6 +407,7 @@ def _checkpoint(
     state = {
         **state,
         "sampler_rng": ckpt.python_state_to_json(trainer.sampler_rng.getstate()),
+        "micro_batch": trainer.micro_batch,
         **({"scaler": trainer.scaler.state_dict()} if trainer.scaler is not None else {}),
     }
     ckpt.write_checkpoint(

@@ -54,6 +54,7 @@ def train(
     network: nn.Module | None = None,
     sample_ops: OpsSampler | None = None,
     progress: Progress | None = None,
+    micro_batch: int | None = None,
 ) -> TrainResult:
     """Train ``architecture`` on fold ``fold`` of a preprocessed run folder.
 
@@ -67,6 +68,9 @@ def train(
         network: a prebuilt module, e.g. a ``Supernet``; default ``C2FNet(architecture)``.
         sample_ops: colouring sampler for a supernet (see ``fit``).
         progress: per-iteration callback on rank 0.
+        micro_batch: samples per pass through the network on each process, the gradients of
+            ``data.batch_size // processes`` accumulated (see ``fit``); None: the checkpoint's
+            when resuming, else the whole batch.
 
     Raises:
         FileNotFoundError: the run folder is not preprocessed (names the missing file).
@@ -74,6 +78,7 @@ def train(
             than ``plan.json`` (names each file and the ``c2fnas preprocess`` command to run).
         ConfigError: the batch does not split over the processes.
         TrainingDiverged: NaN or infinite loss.
+        OutOfMemory: a training step did not fit in memory (``with_smaller_micro_batches``).
     """
     run_dir = Path(run_dir)
     plan = Plan.load(run_dir)
@@ -110,5 +115,6 @@ def train(
     return fit(
         accelerate(network), architecture, source, validation, config, out,
         resume=resume, sample_ops=sample_ops, progress=progress, device=device,
+        micro_batch=micro_batch,
         model_info={"fold": fold, "plan": plan.model_dump(mode="json"), "run_dir": str(run_dir)},
     )  # fmt: skip
