@@ -23,10 +23,8 @@ from c2fnas.search.study import dataset_identity, open_study, run_study
 from c2fnas.search.worker import (
     Evaluate,
     prepare_worker_process,
-    report_silent_workers,
+    run_local_workers,
     run_worker,
-    start_workers,
-    supervise,
 )
 
 logger = logging.getLogger(__name__)
@@ -195,24 +193,8 @@ def run_coarse(
 
     Outputs are refreshed every ``refresh_seconds`` and once more at the end.
     """
-    store = open_search(job)
-    processes = start_workers(workers, coarse_worker, (job, factory), gpus=gpus)
-    reported: set[int] = set()
-    supervise(processes, lambda: _refresh(store, job, on_progress, reported), refresh_seconds)
-    failed = [p.name for p in processes if p.exitcode not in (0, None)]
-    if failed:
-        logger.error("worker processes %s exited with an error; see %s", failed, job.folder.logs)
-    return store.snapshot()
-
-
-def _refresh(
-    store: TrialStore,
-    job: CoarseJob,
-    on_progress: Callable[[Snapshot], None] | None,
-    reported: set[int],
-) -> None:
-    snapshot = store.snapshot()
-    report_silent_workers(store, snapshot, "coarse search", reported)
-    write_outputs(snapshot, job.folder, job.settings.clusters)
-    if on_progress is not None:
-        on_progress(snapshot)
+    return run_local_workers(
+        open_search(job), coarse_worker, (job, factory), workers, gpus,
+        lambda snapshot: write_outputs(snapshot, job.folder, job.settings.clusters),
+        "coarse search", job.folder.logs, on_progress, refresh_seconds,
+    )  # fmt: skip

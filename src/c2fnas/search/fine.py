@@ -36,10 +36,8 @@ from c2fnas.search.worker import (
     Evaluate,
     TrialContext,
     prepare_worker_process,
-    report_silent_workers,
+    run_local_workers,
     run_worker,
-    start_workers,
-    supervise,
 )
 from c2fnas.space import NUM_CELLS, OPS, Architecture, Op
 
@@ -312,19 +310,8 @@ def run_fine(
     """Score the colourings with ``workers`` local processes (the supernet must be trained)."""
     if not supernet_trained(job):
         raise RuntimeError(f"{job.supernet_dir}: the supernet is not trained yet")
-    store = open_search(job)
-    reported: set[int] = set()
-
-    def refresh() -> None:
-        snapshot = store.snapshot()
-        report_silent_workers(store, snapshot, "fine search", reported)
-        write_outputs(snapshot, job)
-        if on_progress is not None:
-            on_progress(snapshot)
-
-    processes = start_workers(workers, fine_worker, (job,), gpus=gpus)
-    supervise(processes, refresh, refresh_seconds)
-    failed = [p.name for p in processes if p.exitcode not in (0, None)]
-    if failed:
-        logger.error("worker processes %s exited with an error; see %s", failed, job.folder.logs)
-    return store.snapshot()
+    return run_local_workers(
+        open_search(job), fine_worker, (job,), workers, gpus,
+        lambda snapshot: write_outputs(snapshot, job), "fine search", job.folder.logs,
+        on_progress, refresh_seconds,
+    )  # fmt: skip

@@ -335,6 +335,38 @@ def supervise(
         refresh()
 
 
+def run_local_workers(
+    store: TrialStore,
+    worker: Callable[..., None],
+    args: tuple[Any, ...],
+    workers: int,
+    gpus: int,
+    write_outputs: Callable[[Snapshot], object],
+    who: str,
+    logs: Path,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    refresh_seconds: float = 5.0,
+) -> Snapshot:
+    """What both searches do while they run: start ``workers`` processes running
+    ``worker(index, *args)``, and every ``refresh_seconds`` until they end (and once more) write
+    the stage's outputs, report silent workers and call ``on_progress``; the final state."""
+    reported: set[int] = set()
+
+    def refresh() -> None:
+        snapshot = store.snapshot()
+        report_silent_workers(store, snapshot, who, reported)
+        write_outputs(snapshot)
+        if on_progress is not None:
+            on_progress(snapshot)
+
+    processes = start_workers(workers, worker, args, gpus=gpus)
+    supervise(processes, refresh, refresh_seconds)
+    failed = [process.name for process in processes if process.exitcode not in (0, None)]
+    if failed:
+        logger.error("worker processes %s exited with an error; see %s", failed, logs)
+    return store.snapshot()
+
+
 def launch_workers(
     count: int, target: Callable[..., Any], args: tuple[Any, ...], gpus: int = 0
 ) -> list[int]:
