@@ -18,7 +18,7 @@ from typing import Any
 
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.search import coarse, fine
-from c2fnas.search.estimate import estimate_search_compute
+from c2fnas.search.estimate import estimate_search_compute, search_fold_windows
 from c2fnas.search.evaluate import TrainingEvaluator, dataset_channels, settings_from_config
 from c2fnas.search.scale import run_scaling
 from c2fnas.search.store import Snapshot
@@ -86,6 +86,8 @@ def coarse_stage(
         config.search.width,
         settings.seed,
         settings.clusters,
+        validate_every=config.training.validate_every,
+        validation_windows=search_fold_windows(run_dir, config.data.patch, config.training.stride),
     )
     announce(estimate.describe(workers))
     return coarse.run_coarse(job, factory, workers, gpus, on_progress)
