@@ -62,22 +62,30 @@ def test_resuming_with_another_strategy_is_refused(run_dir):
     assert (run_dir / "coarse" / "trials.db").is_file()
 
 
-@pytest.mark.slow
-def test_sigterm_releases_the_candidate_at_once(run_dir):
-    job = make_job(run_dir, _settings(3))
-    store = open_search(job)
+def _toy_search_holding_a_candidate(run_dir, store, call):
+    """A process running ``call`` (``coarse_worker(0, job, ...)`` or ``run_coarse(job, ...)``)
+    on a slow toy search of ``run_dir``, once it holds a candidate."""
     script = (
         "import sys; from pathlib import Path; from c2fnas.search.coarse import *; "
         "from tests.search import toy_worker; "
         "settings = CoarseSettings(budget=3, strategy='random', heartbeat_interval=1, "
         "grace_period=5, poll_seconds=0.2); "
-        "coarse_worker(0, make_job(Path(sys.argv[1]), settings), toy_worker.slow_factory)"
+        f"job = make_job(Path(sys.argv[1]), settings); {call}"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    worker = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], cwd=REPO, env=env)
+    process = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], cwd=REPO, env=env)
     deadline = time.monotonic() + 60
     while not any(r.code for r in store.snapshot().records) and time.monotonic() < deadline:
         time.sleep(0.05)
+    return process
+
+
+@pytest.mark.slow
+def test_sigterm_releases_the_candidate_at_once(run_dir):
+    store = open_search(make_job(run_dir, _settings(3)))
+    worker = _toy_search_holding_a_candidate(
+        run_dir, store, "coarse_worker(0, job, toy_worker.slow_factory)"
+    )
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 128 + signal.SIGTERM
     [record] = store.snapshot().records
@@ -95,20 +103,10 @@ def _process_gone(pid):
 @pytest.mark.slow
 def test_workers_stop_and_release_their_candidates_when_the_main_process_is_killed(run_dir):
     """SIGKILL of the command alone (no time to stop its workers) must not leave orphans."""
-    job = make_job(run_dir, _settings(3))
-    store = open_search(job)
-    script = (
-        "import sys; from pathlib import Path; from c2fnas.search.coarse import *; "
-        "from tests.search import toy_worker; "
-        "settings = CoarseSettings(budget=3, strategy='random', heartbeat_interval=1, "
-        "grace_period=5, poll_seconds=0.2); "
-        "run_coarse(make_job(Path(sys.argv[1]), settings), toy_worker.slow_factory, workers=1)"
+    store = open_search(make_job(run_dir, _settings(3)))
+    main = _toy_search_holding_a_candidate(
+        run_dir, store, "run_coarse(job, toy_worker.slow_factory, workers=1)"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    main = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], cwd=REPO, env=env)
-    deadline = time.monotonic() + 60
-    while not any(r.code for r in store.snapshot().records) and time.monotonic() < deadline:
-        time.sleep(0.05)
     main.kill()
     main.wait()
     [held] = store.snapshot().records
