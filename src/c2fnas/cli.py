@@ -278,6 +278,64 @@ def _is_number(text: str) -> bool:
     return True
 
 
+@app.command("plan")
+def plan(
+    dataset_dir: Annotated[Path, typer.Argument(help="MSD dataset folder.")],
+    run: Annotated[Path, typer.Option("--run", help="Run folder to write plan.yaml into.")],
+    time_budget: Annotated[
+        str | None,
+        typer.Option(help="Wall-clock budget of the whole run: 45m, 8h, 3d (default: paper)."),
+    ] = None,
+    arch: Annotated[
+        Path | None, typer.Option("--arch", help="Train this architecture: no search planned.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda (default: cuda when available).")
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option(help="GPUs (search workers; default: all visible).")
+    ] = None,
+) -> None:
+    """Plan a run from the data, the device and a time budget: writes RUN/plan.yaml for --config."""
+    import torch  # heavy: see the module docstring
+
+    from c2fnas.planning import BudgetError, PlanError, parse_duration, plan_run
+
+    try:
+        budget = parse_duration(time_budget) if time_budget is not None else None
+        architecture = Architecture.load(arch) if arch is not None else None
+        if device not in (None, "cpu", "cuda"):
+            raise UserError(f"--device {device}: choose cpu or cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is visible")
+    except (ValueError, OSError, ArchitectureError, UserError) as error:
+        raise _fail(str(error)) from None
+    target = torch.device(device) if device else None
+    try:
+        bar, update = _progress_bar()
+        with bar:
+            planned = plan_run(
+                dataset_dir, run, budget, architecture, target,
+                gpus=gpus if gpus is not None else _gpu_count(), progress=update,
+            )  # fmt: skip
+        path = planned.write(run)
+    except (DatasetError, PlanError, BudgetError, OSError) as error:
+        raise _fail(str(error), code=1) from None
+    table = Table(title=f"c2fnas plan: {dataset_dir}")
+    for column in ("setting", "value", "reason"):
+        table.add_column(column)
+    for choice in planned.choices:
+        table.add_row(choice.setting, choice.value, choice.reason)
+    console.print(table)
+    split = Table(title="time budget" if budget else "estimated time (no budget)")
+    for column in ("part", "minutes", "share"):
+        split.add_column(column, justify="right")
+    for part, seconds, share in planned.split():
+        split.add_row(part, f"{seconds / 60:.1f}", f"{share:.0%}")
+    console.print(split)
+    console.print(f"wrote {path}: c2fnas run {dataset_dir} --run {run} --config {path}")
+
+
 # --- training, prediction, evaluation -----------------------------------------------------
 
 

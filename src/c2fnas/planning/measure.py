@@ -1,0 +1,75 @@
+"""One measured training step and one measured batch of sliding windows, as training and
+prediction run them: the accelerated network, the device's layout and precision."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from monai.losses import DiceCELoss
+
+from c2fnas.accel.precision import autocast, memory_format
+from c2fnas.accel.swap import accelerate
+from c2fnas.inference.estimate import seconds_per_window
+from c2fnas.nn import C2FNet
+from c2fnas.space import Architecture
+
+
+@dataclass(frozen=True)
+class Measurement:
+    step_seconds: float
+    """Median of the timed training steps (forward, Dice + cross-entropy, backward, SGD)."""
+    window_seconds: float
+    """One sliding window, in batches of ``window_batch``, without gradients."""
+    peak_bytes: int | None
+    """CUDA: the most memory the step allocated; None on the CPU."""
+
+
+def measure_step(
+    architecture: Architecture,
+    in_channels: int,
+    classes: int,
+    patch: Sequence[int],
+    batch: int,
+    window_batch: int,
+    precision: str,
+    device: torch.device,
+    repeats: int = 2,
+) -> Measurement:
+    """Time training steps of ``architecture`` on random data after one warm-up step.
+
+    Raises:
+        torch.OutOfMemoryError: the step does not fit on ``device`` (CUDA).
+    """
+    generator = torch.Generator().manual_seed(0)
+    network = C2FNet(architecture, in_channels, classes)
+    network = accelerate(network).to(device, memory_format=memory_format(device))
+    optimizer = torch.optim.SGD(network.parameters(), lr=1e-3, momentum=0.9)
+    loss_of = DiceCELoss(to_onehot_y=True, softmax=True)
+    image = torch.randn(batch, in_channels, *patch, generator=generator)
+    image = image.to(device, memory_format=memory_format(device))
+    label = torch.randint(0, classes, (batch, 1, *patch), generator=generator).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step() -> float:
+        start = time.perf_counter()
+        with autocast(precision, device):
+            logits = network(image)
+        loss = loss_of(logits.float(), label)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    network.train()
+    step()  # pays for allocations and kernel selection
+    times = sorted(step() for _ in range(repeats))
+    peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    network.eval()
+    window = seconds_per_window(network, in_channels, patch, window_batch, precision, device)
+    return Measurement(times[len(times) // 2], window, peak)

@@ -1,0 +1,503 @@
+"""``plan_run``: a complete run configuration from the dataset, the device and a time budget.
+
+The plan starts from the ``paper`` preset and replaces what the data, the device and the budget
+decide: the patch, the batch, the width, the sliding-window strides and the schedules. Every
+choice carries its reason, for the table ``c2fnas plan`` prints and the comments of
+``plan.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from c2fnas.accel.precision import resolve_precision
+from c2fnas.data.fingerprint import summarize
+from c2fnas.data.msd import Dataset, read_dataset
+from c2fnas.data.parallel import Progress
+from c2fnas.data.pipeline import fingerprint_dataset
+from c2fnas.data.splits import NUM_FOLDS
+from c2fnas.files.atomic import write_json_atomic, write_text_atomic
+from c2fnas.files.run_folder import RunFolder
+from c2fnas.inference.sliding_window import window_count
+from c2fnas.nn import C2FNet
+from c2fnas.nn.profile import estimate_cost
+from c2fnas.planning import geometry, memory, schedule
+from c2fnas.planning.measure import Measurement, measure_step
+from c2fnas.search.estimate import CHEAP_STEP_MACS
+from c2fnas.space import Architecture
+from c2fnas.training.config import RunConfig, load_config
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE = "plan.yaml"
+REFERENCE_LEVELS = (0, 0, 1, 1, 2, 3, 2, 2, 1, 0, 0, 0)
+"""C2FNAS-Panc's topology (paper Fig. 5): the typical U-shaped candidate a search's costs are
+measured on."""
+ITERATIONS_BEFORE_WIDTH = 20000
+"""Under a budget, a network wider than the narrowest is planned only when it still trains the
+paper's search schedule (20000 iterations, what the paper deemed enough to rank networks)."""
+SECONDS_PER_MEGAVOXEL = 1.0
+"""Checking and preprocessing, per million source voxels and channel (Hippocampus on one core:
+0.37 s; resampling oblique or larger volumes costs more)."""
+TEST_IMAGES = "imagesTs"
+MIRROR_PASSES = 8  # test-time mirroring: every flip of the three axes
+TTA_SHARE = 0.05
+"""Under a budget, prediction mirrors when that costs at most this share of the budget."""
+
+
+class PlanError(ValueError):
+    """The dataset cannot be planned (no usable case, a patch that fits no memory, a budget too
+    small); the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One row of the plan's table: a setting, its value and why."""
+
+    setting: str
+    value: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Attributes:
+    config: the complete configuration (``plan.yaml``).
+    spacing: target spacing in mm (X, Y, Z); not yet a configuration field.
+    stride: sliding-window step per axis (X, Y, Z), also ``config.training.stride``.
+    budget: the time budget in seconds, or None for the paper's schedule.
+    seconds: estimated seconds per part: data, coarse, fine, training, prediction.
+    choices: every setting with its reason, in the order of the table.
+    """
+
+    config: RunConfig
+    spacing: geometry.Spacing
+    stride: geometry.Shape
+    budget: float | None
+    seconds: dict[str, float]
+    choices: tuple[Choice, ...]
+
+    def to_yaml(self) -> str:
+        """``plan.yaml``: the configuration, with the reasons and the budget as comments."""
+        lines = ["# Planned by `c2fnas plan`; edit freely (`--config` reads it, strictly).", "#"]
+        lines += [f"# {c.setting}: {c.value}  -- {c.reason}" for c in self.choices]
+        lines += ["#", "# Estimated time (seconds):"]
+        lines += [f"#   {part}: {seconds:.0f}" for part, seconds in self.seconds.items()]
+        lines += [
+            "#",
+            "# Not yet a configuration field (c2fnas run resamples to 1 mm; to match, preprocess",
+            f"# with --spacing {' '.join(f'{v:g}' for v in self.spacing)}):",
+            f"#   spacing: {list(self.spacing)}",
+        ]
+        return "\n".join(lines) + "\n" + self.config.to_yaml()
+
+    def split(self) -> list[tuple[str, float, float]]:
+        """How the time divides: (part, estimated seconds, share of the budget, or of the
+        estimated total without one)."""
+        whole = self.budget or sum(self.seconds.values()) or 1.0
+        return [(part, seconds, seconds / whole) for part, seconds in self.seconds.items()]
+
+    def write(self, run_dir: str | Path) -> Path:
+        path = Path(run_dir) / PLAN_FILE
+        write_text_atomic(path, self.to_yaml())
+        return path
+
+
+@dataclass(frozen=True)
+class _Network:
+    """What the planner knows of one width: memory, MACs per sample, batch, measured costs."""
+
+    width: float
+    memory: memory.NetworkMemory
+    macs: int
+    batch: int
+    measurement: Measurement | None = None
+    extrapolated_from: float | None = None
+
+
+def read_fingerprint(
+    dataset: Dataset, run_dir: Path, progress: Progress | None = None
+) -> dict[str, Any]:
+    """``fingerprint.json`` of ``run_dir``, brought up to date (as ``c2fnas preprocess`` does:
+    unchanged cases are reused) and written back.
+
+    Raises:
+        PlanError: no training case passed the checks.
+    """
+    entries, failures = fingerprint_dataset(dataset, run_dir, 1, progress)
+    if not entries:
+        raise PlanError(
+            f"none of the {len(dataset.training)} training case(s) passed the checks: "
+            + "; ".join(failures)
+        )
+    for failure in failures:
+        log.warning("left out of the plan: %s", failure)
+    fingerprint = summarize(entries, len(dataset.modalities))
+    fingerprint["cases"] = entries
+    write_json_atomic(RunFolder(run_dir).fingerprint, fingerprint)
+    return fingerprint
+
+
+def plan_run(
+    dataset_dir: str | Path,
+    run_dir: str | Path,
+    budget: float | None = None,
+    architecture: Architecture | None = None,
+    device: torch.device | None = None,
+    gpus: int = 0,
+    folds: int = NUM_FOLDS,
+    memory_bytes: int | None = None,
+    progress: Progress | None = None,
+) -> RunPlan:
+    """Plan a run of ``c2fnas run`` for the dataset in ``dataset_dir``.
+
+    Args:
+        run_dir: receives ``fingerprint.json`` (``plan.yaml`` is written by ``RunPlan.write``).
+        budget: wall-clock seconds for every stage; None for the paper's schedule.
+        architecture: a network to train without a search (its width is the widest planned).
+        device: where the run will train (default: CUDA when available).
+        gpus: search workers run in parallel, one per GPU (0 or 1: one worker).
+        folds: how many folds the run trains (``c2fnas run --folds``).
+        memory_bytes: the memory of one device (default: measured, see ``device_memory``).
+
+    Raises:
+        DatasetError: ``dataset.json`` is unusable.
+        PlanError: nothing fits the memory, or the budget is too small (says what it needs).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dataset = read_dataset(dataset_dir)
+    fingerprint = read_fingerprint(dataset, run_dir, progress)
+    spacing, spacing_reason = geometry.target_spacing(fingerprint["spacing"]["median"])
+    shape = geometry.median_resampled_shape(fingerprint["cases"], spacing)
+    memory_bytes = memory_bytes or memory.device_memory(device)
+    base = architecture or Architecture.coarse(REFERENCE_LEVELS)
+    widths = [w for w in memory.WIDTHS if w <= base.width] or [base.width]
+    in_channels, classes = len(dataset.modalities), len(dataset.labels)
+    patch, patch_reason = _fit_patch(base.with_width(min(widths)), in_channels, classes, shape,
+                                     spacing, memory_bytes)  # fmt: skip
+    context = _Context(
+        dataset, fingerprint["cases"], base, patch, geometry.plan_stride(patch), shape,
+        device, resolve_precision("auto", device), memory_bytes, folds,
+    )  # fmt: skip
+    fitting = [n for n in map(context.network, widths) if n.batch >= memory.MIN_BATCH]
+    narrowest = context.measured(fitting[0])
+    search, workers = architecture is None, max(1, gpus)
+    chosen = _choose_width(context, narrowest, fitting[1:], budget, search, workers)
+    try:
+        planned, tta = _schedule(context, chosen, budget, search, workers)
+    except schedule.BudgetError as error:
+        if chosen is narrowest:
+            raise PlanError(str(error)) from None
+        chosen = narrowest  # the measured step of the wider network was slower than estimated
+        planned, tta = _schedule(context, chosen, budget, search, workers)
+    choices = [
+        Choice("spacing", _values(spacing, "mm"), spacing_reason),
+        Choice("patch", _values(patch), patch_reason),
+        Choice("stride", _values(context.stride), _stride_reason(context.stride)),
+        *_network_choices(chosen, narrowest, context),
+        *_schedule_choices(planned, budget, architecture, workers, tta),
+    ]
+    config = _configure(chosen, context, planned, tta)
+    return RunPlan(config, spacing, context.stride, budget, planned.seconds, tuple(choices))
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the choices of width, batch and schedule depend on."""
+
+    dataset: Dataset
+    cases: dict[str, Any]
+    base: Architecture
+    patch: geometry.Shape
+    stride: geometry.Shape
+    shape: Sequence[float]
+    device: torch.device
+    precision: str
+    memory_bytes: int
+    folds: int
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.dataset.modalities)
+
+    @property
+    def classes(self) -> int:
+        return len(self.dataset.labels)
+
+    def network(self, width: float) -> _Network:
+        """Memory, MACs and batch of the network at ``width`` (traced, not run)."""
+        arch = self.base.with_width(width)
+        needed = memory.network_memory(arch, self.in_channels, self.classes, self.patch)
+        batch = memory.fit_batch(needed, self.memory_bytes)
+        if self.device.type == "cpu":  # a larger batch only slows each step; GPUs gain throughput
+            batch = min(batch, memory.MIN_BATCH)
+        with torch.device("meta"):
+            network = C2FNet(arch, self.in_channels, self.classes)
+        macs = estimate_cost(network, (1, self.in_channels, *self.patch)).macs
+        return _Network(width, needed, macs, batch)
+
+    def measured(self, network: _Network) -> _Network:
+        window_batch = load_config("paper").training.window_batch
+        measurement = measure_step(
+            self.base.with_width(network.width), self.in_channels, self.classes, self.patch,
+            network.batch, window_batch, self.precision, self.device,
+        )  # fmt: skip
+        return replace(network, measurement=measurement)
+
+    def costs(self, network: _Network, tta: bool = False) -> schedule.Costs:
+        """The ``Costs`` of the whole run with ``network`` on this dataset."""
+        assert network.measurement is not None
+        passes = MIRROR_PASSES if tta else 1
+        window = network.measurement.window_seconds
+        volume = tuple(math.ceil(size) for size in self.shape)
+        windows = window_count(volume, self.patch, self.stride)
+        validation_cases = math.ceil(len(self.cases) / NUM_FOLDS)
+        fine_stride = max(1, max(self.patch) // 2)
+        voxels = sum(math.prod(entry["shape"]) for entry in self.cases.values()) / len(self.cases)
+        per_case = SECONDS_PER_MEGAVOXEL * voxels * self.in_channels / 1e6
+        test_cases = _test_images(self.dataset)
+        out_of_fold = validation_cases * self.folds  # the postprocess stage's cross-validation
+        return schedule.Costs(
+            step=network.measurement.step_seconds * schedule.STEP_OVERHEAD,
+            validation=validation_cases * windows * window,
+            fine_score=validation_cases * window_count(volume, self.patch, fine_stride) * window,
+            prediction=out_of_fold * (windows * window * passes + per_case)
+            + test_cases * (self.folds * windows * window * passes + per_case),
+            data=per_case * len(self.dataset.training),
+        )
+
+
+def _choose_width(
+    context: _Context,
+    narrowest: _Network,
+    wider: Sequence[_Network],
+    budget: float | None,
+    search: bool,
+    workers: int,
+) -> _Network:
+    """The widest network that fits the memory (without a budget) or that still trains
+    ``ITERATIONS_BEFORE_WIDTH`` iterations in the budget; measured when that is cheap."""
+    chosen = narrowest
+    for candidate in reversed(wider):
+        estimate = _extrapolate(narrowest, candidate)
+        if budget is None:
+            chosen = estimate
+            break
+        try:
+            costs = context.costs(estimate)
+            planned = schedule.fit_budget(budget, costs, search, context.folds, workers)
+        except schedule.BudgetError:
+            continue
+        if planned.training.iterations >= ITERATIONS_BEFORE_WIDTH:
+            chosen = estimate
+            break
+    cheap = context.device.type != "cpu" or chosen.macs * chosen.batch < CHEAP_STEP_MACS
+    return context.measured(chosen) if chosen is not narrowest and cheap else chosen
+
+
+def _schedule(
+    context: _Context, network: _Network, budget: float | None, search: bool, workers: int
+) -> tuple[schedule.Schedule, bool]:
+    """The schedule, and whether prediction mirrors: on GPUs without a budget (the paper
+    preset's choice), and under a budget when mirroring stays within ``TTA_SHARE`` of it."""
+    if budget is None:
+        tta = context.device.type == "cuda"
+        costs = context.costs(network, tta)
+        return schedule.paper_schedule(costs, search, context.folds, workers), tta
+    tta = context.costs(network, tta=True).prediction <= TTA_SHARE * budget
+    costs = context.costs(network, tta)
+    return schedule.fit_budget(budget, costs, search, context.folds, workers), tta
+
+
+def _fit_patch(
+    narrowest: Architecture,
+    in_channels: int,
+    classes: int,
+    shape: Sequence[float],
+    spacing: Sequence[float],
+    memory_bytes: int,
+) -> tuple[geometry.Shape, str]:
+    """The data's patch, shrunk until the narrowest network trains it at ``MIN_BATCH``."""
+    median = _values(tuple(round(size) for size in shape))
+    patch = geometry.plan_patch(shape, spacing)
+    needed = tuple(geometry.round_up(size) for size in shape)
+    if patch == needed:
+        reason = f"median volume {median} at that spacing, in multiples of 16: the whole volume"
+    else:
+        reason = f"median volume {median}, cut to the paper's 96^3 voxels along its longest sides"
+    limit = math.prod(patch)
+    while True:
+        fits = memory.fit_batch(
+            memory.network_memory(narrowest, in_channels, classes, patch), memory_bytes
+        )
+        if fits >= memory.MIN_BATCH:
+            return patch, reason
+        smaller = geometry.plan_patch(shape, spacing, int(limit * 0.75))
+        if smaller == patch:
+            raise PlanError(
+                f"a patch of {_values(patch)} at width {narrowest.width:g} needs more than the "
+                f"{memory_bytes / 2**30:.1f} GiB of the device at batch {memory.MIN_BATCH}"
+            )
+        patch, limit = smaller, math.prod(smaller)
+        reason = f"median volume {median}, cut until batch {memory.MIN_BATCH} fits the memory"
+
+
+def _extrapolate(measured: _Network, other: _Network) -> _Network:
+    """``other``'s costs from ``measured``'s, in proportion to MACs x batch."""
+    assert measured.measurement is not None
+    factor = other.macs * other.batch / (measured.macs * measured.batch)
+    window = other.macs / measured.macs
+    m = measured.measurement
+    guess = Measurement(m.step_seconds * factor, m.window_seconds * window, None)
+    return replace(other, measurement=guess, extrapolated_from=measured.width)
+
+
+def _test_images(dataset: Dataset) -> int:
+    folder = dataset.root / TEST_IMAGES
+    return sum(1 for _ in folder.glob("*.nii*")) if folder.is_dir() else 0
+
+
+def _configure(
+    network: _Network, context: _Context, planned: schedule.Schedule, tta: bool
+) -> RunConfig:
+    training = planned.training
+    config = load_config("paper")
+    cpu = context.device.type == "cpu"
+    config = config.with_fields(
+        "data", patch=list(context.patch), batch_size=network.batch,
+        workers=0 if cpu else config.data.workers,  # on a CPU the cores are the network's
+    )  # fmt: skip
+    config = config.with_fields(
+        "training", iterations=training.iterations, milestones=list(training.milestones),
+        warmup_iterations=training.warmup_iterations, validate_every=training.validate_every,
+        checkpoint_every=training.checkpoint_every, stride=list(context.stride), tta=tta,
+        tensorboard=not cpu,
+    )  # fmt: skip
+    search: dict[str, Any] = {"width": network.width, "fine_stride": max(context.patch) // 2}
+    if planned.search is not None:
+        search.update(
+            coarse_networks=planned.search.coarse_networks, clusters=planned.search.clusters,
+            iterations=planned.search.iterations, milestones=list(planned.search.milestones),
+            fine_candidates=planned.search.fine_candidates,
+        )  # fmt: skip
+    return config.with_fields("search", **search)
+
+
+def _network_choices(chosen: _Network, narrowest: _Network, context: _Context) -> list[Choice]:
+    gib = 2**30
+    needed = chosen.memory.training_bytes(chosen.batch) / gib
+    usable = memory.USABLE_MEMORY * context.memory_bytes / gib
+    if context.device.type == "cpu":
+        batch_reason = (
+            f"the smallest the loader draws (2 patches per volume): on a CPU a larger batch only "
+            f"slows each step; needs {needed:.2f} of {usable:.1f} GiB"
+        )
+    else:
+        batch_reason = (
+            f"the largest even batch up to the paper's 8 that fits: {needed:.1f} of "
+            f"{usable:.1f} GiB usable (activation estimate x {memory.ACTIVATION_OVERHEAD:g})"
+        )
+    if chosen.width == narrowest.width:
+        width_reason = "the narrowest planned width: more iterations help more than more width"
+    else:
+        width_reason = (
+            f"the widest that fits the memory at batch {memory.MIN_BATCH} and, under a budget, "
+            f"still trains {ITERATIONS_BEFORE_WIDTH} iterations"
+        )
+    measurement = chosen.measurement
+    assert measurement is not None
+    if chosen.extrapolated_from is None:
+        how = (
+            f"measured: batch {chosen.batch} of {_values(context.patch)}, {context.precision}, "
+            f"on {context.device}"
+        )
+        if measurement.peak_bytes is not None:
+            how += f", peak {measurement.peak_bytes / gib:.1f} GiB"
+    else:
+        how = (
+            f"extrapolated by MACs from the step measured at width {chosen.extrapolated_from:g} "
+            "(measuring this one would take long on a CPU)"
+        )
+    return [
+        Choice("width", f"{chosen.width:g}", width_reason),
+        Choice("batch", str(chosen.batch), batch_reason),
+        Choice("precision", context.precision, f"what `auto` resolves to on {context.device}"),
+        Choice("training step", f"{measurement.step_seconds:.3f} s", how),
+        Choice("window", f"{measurement.window_seconds * 1000:.1f} ms", "per sliding window"),
+    ]
+
+
+def _schedule_choices(
+    planned: schedule.Schedule,
+    budget: float | None,
+    architecture: Architecture | None,
+    workers: int,
+    tta: bool,
+) -> list[Choice]:
+    training = planned.training
+    if budget is None:
+        why = "the paper's schedule (no --time-budget)"
+    else:
+        why = f"fits {schedule.SAFETY:.0%} of the budget with the estimates below"
+    rows = [
+        Choice("iterations", str(training.iterations), why),
+        Choice("milestones", ", ".join(map(str, training.milestones)), "x0.5 at 40% and 80%"),
+        Choice("warm-up", str(training.warmup_iterations), "the paper's 1000 of 40000 iterations"),
+        Choice(
+            "validate every",
+            str(training.validate_every),
+            f"at most {schedule.PAPER_VALIDATIONS} validations, at most "
+            f"{schedule.VALIDATION_SHARE:.0%} of the time",
+        ),
+        Choice(
+            "checkpoint every",
+            str(training.checkpoint_every),
+            f"each validation, or about every {schedule.CHECKPOINT_SECONDS / 60:.0f} min",
+        ),
+        Choice(
+            "mirroring (tta)",
+            "on" if tta else "off",
+            "the paper preset's choice on GPUs"
+            if budget is None
+            else f"on when it costs at most {TTA_SHARE:.0%} of the budget",
+        ),
+    ]
+    if architecture is not None:
+        rows.append(
+            Choice("search", "none", "--arch given: the coarse and fine stages are skipped")
+        )
+        return rows
+    search = planned.search
+    assert search is not None
+    value = (
+        f"{search.coarse_networks} networks in {search.clusters} clusters x "
+        f"{search.iterations} it; {search.fine_candidates} colourings"
+    )
+    if budget is None:
+        reason = "the paper's search"
+    else:
+        reason = (
+            f"{schedule.SEARCH_SHARE:.0%} of the networks' time, {workers} worker(s); "
+            "candidates train half the final schedule, the supernet twice that"
+        )
+    rows.append(Choice("search", value, reason))
+    return rows
+
+
+def _stride_reason(stride: geometry.Shape) -> str:
+    kind = "per axis: the patch is anisotropic" if len(set(stride)) > 1 else "on every axis"
+    return f"the paper's 16 voxels on the patch's longest side, the same overlap {kind}"
+
+
+def _values(values: Sequence[float], unit: str = "") -> str:
+    text = " x ".join(f"{value:g}" for value in values)
+    return f"{text} {unit}".rstrip()

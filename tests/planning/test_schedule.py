@@ -1,0 +1,70 @@
+"""Schedules that fit a budget, from given costs (no measurement)."""
+
+import pytest
+
+from c2fnas.planning import schedule
+from c2fnas.planning.schedule import BudgetError, Costs, fit_budget, parse_duration
+
+COSTS = Costs(step=0.5, validation=5.0, fine_score=4.0, prediction=120.0, data=30.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("45m", 2700), ("8h", 28800), ("3d", 259200), ("90s", 90), ("1h30m", 5400), ("1.5h", 5400)],
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "45", "m45", "8 hours", "0m", "1h-2m"])
+def test_parse_duration_refuses(text):
+    with pytest.raises(ValueError, match="time budget"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("budget", [3600, 3 * 3600, 8 * 3600, 3 * 86400])
+@pytest.mark.parametrize("search", [False, True])
+def test_the_whole_run_fits_the_budget(budget, search):
+    planned = fit_budget(budget, COSTS, search=search, folds=5)
+    assert sum(planned.seconds.values()) <= schedule.SAFETY * budget
+    training = planned.training
+    assert training.iterations <= schedule.PAPER_ITERATIONS
+    assert training.validate_every <= training.iterations
+    assert training.checkpoint_every <= training.validate_every
+    assert list(training.milestones) == sorted(training.milestones)
+    assert all(0 < m < training.iterations for m in training.milestones)
+    assert (planned.search is not None) == search
+    if search:
+        assert planned.seconds["coarse"] > 0 and planned.seconds["fine"] > 0
+        assert planned.search.coarse_networks >= schedule.MIN_COARSE_NETWORKS
+
+
+def test_a_larger_budget_trains_longer_until_the_papers_schedule():
+    short = fit_budget(3600, COSTS, search=False, folds=5).training.iterations
+    longer = fit_budget(8 * 3600, COSTS, search=False, folds=5).training.iterations
+    assert short < longer
+    huge = fit_budget(365 * 86400, COSTS, search=True, folds=5)
+    assert huge.training.iterations == 40000 and huge.training.milestones == (16000, 32000)
+    assert huge.search.iterations == 20000 and huge.search.coarse_networks == 50
+    assert huge.search.clusters == 8 and huge.search.fine_candidates == 2000
+
+
+def test_more_workers_evaluate_more_networks_in_the_same_time():
+    one = fit_budget(3 * 3600, COSTS, search=True, folds=5, workers=1).search
+    four = fit_budget(3 * 3600, COSTS, search=True, folds=5, workers=4).search
+    assert four.coarse_networks > one.coarse_networks
+
+
+def test_too_small_a_budget_is_refused_with_what_it_needs():
+    with pytest.raises(BudgetError, match="preprocessing"):
+        fit_budget(60, COSTS, search=False, folds=5)
+    with pytest.raises(BudgetError, match="iterations"):
+        fit_budget(400, COSTS, search=False, folds=5)
+    with pytest.raises(BudgetError, match="--arch"):
+        fit_budget(800, COSTS, search=True, folds=5)
+
+
+def test_the_papers_schedule_without_a_budget():
+    planned = schedule.paper_schedule(COSTS, search=True, folds=5)
+    assert planned.training.iterations == 40000 and planned.training.validate_every == 1000
+    assert planned.search.coarse_networks == 50 and planned.search.iterations == 20000
