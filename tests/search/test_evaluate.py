@@ -22,14 +22,18 @@ def _settings(prune_from):
 
 @pytest.mark.parametrize("prune_from", [0, 2])
 def test_training_evaluator_calls_train_as_the_contract_says(run_dir, monkeypatch, prune_from):
-    """``train`` replaced by a recorder that calls ``progress`` in the loop's order."""
+    """``train`` replaced by a recorder that calls ``progress`` and ``on_validation`` in the
+    loop's order (validation Dice 0.1 x iteration)."""
     calls = []
 
-    def fake_train(architecture, folder, fold, config, out_dir, resume, progress, micro_batch):
+    def fake_train(
+        architecture, folder, fold, config, out_dir, resume, progress, on_validation, micro_batch
+    ):
         calls.append((architecture, folder, fold, config, out_dir, resume, micro_batch))
         for done in range(1, config.training.iterations + 1):
-            dice = {"dice": 0.1 * (done - 1)} if done > 2 else {}
-            progress(done, config.training.iterations, {"loss": 1.0, **dice})
+            progress(done, config.training.iterations, {"loss": 1.0})
+            if done % config.training.validate_every == 0:
+                on_validation(done, 0.1 * done)
         return TrainResult([0.5, 0.7], 0.6, 4, config.training.iterations, 1.0)
 
     monkeypatch.setattr("c2fnas.training.train", fake_train)
@@ -70,7 +74,9 @@ def test_a_candidate_out_of_memory_is_retried_with_micro_batches(run_dir, monkey
     in passes of at most ``limit`` and is scored; with no pass fitting (0), it fails and says so."""
     attempts, scores = [], []
 
-    def train_in_memory(architecture, folder, fold, config, out_dir, resume, progress, micro_batch):
+    def train_in_memory(
+        architecture, folder, fold, config, out_dir, resume, progress, on_validation, micro_batch
+    ):
         attempts.append(micro_batch)
         network = RunsOutOfMemory(limit)
         result = fit(network, TINY, batches(0, 4), validation(), config, out_dir,

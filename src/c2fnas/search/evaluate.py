@@ -84,24 +84,19 @@ class TrainingEvaluator:
         from c2fnas.training.loop import OutOfMemory, with_smaller_micro_batches
 
         config = RunConfig.model_validate(yaml.safe_load(self.config_yaml)).for_search()
-        validate_every = config.training.validate_every
+        iterations = config.training.iterations
         prune = job.settings.prune_min_iterations > 0
 
         def evaluate(architecture: Architecture, context: TrialContext) -> float:
             def progress(done: int, total: int, values: dict[str, float]) -> None:
                 context.iterations = done
-                # Validation at iteration v runs after the callback of v: its Dice shows at v + 1.
-                validated = done - 1
-                dice = values.get("dice", math.nan)
-                if (
-                    prune
-                    and validated > 0
-                    and validated % validate_every == 0
-                    and math.isfinite(dice)
-                ):
-                    context.report(dice, validated)
+
+            def validated(iteration: int, dice: float) -> None:
+                # the last validation ends the training anyway: nothing left to prune
+                if prune and iteration < iterations and math.isfinite(dice):
+                    context.report(dice, iteration)
                     if context.should_prune():
-                        raise optuna.TrialPruned(f"pruned at iteration {validated}")
+                        raise optuna.TrialPruned(f"pruned at iteration {iteration}")
 
             def attempt(micro_batch: int | None) -> TrainResult:
                 return train(
@@ -112,6 +107,7 @@ class TrainingEvaluator:
                     candidate_dir(job, architecture.levels),
                     resume=True,
                     progress=progress,
+                    on_validation=validated,
                     micro_batch=micro_batch,
                 )
 

@@ -48,6 +48,9 @@ BatchSource = Callable[[int], Iterator[dict[str, torch.Tensor]]]
 "label": (B, 1, *patch) int64}`` for this process."""
 ValidationSource = Callable[[], Iterable[ValidationCase]]
 """This process's share of the validation cases."""
+ValidationCallback = Callable[[int, float], None]
+"""Called on every process after each validation, its model folders written, with (iteration,
+mean validation Dice); it may raise to stop the training there (a search's pruner does)."""
 OpsSampler = Callable[[random.Random], Sequence[Op]]
 """Draws the colouring a supernet trains at one iteration."""
 Progress = Callable[[int, int, dict[str, float]], None]
@@ -260,6 +263,7 @@ def fit(
     resume: bool = False,
     sample_ops: OpsSampler | None = None,
     progress: Progress | None = None,
+    on_validation: ValidationCallback | None = None,
     model_info: dict[str, Any] | None = None,
     device: torch.device | None = None,
     micro_batch: int | None = None,
@@ -278,6 +282,7 @@ def fit(
         resume: continue from ``out_dir/checkpoints`` (from scratch if there is none).
         sample_ops: draws a colouring per iteration for a supernet.
         progress: per-iteration callback on rank 0.
+        on_validation: see ``ValidationCallback`` (e.g. a search's pruner).
         model_info: extra fields for ``model.json`` (e.g. the preprocessing plan's name).
         micro_batch: samples per pass through the network, accumulating the gradients of a
             batch over several passes (same step, less memory). None: the micro-batch recorded
@@ -319,6 +324,8 @@ def fit(
         last = done == training.iterations
         if validates_after(done, training.iterations, training.validate_every):
             _validate(trainer, architecture, validation, run_log, done, info, out_dir, sample_ops)
+            if on_validation is not None:
+                on_validation(done, float(run_log.history["dice"][-1][2]))
         if done % training.checkpoint_every == 0 or last:
             if rank == 0:
                 saved = {"seconds": time.perf_counter() - started, "history": run_log.history}

@@ -20,7 +20,14 @@ from c2fnas.files.run_folder import RunFolder
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
 from c2fnas.training.config import ConfigError, RunConfig
-from c2fnas.training.loop import BatchSource, OpsSampler, Progress, TrainResult, fit
+from c2fnas.training.loop import (
+    BatchSource,
+    OpsSampler,
+    Progress,
+    TrainResult,
+    ValidationCallback,
+    fit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,7 @@ def train(
     sample_ops: OpsSampler | None = None,
     progress: Progress | None = None,
     micro_batch: int | None = None,
+    on_validation: ValidationCallback | None = None,
 ) -> TrainResult:
     """Train ``architecture`` on fold ``fold`` of a preprocessed run folder.
 
@@ -114,7 +122,7 @@ def train(
     source: BatchSource = batches
     return fit(
         accelerate(network), architecture, source, validation, config, out,
-        resume=resume, sample_ops=sample_ops, progress=progress, device=device,
-        micro_batch=micro_batch,
+        resume=resume, sample_ops=sample_ops, progress=progress, on_validation=on_validation,
+        device=device, micro_batch=micro_batch,
         model_info={"fold": fold, "plan": plan.model_dump(mode="json"), "run_dir": str(run_dir)},
     )  # fmt: skip
