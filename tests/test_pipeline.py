@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from c2fnas.cli import app
 from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.pipeline import DEFAULT_STAGES
+from c2fnas.training.config import load_config
 from tests.training.synthetic import TINY as TINY_ARCHITECTURE
 
 runner = CliRunner()
@@ -206,3 +207,25 @@ def test_a_given_architecture_skips_the_search_and_trains_the_folds_asked_for(da
     assert refused.exit_code == 1 and "use a new run folder" in " ".join(refused.stderr.split())
     searched = _run(dataset, run_dir)  # without --arch: a search would mix into this run
     assert searched.exit_code == 1 and "--arch" in " ".join(searched.stderr.split())
+
+
+@pytest.mark.slow
+def test_without_a_preset_the_run_is_planned_and_preprocessed_as_planned(dataset, tmp_path):
+    architecture = tmp_path / "tiny.json"
+    TINY_ARCHITECTURE.save(architecture)
+    run_dir = tmp_path / "run"
+    arguments = ["run", str(dataset / "data"), "--run", str(run_dir), "--arch", str(architecture),
+                 "--time-budget", "20m", "--stages", "check", "--stages", "preprocess"]  # fmt: skip
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    planned = load_config("paper", run_dir / "plan.yaml")
+    assert (run_dir / "config.yaml").read_text() == planned.to_yaml()
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["spacing"] == pytest.approx(list(planned.data.spacing))
+    state = json.loads((run_dir / "pipeline.json").read_text())
+    assert set(state["planned"]) >= {"data", "training", "prediction"}
+    assert "planned against spent" in result.stdout
+    again = runner.invoke(app, arguments)  # a rerun keeps its plan: nothing is refused
+    assert again.exit_code == 0, again.output
+    both = runner.invoke(app, [*arguments, "--preset", "cpu"])
+    assert both.exit_code == 2 and "--time-budget plans the run" in " ".join(both.stderr.split())

@@ -789,8 +789,21 @@ def search_scale(
 def run(
     dataset_dir: Annotated[Path, typer.Argument(help="MSD dataset folder (with dataset.json).")],
     run_dir: Annotated[Path, typer.Option("--run", help="Run folder for every output.")],
-    preset: Annotated[str, typer.Option(help="paper, cpu or smoke.")] = "paper",
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="paper, cpu or smoke (default: plan the run from the data and this "
+            "machine, as `c2fnas plan` does)."
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Plan the whole run to this wall-clock time: 45m, 8h, 3d (without "
+            "--preset or --config; default: the paper's schedule)."
+        ),
+    ] = None,
     stages: Annotated[
         list[str] | None,
         typer.Option(
@@ -822,15 +835,32 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Every stage from data to evaluated predictions; rerun the same command to resume."""
-    from c2fnas.pipeline import DEFAULT_STAGES, Pipeline, PipelineError
-    from c2fnas.training.config import ConfigError, load_config
+    """Every stage from data to evaluated predictions; rerun the same command to resume.
 
-    try:
-        run_config = load_config(preset, config)
-    except ConfigError as error:
-        raise _fail(str(error)) from None
+    Without --preset and --config the run is planned first (RUN_DIR/plan.yaml, see `c2fnas
+    plan`), to --time-budget when given.
+    """
+    from c2fnas.pipeline import DEFAULT_STAGES, Pipeline, PipelineError, planned_config
+    from c2fnas.planning import parse_duration
+    from c2fnas.training.config import load_config
+
     gpus = _gpu_count()
+    planned_seconds = None
+    try:
+        if preset is None and config is None:
+            budget = parse_duration(time_budget) if time_budget is not None else None
+            bar, update = _progress_bar()
+            with bar:
+                run_config, planned_seconds = planned_config(
+                    dataset_dir, run_dir, budget, arch, len(folds) if folds else NUM_FOLDS,
+                    gpus, update,
+                )  # fmt: skip
+        elif time_budget is not None:
+            raise UserError("--time-budget plans the run: leave out --preset and --config")
+        else:
+            run_config = load_config(preset or "paper", config)
+    except (ValueError, OSError, UserError) as error:  # ConfigError, PlanError, DatasetError
+        raise _fail(str(error)) from None
     bar, progress = _pipeline_progress()
 
     def on_stage(stage: str, event: str, seconds: float) -> None:
@@ -848,6 +878,7 @@ def run(
         storage=storage,
         architecture=arch,
         folds=tuple(folds) if folds else tuple(range(NUM_FOLDS)),
+        planned_seconds=planned_seconds,
         on_stage=on_stage,
         progress=progress,
     )
@@ -909,6 +940,16 @@ def _print_run_summary(run_dir: Path, state: dict[str, Any]) -> None:
             result = f"{info['cases']} cases"
         table.add_row(stage, f"{info.get('seconds', 0):.1f}", result)
     console.print(table)
+    from c2fnas.report import planned_against_spent  # heavy: see the module docstring
+
+    parts = planned_against_spent(state)
+    if parts:
+        budget = Table(title="planned against spent")
+        for column in ("part", "planned (min)", "spent (min)"):
+            budget.add_column(column, justify="right")
+        for part, planned, spent in parts:
+            budget.add_row(part, f"{planned / 60:.1f}", f"{spent / 60:.1f}")
+        console.print(budget)
     summary = RunFolder(run_dir).evaluation_summary
     if summary.is_file():
         labels = json.loads(summary.read_text())["labels"]

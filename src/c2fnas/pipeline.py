@@ -34,11 +34,12 @@ from c2fnas.files.atomic import write_json_atomic, write_text_atomic
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.inference.crossval import choose_on_cross_validation
 from c2fnas.inference.predict import predict_folder
+from c2fnas.planning import plan_run
 from c2fnas.report import write_report
 from c2fnas.search.stages import coarse_stage, final_architecture, fine_stage, scale_stage
 from c2fnas.space import Architecture
 from c2fnas.training import train
-from c2fnas.training.config import RunConfig
+from c2fnas.training.config import RunConfig, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,29 @@ SEARCH_STAGES = ("coarse", "fine")
 
 class PipelineError(Exception):
     """A stage cannot run; the message names the stage and the reason."""
+
+
+def planned_config(
+    dataset_dir: Path,
+    run_dir: Path,
+    budget: float | None = None,
+    architecture: Path | None = None,
+    folds: int = NUM_FOLDS,
+    gpus: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[RunConfig, dict[str, float] | None]:
+    """The configuration ``c2fnas run`` uses when given neither a preset nor a file: the run
+    folder's ``plan.yaml`` when it has one (a resumed run keeps its plan), otherwise a new plan
+    from the data, this machine and ``budget`` (``c2fnas.planning``), written there. Returns it
+    with the plan's estimated seconds per part (None for a plan made earlier)."""
+    path = RunFolder(run_dir).plan_config
+    if path.is_file():
+        logger.info("using the plan made before: %s", path)
+        return load_config("paper", path), None
+    given = Architecture.load(architecture) if architecture is not None else None
+    plan = plan_run(dataset_dir, run_dir, budget, given, gpus=gpus, folds=folds, progress=progress)
+    plan.write(run_dir)
+    return plan.config, dict(plan.seconds)
 
 
 def description_digest(description: dict[str, Any]) -> str:
@@ -101,6 +125,8 @@ class Pipeline:
             the coarse and fine stages are skipped; it is copied into the run folder, and a rerun
             with another architecture is refused.
         folds: the folds to train (default all five); prediction ensembles the folds trained.
+        planned_seconds: the plan's estimate per part, recorded so the report sets the time
+            spent against it.
         on_stage: called as ``(stage, "start" | "done" | "skip", seconds)``.
         progress: ``progress(kind, label, total)`` returns the progress callback of one piece of
             work: kind ``data`` -> ``(stage, done, total)``, ``train`` -> ``(done, total,
@@ -115,6 +141,7 @@ class Pipeline:
     storage: str | None = None
     architecture: Path | None = None
     folds: tuple[int, ...] = tuple(range(NUM_FOLDS))
+    planned_seconds: dict[str, float] | None = None
     on_stage: Callable[[str, str, float], None] | None = None
     progress: Callable[[str, str, int | None], Callable[..., None]] | None = None
 
@@ -153,6 +180,8 @@ class Pipeline:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_dataset()
         self._save_config()
+        if self.planned_seconds is not None:
+            write_json_atomic(self.state_path, {**self.state(), "planned": self.planned_seconds})
         self._save_architecture()
         if self.architecture is not None:
             stages = [stage for stage in stages if stage not in SEARCH_STAGES]
@@ -284,7 +313,8 @@ class Pipeline:
 
     def stage_preprocess(self) -> dict[str, Any]:
         summary = preprocess_dataset(
-            self.dataset_dir, self.run_dir, workers=max(1, self.config.data.workers),
+            self.dataset_dir, self.run_dir, self.config.data.spacing,
+            workers=max(1, self.config.data.workers),
             progress=self._view("data", "preprocess"),
         )  # fmt: skip
         return {"cases": len(summary.written) + len(summary.skipped)}
@@ -314,8 +344,9 @@ class Pipeline:
         return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
 
     def final_architecture(self) -> Architecture:
-        if self.architecture is not None:
-            return Architecture.load(self.folder.given_architecture)
+        if self.architecture is not None:  # at the run's width (search.width)
+            given = Architecture.load(self.folder.given_architecture)
+            return given.with_width(self.config.search.width)
         return final_architecture(self.run_dir)
 
     def stage_scale(self) -> dict[str, Any]:

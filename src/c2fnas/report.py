@@ -25,6 +25,28 @@ from c2fnas.training.config import read_config
 Table = tuple[list[str], list[list[str]]]
 
 
+PLANNED_PARTS = {
+    "data": ("check", "preprocess"),
+    "coarse": ("coarse",),
+    "fine": ("fine",),
+    "training": ("scale", "train"),
+    "prediction": ("postprocess", "predict", "evaluate", "report"),
+}
+"""The parts of a plan's time estimate (``c2fnas.planning``) and the stages that spend it."""
+
+
+def planned_against_spent(state: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """``(part, planned seconds, spent seconds)`` of a planned run (empty without a plan)."""
+    planned = state.get("planned") or {}
+    stages = state.get("stages", {})
+    return [
+        (part, float(planned.get(part, 0.0)),
+         sum(float(stages.get(stage, {}).get("seconds", 0.0)) for stage in members))
+        for part, members in PLANNED_PARTS.items()
+        if part in planned
+    ]  # fmt: skip
+
+
 @dataclass
 class Document:
     """A report as blocks, rendered to Markdown and to HTML from the same content."""
@@ -137,6 +159,13 @@ def _stage_times(document: Document, folder: RunFolder) -> None:
         document.heading("Time per stage")
         total = sum(float(info.get("seconds", 0)) for info in state["stages"].values())
         document.table(["stage", "seconds"], [*rows, ["total", f"{total:.1f}"]])
+    parts = planned_against_spent(state)
+    if parts:
+        document.heading("Planned against spent")
+        planned, spent = sum(p for _, p, _ in parts), sum(s for _, _, s in parts)
+        rows = [[part, f"{p / 60:.1f}", f"{s / 60:.1f}"] for part, p, s in parts]
+        rows.append(["total", f"{planned / 60:.1f}", f"{spent / 60:.1f}"])
+        document.table(["part", "planned (min)", "spent (min)"], rows)
 
 
 def _architecture(document: Document, folder: RunFolder, plan: Any) -> None:

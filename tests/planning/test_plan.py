@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from c2fnas.cli import app
 from c2fnas.data.synth import make_synthetic_dataset
-from c2fnas.planning import PLAN_FILE, PlanError, plan_run
+from c2fnas.files.run_folder import RunFolder
+from c2fnas.planning import PlanError, plan_run
 from c2fnas.planning import memory as planning_memory
 from c2fnas.space import Architecture
 from c2fnas.training.config import load_config
@@ -56,7 +57,7 @@ def isotropic(tmp_path):
 
 def _check_written(plan, run_dir):
     path = plan.write(run_dir)
-    assert path == run_dir / PLAN_FILE
+    assert path == RunFolder(run_dir).plan_config
     assert load_config("paper", path) == plan.config  # strict: RunConfig fields only
     assert load_config("cpu", path) == plan.config  # complete: no preset value shows through
     assert all(side % 16 == 0 and side > 16 for side in plan.config.data.patch)
@@ -90,6 +91,7 @@ def test_anisotropic_plan_keeps_the_thick_slices(tmp_path):
         architecture=Architecture.coarse((0, 0, 1, 1, 2, 3, 2, 2, 1, 0, 0, 0)),
     )
     assert plan.spacing == pytest.approx((1.0, 1.0, 3.5))
+    assert plan.config.data.spacing == pytest.approx(plan.spacing)  # c2fnas run resamples so
     patch = plan.config.data.patch
     assert patch == (80, 80, 32)  # 76.8 x 76.8 x 20 voxels at that spacing
     assert plan.stride == (16, 16, 6) and plan.config.training.stride == (16, 16, 6)
@@ -133,7 +135,7 @@ def test_plan_command_writes_plan_yaml_and_the_table(isotropic, tmp_path, panc_p
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "reason" in result.output and "training" in result.output
-    load_config("paper", run_dir / PLAN_FILE)
+    load_config("paper", RunFolder(run_dir).plan_config)
     refused = CliRunner().invoke(app, ["plan", str(isotropic), "--run", str(run_dir),
                                        "--time-budget", "soon"])  # fmt: skip
     assert refused.exit_code == 2 and "45m" in refused.output

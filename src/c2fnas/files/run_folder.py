@@ -160,6 +160,11 @@ class RunFolder:
         return self.root / "config.yaml"
 
     @property
+    def plan_config(self) -> Path:
+        """The configuration ``c2fnas plan`` (or ``c2fnas run`` without a preset) made."""
+        return self.root / "plan.yaml"
+
+    @property
     def given_architecture(self) -> Path:
         """The architecture ``c2fnas run --arch`` trains instead of searching one."""
         return self.root / "architecture.json"

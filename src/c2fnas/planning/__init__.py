@@ -6,11 +6,10 @@ step; ``plan`` puts them together into a configuration that ``--config`` accepts
 """
 
 from c2fnas.planning.memory import NetworkMemory, fit_batch
-from c2fnas.planning.plan import PLAN_FILE, Choice, PlanError, RunPlan, plan_run
+from c2fnas.planning.plan import Choice, PlanError, RunPlan, plan_run
 from c2fnas.planning.schedule import BudgetError, parse_duration
 
 __all__ = [
-    "PLAN_FILE",
     "BudgetError",
     "Choice",
     "NetworkMemory",

@@ -36,7 +36,6 @@ from c2fnas.training.config import RunConfig, load_config
 
 log = logging.getLogger(__name__)
 
-PLAN_FILE = "plan.yaml"
 REFERENCE_LEVELS = (0, 0, 1, 1, 2, 3, 2, 2, 1, 0, 0, 0)
 """C2FNAS-Panc's topology (paper Fig. 5): the typical U-shaped candidate a search's costs are
 measured on."""
@@ -70,7 +69,7 @@ class Choice:
 class RunPlan:
     """Attributes:
     config: the complete configuration (``plan.yaml``).
-    spacing: target spacing in mm (X, Y, Z); not yet a configuration field.
+    spacing: target spacing in mm (X, Y, Z), also ``config.data.spacing``.
     stride: sliding-window step per axis (X, Y, Z), also ``config.training.stride``.
     budget: the time budget in seconds, or None for the paper's schedule.
     seconds: estimated seconds per part: data, coarse, fine, training, prediction.
@@ -90,12 +89,6 @@ class RunPlan:
         lines += [f"# {c.setting}: {c.value}  -- {c.reason}" for c in self.choices]
         lines += ["#", "# Estimated time (seconds):"]
         lines += [f"#   {part}: {seconds:.0f}" for part, seconds in self.seconds.items()]
-        lines += [
-            "#",
-            "# Not yet a configuration field (c2fnas run resamples to 1 mm; to match, preprocess",
-            f"# with --spacing {' '.join(f'{v:g}' for v in self.spacing)}):",
-            f"#   spacing: {list(self.spacing)}",
-        ]
         return "\n".join(lines) + "\n" + self.config.to_yaml()
 
     def split(self) -> list[tuple[str, float, float]]:
@@ -105,7 +98,7 @@ class RunPlan:
         return [(part, seconds, seconds / whole) for part, seconds in self.seconds.items()]
 
     def write(self, run_dir: str | Path) -> Path:
-        path = Path(run_dir) / PLAN_FILE
+        path = RunFolder(run_dir).plan_config
         write_text_atomic(path, self.to_yaml())
         return path
 
@@ -206,7 +199,7 @@ def plan_run(
         *_network_choices(chosen, narrowest, context),
         *_schedule_choices(planned, budget, architecture, workers, tta),
     ]
-    config = _configure(chosen, context, planned, tta)
+    config = _configure(chosen, context, planned, tta).with_fields("data", spacing=list(spacing))
     return RunPlan(config, spacing, context.stride, budget, planned.seconds, tuple(choices))
 
 

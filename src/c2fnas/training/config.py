@@ -28,10 +28,19 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Patch sampling. ``batch_size`` is the global batch, split evenly over DDP processes."""
 
+    spacing: tuple[float, float, float] | None = None
+    """Target voxel spacing in mm (X, Y, Z) of preprocessing; None: the fingerprint's default
+    (1 mm, or the median where that is coarser). ``c2fnas plan`` sets it from the data."""
     patch: tuple[int, int, int] = (96, 96, 96)
     batch_size: int = Field(8, ge=1)
     foreground_oversample: float = Field(0.33, ge=0.0, le=1.0)
     workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _spacing_positive(self) -> DataConfig:
+        if self.spacing is not None and min(self.spacing) <= 0:
+            raise ValueError(f"spacing {list(self.spacing)}: every value must be > 0 mm")
+        return self
 
     @model_validator(mode="after")
     def _patch_divisible(self) -> DataConfig:
