@@ -121,6 +121,7 @@ def test_supernet_score_is_the_standalone_network_score(run_dir, fine_search):
     candidate = job.candidate(encode(ops))
     score = supernet_scorer(job)(candidate, TrialContext(0, encode(ops), "test", None))
 
+    from c2fnas.accel.swap import accelerate
     from c2fnas.data import loader, splits
     from c2fnas.data.pipeline import cached_case_ids
     from c2fnas.nn import Supernet
@@ -128,7 +129,7 @@ def test_supernet_score_is_the_standalone_network_score(run_dir, fine_search):
     _, weights, _ = read_model(job.folder.supernet.last)
     supernet = Supernet(job.topology, 1, 3)
     supernet.load_state_dict(weights)
-    network = supernet.extract(ops).eval()
+    network = accelerate(supernet.extract(ops)).eval()  # as the scorer runs the supernet
     val = splits.load_or_create(run_dir, cached_case_ids(run_dir))[4].val
     total, count = validate(
         network, loader.validation_cases(run_dir, val), 3, config.data.patch, 48, "fp32",
