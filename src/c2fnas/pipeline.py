@@ -27,12 +27,14 @@ from typing import Any
 from c2fnas.data.check import check_dataset
 from c2fnas.data.msd import read_description
 from c2fnas.data.pipeline import preprocess_dataset
+from c2fnas.data.preprocess import Plan
 from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.evaluation.metrics import evaluate_folders, summarize
 from c2fnas.evaluation.report import write_csv, write_summary
 from c2fnas.files.atomic import write_json_atomic, write_text_atomic
 from c2fnas.files.run_folder import RunFolder
-from c2fnas.inference.crossval import choose_on_cross_validation
+from c2fnas.inference.crossval import predict_out_of_fold
+from c2fnas.inference.postprocess import choose_from_files
 from c2fnas.inference.predict import predict_folder
 from c2fnas.planning import plan_run
 from c2fnas.report import write_report
@@ -379,11 +381,13 @@ class Pipeline:
 
     def stage_postprocess(self) -> dict[str, Any]:
         training = self.config.training
-        chosen = choose_on_cross_validation(
+        pairs = predict_out_of_fold(
             self.run_dir, self.dataset_dir, self.trained_folds(), training.stride,
             training.precision, training.tta, self._view("predict", "out-of-fold"),
         )  # fmt: skip
-        return {"largest_component": list(chosen.largest_component)}
+        labels = sorted(Plan.load(self.run_dir).labels)[1:]
+        chosen = choose_from_files(pairs, labels, self.folder.postprocessing)
+        return {"largest_component": list(chosen.largest_component), "cases": len(pairs)}
 
     def stage_predict(self) -> dict[str, Any]:
         if not self.test_images.is_dir() or not any(self.test_images.glob("*.nii*")):

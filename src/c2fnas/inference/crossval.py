@@ -1,10 +1,10 @@
-"""Out-of-fold predictions of the training cases, and the post-processing chosen on them.
+"""Out-of-fold predictions of the training cases, on which post-processing is chosen.
 
 Every training case is predicted by the fold model that validated on it (so never by a model
 that trained on it), in the case's own geometry, into ``RUN_DIR/crossval/``; then
-``choose_postprocessing`` decides per class whether keeping only the largest connected component
-raises the mean Dice over those cases, as nnU-Net does, and ``RUN_DIR/postprocessing.json``
-records the choice with its evidence. ``c2fnas predict --postprocess auto`` applies it.
+``postprocess.choose_from_files`` decides per class whether keeping only the largest connected
+component raises the mean Dice over those cases, as nnU-Net does, and ``c2fnas run`` records the
+choice with its evidence in ``RUN_DIR/postprocessing.json`` (``predict --postprocess auto``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from c2fnas.data.pipeline import cached_case_ids
 from c2fnas.data.splits import load_or_create
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.inference.models import LoadedModel, load_model
-from c2fnas.inference.postprocess import Postprocessing, choose_from_files
 from c2fnas.inference.predict import predict_case
 
 log = logging.getLogger(__name__)
@@ -65,25 +64,3 @@ def predict_out_of_fold(
         if progress is not None:
             progress(case_id, done, len(todo))
     return pairs
-
-
-def choose_on_cross_validation(
-    run_dir: Path,
-    dataset_dir: Path,
-    folds: Sequence[int],
-    stride: int | Sequence[int],
-    precision: str = "auto",
-    tta: bool = False,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> Postprocessing:
-    """Predict out of fold (``predict_out_of_fold``), choose the post-processing on those
-    predictions and write ``RUN_DIR/postprocessing.json``."""
-    pairs = predict_out_of_fold(run_dir, dataset_dir, folds, stride, precision, tta, progress)
-    labels = sorted(read_dataset(dataset_dir).labels)[1:]
-    chosen = choose_from_files(pairs, labels, RunFolder(run_dir).postprocessing)
-    log.info(
-        "post-processing chosen on %d out-of-fold cases: largest component for classes %s",
-        len(pairs),
-        list(chosen.largest_component) or "none",
-    )
-    return chosen
