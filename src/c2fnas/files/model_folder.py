@@ -29,6 +29,7 @@ from safetensors.torch import load, save
 from torch import nn
 
 from c2fnas.files.atomic import write_bytes_atomic, write_json_atomic
+from c2fnas.files.run_folder import TrainingFolder
 from c2fnas.space import Architecture
 
 MODEL_FILES = ("architecture.json", "model.safetensors", "model.json")
@@ -132,7 +133,7 @@ def read_model(folder: Path) -> tuple[Architecture, dict[str, torch.Tensor], dic
 def model_folder(path: str | Path) -> Path:
     """A model folder, or a training folder's ``best/``."""
     path = Path(path)
-    for candidate in (path, path / "best"):
+    for candidate in (path, TrainingFolder(path).best):
         if (candidate / "model.json").is_file():
             return candidate
     raise CheckpointError(f"{path}: no model here (expected model.json, or best/model.json)")

@@ -25,10 +25,10 @@ from scipy import ndimage
 from c2fnas.data.io import load_label
 from c2fnas.evaluation.metrics import dice
 from c2fnas.files.atomic import write_text_atomic
+from c2fnas.files.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
-POSTPROCESSING_FILE = "postprocessing.json"
 POSTPROCESSING_VERSION = 1
 
 
@@ -155,8 +155,9 @@ def find_postprocessing(model_paths: Sequence[Path], levels: int = 3) -> Path | 
     for path in model_paths:
         resolved = path.resolve()
         for folder in [resolved, *resolved.parents][: levels + 1]:
-            if (folder / POSTPROCESSING_FILE).is_file():
-                found.add(folder / POSTPROCESSING_FILE)
+            candidate = RunFolder(folder).postprocessing
+            if candidate.is_file():
+                found.add(candidate)
                 break
     if len(found) > 1:
         raise ValueError(
