@@ -143,6 +143,8 @@ class FineJob:
             study_name=self.study,
             heartbeat_interval=self.settings.heartbeat_interval,
             grace_period=self.settings.grace_period,
+            # a colouring is stored as one; the old study "fine" held it under the coarse key
+            key="topology" if self.study == "fine" else "colouring",
         )
 
 
