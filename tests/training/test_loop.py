@@ -108,3 +108,32 @@ def test_supernet_trains_only_the_sampled_path(tmp_path):
     assert not any(".3d." in key for key in changed)
     assert any(".2d." in key for key in changed) and any(".p3d." in key for key in changed)
     assert read_model(tmp_path / "last")[2]["kind"] == "supernet"
+
+
+def test_progress_plot_names_the_classes_and_marks_a_single_validation(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from c2fnas.training.report import RunLog
+
+    run_log = RunLog(tmp_path, None, enabled=True, tensorboard=False,
+                     class_names=["anterior", "posterior"])  # fmt: skip
+    for iteration in range(1, 11):
+        run_log.loss(iteration, 1.0 / iteration, 0.01)
+    run_log.dice(10, [0.8, 0.6], cases=2)
+    figure = run_log.figure()
+    dice_axis = figure.axes[1]
+    assert [text.get_text() for text in dice_axis.get_legend().get_texts()] == [
+        "anterior", "posterior", "mean",
+    ]  # fmt: skip
+    assert all(line.get_marker() == "o" and len(line.get_xdata()) == 1 for line in dice_axis.lines)
+    plt.close(figure)
+    run_log.plot()
+    assert (tmp_path / "progress.png").is_file()
+
+
+def test_class_names_come_from_the_plan_in_the_model_info():
+    from c2fnas.training.loop import _class_names
+
+    info = {"plan": {"labels": {"0": "background", "2": "posterior", "1": "anterior"}}}
+    assert _class_names(info) == ["anterior", "posterior"]
+    assert _class_names({}) is None

@@ -306,8 +306,9 @@ def fit(
     if trainer.micro_batch is not None:
         log.info("%s: %d sample(s) per pass, gradients accumulated", out_dir, trainer.micro_batch)
     run_log = RunLog(
-        out_dir, state.get("history"), enabled=rank == 0, tensorboard=training.tensorboard
-    )
+        out_dir, state.get("history"), enabled=rank == 0, tensorboard=training.tensorboard,
+        class_names=_class_names(info),
+    )  # fmt: skip
     if rank == 0:
         write_text_atomic(folder.config, config.to_yaml())
     started = time.perf_counter() - float(state.get("seconds", 0.0))
@@ -341,6 +342,14 @@ def fit(
         seconds=time.perf_counter() - started,
         history=run_log.history,
     )
+
+
+def _class_names(info: dict[str, Any]) -> list[str] | None:
+    """The foreground classes' names from the dataset's labels in the model's plan, if any."""
+    labels = info.get("plan", {}).get("labels")
+    if not labels:
+        return None
+    return [str(labels[value]) for value in sorted(labels, key=int)[1:]]
 
 
 def _model_info(

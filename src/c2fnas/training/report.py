@@ -23,12 +23,19 @@ class RunLog:
 
     ``history`` is JSON: ``{"loss": [[iteration, loss, lr], ...],
     "dice": [[iteration, [dice per class], mean, cases], ...]}``; it travels in checkpoints.
+    ``class_names`` label the foreground classes in ``progress.png`` (default ``class 1``, ...).
     """
 
     def __init__(
-        self, out_dir: Path, history: dict[str, Any] | None, enabled: bool, tensorboard: bool
+        self,
+        out_dir: Path,
+        history: dict[str, Any] | None,
+        enabled: bool,
+        tensorboard: bool,
+        class_names: list[str] | None = None,
     ) -> None:
         self.out_dir = out_dir
+        self.class_names = class_names
         self.history: dict[str, Any] = history or {"loss": [], "dice": []}
         self.enabled = enabled
         self._writer: Any = None
@@ -75,9 +82,16 @@ class RunLog:
         return {"dice": float(self.history["dice"][-1][2])}
 
     def plot(self) -> None:
-        """Write ``progress.png``: smoothed loss and validation Dice per class."""
+        """Write ``progress.png`` (``figure``)."""
         if not self.enabled:
             return
+        figure = self.figure()
+        with replacing(TrainingFolder(self.out_dir).progress_plot) as temporary:
+            figure.savefig(temporary, dpi=80)
+        plt.close(figure)
+
+    def figure(self) -> Any:
+        """Smoothed training loss, and validation Dice per class by name at every validation."""
         figure, (loss_axis, dice_axis) = plt.subplots(1, 2, figsize=(10, 4))
         losses = self.history["loss"]
         window = max(1, min(LOSS_WINDOW, len(losses) // 20 or 1))
@@ -91,17 +105,19 @@ class RunLog:
         dice = [entry for entry in self.history["dice"] if entry[3]]
         if dice:
             iterations = [entry[0] for entry in dice]
-            for index in range(len(dice[0][1])):
+            classes = len(dice[0][1])
+            names = self.class_names or [f"class {index + 1}" for index in range(classes)]
+            for index, name in zip(range(classes), names, strict=False):
+                # a marker on every validation: one validation alone is a point, not a line
                 dice_axis.plot(
-                    iterations, [entry[1][index] for entry in dice], label=f"class {index + 1}"
+                    iterations, [entry[1][index] for entry in dice], marker="o", label=name
                 )
-            dice_axis.plot(iterations, [entry[2] for entry in dice], "k--", label="mean")
+            means = [entry[2] for entry in dice]
+            dice_axis.plot(iterations, means, "k--", marker="o", label="mean")
             dice_axis.legend()
         dice_axis.set(xlabel="iteration", ylabel="Dice", ylim=(0, 1), title="validation Dice")
         figure.tight_layout()
-        with replacing(TrainingFolder(self.out_dir).progress_plot) as temporary:
-            figure.savefig(temporary, dpi=80)
-        plt.close(figure)
+        return figure
 
     def close(self) -> None:
         if self._writer is not None:
