@@ -18,16 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 CODES = u_shaped_topologies()
 
 
-@pytest.fixture(params=["sqlite", "journal", "postgresql"])
-def storage(request, tmp_path):
-    """Every backend of the trial store; PostgreSQL only where a server is given (CI)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'coarse' / 'trials.db'}"
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return str(tmp_path / "coarse" / "trials.journal")
-
-
 def _live_codes(snapshot):
     return [r.code for r in snapshot.records if r.state != "released" and r.code is not None]
 

@@ -11,16 +11,6 @@ from tests.search.toy_worker import toy_run_folder
 CODES = u_shaped_topologies()
 
 
-@pytest.fixture(params=["sqlite", "journal", "postgresql"])
-def shared_storage(request, tmp_path):
-    """One store outside the run folders, as a database server shared by machines."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'shared.db'}"
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return str(tmp_path / "shared.journal")
-
-
 def _settings(**changes):
     return CoarseSettings(**{"budget": 4, "strategy": "random", **changes})
 
@@ -32,9 +22,9 @@ def _claim(job, code):
     store.complete(trial, 0.5, {})
 
 
-def test_different_runs_on_one_store_never_share_trials(shared_storage, tmp_path):
-    first = make_job(toy_run_folder(tmp_path / "a", ("a1", "a2")), _settings(), shared_storage)
-    other_data = make_job(toy_run_folder(tmp_path / "b", ("b1",)), _settings(), shared_storage)
+def test_different_runs_on_one_store_never_share_trials(storage, tmp_path):
+    first = make_job(toy_run_folder(tmp_path / "a", ("a1", "a2")), _settings(), storage)
+    other_data = make_job(toy_run_folder(tmp_path / "b", ("b1",)), _settings(), storage)
     other_seed = make_job(toy_run_folder(tmp_path / "c", ("a1", "a2")), _settings(seed=1))
     assert len({first.study, other_data.study}) == 2
     assert first.study.startswith("coarse-")
@@ -44,10 +34,10 @@ def test_different_runs_on_one_store_never_share_trials(shared_storage, tmp_path
     assert other_seed.study not in (first.study, other_data.study)
 
 
-def test_the_same_run_from_two_run_folders_shares_its_trials(shared_storage, tmp_path):
+def test_the_same_run_from_two_run_folders_shares_its_trials(storage, tmp_path):
     """Two machines, each with its own copy of the preprocessed data, join one search."""
-    here = make_job(toy_run_folder(tmp_path / "here"), _settings(), shared_storage)
-    there = make_job(toy_run_folder(tmp_path / "there"), _settings(budget=6), shared_storage)
+    here = make_job(toy_run_folder(tmp_path / "here"), _settings(), storage)
+    there = make_job(toy_run_folder(tmp_path / "there"), _settings(budget=6), storage)
     assert here.study == there.study
     _claim(here, CODES[0])
     store = open_search(there)
