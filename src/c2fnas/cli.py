@@ -23,7 +23,6 @@ from rich.text import Text
 
 from c2fnas.accel.process import keep_freed_memory
 from c2fnas.data.msd import DatasetError
-from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.files.run_folder import RunFolder, TrainingFolder
 from c2fnas.progress import bar_with
 from c2fnas.space import Architecture, ArchitectureError
@@ -830,8 +829,8 @@ def run(
         list[int] | None,
         typer.Option(
             "--folds",
-            help="Folds to train (repeat; default all 5); the ensemble "
-            "predicts with the folds trained.",
+            help="Folds to train (repeat; default: the configuration's, all 5 unless a "
+            "time budget planned fewer); the ensemble predicts with the folds trained.",
         ),
     ] = None,
 ) -> None:
@@ -852,7 +851,7 @@ def run(
             bar, update = _progress_bar()
             with bar:
                 run_config, planned_seconds = planned_config(
-                    dataset_dir, run_dir, budget, arch, len(folds) if folds else NUM_FOLDS,
+                    dataset_dir, run_dir, budget, arch, tuple(folds) if folds else None,
                     gpus, update,
                 )  # fmt: skip
         elif time_budget is not None:
@@ -877,7 +876,7 @@ def run(
         gpus=gpus,
         storage=storage,
         architecture=arch,
-        folds=tuple(folds) if folds else tuple(range(NUM_FOLDS)),
+        folds=tuple(folds) if folds else None,
         planned_seconds=planned_seconds,
         on_stage=on_stage,
         progress=progress,

@@ -70,7 +70,7 @@ def planned_config(
     run_dir: Path,
     budget: float | None = None,
     architecture: Path | None = None,
-    folds: int = NUM_FOLDS,
+    folds: Sequence[int] | None = None,
     gpus: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[RunConfig, dict[str, float] | None]:
@@ -126,7 +126,8 @@ class Pipeline:
         architecture: an architecture to train instead of searching one (e.g. C2FNAS-Panc's):
             the coarse and fine stages are skipped; it is copied into the run folder, and a rerun
             with another architecture is refused.
-        folds: the folds to train (default all five); prediction ensembles the folds trained.
+        folds: the folds to train (default: the configuration's ``training.folds``, all five
+            unless a plan chose fewer); prediction ensembles the folds trained.
         planned_seconds: the plan's estimate per part, recorded so the report sets the time
             spent against it.
         on_stage: called as ``(stage, "start" | "done" | "skip", seconds)``.
@@ -142,12 +143,17 @@ class Pipeline:
     gpus: int = 0
     storage: str | None = None
     architecture: Path | None = None
-    folds: tuple[int, ...] = tuple(range(NUM_FOLDS))
+    folds: tuple[int, ...] | None = None
     planned_seconds: dict[str, float] | None = None
     on_stage: Callable[[str, str, float], None] | None = None
     progress: Callable[[str, str, int | None], Callable[..., None]] | None = None
 
     # --- bookkeeping -----------------------------------------------------------------------
+
+    @property
+    def fold_ids(self) -> tuple[int, ...]:
+        """The folds this call trains."""
+        return self.config.training.folds if self.folds is None else self.folds
 
     @property
     def folder(self) -> RunFolder:
@@ -176,8 +182,8 @@ class Pipeline:
         unknown = sorted(set(stages) - set(STAGES))
         if unknown:
             raise PipelineError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
-        bad_folds = sorted(set(self.folds) - set(range(NUM_FOLDS)))
-        if bad_folds or not self.folds:
+        bad_folds = sorted(set(self.fold_ids) - set(range(NUM_FOLDS)))
+        if bad_folds or not self.fold_ids:
             raise PipelineError(f"folds {bad_folds or '(none)'}: choose from 0..{NUM_FOLDS - 1}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_dataset()
@@ -209,7 +215,7 @@ class Pipeline:
         if stage == "report" or not record.get("done"):
             return False
         if stage == "train":  # done for the folds asked for now?
-            return set(self.folds) <= set(record.get("folds", range(NUM_FOLDS)))
+            return set(self.fold_ids) <= set(record.get("folds", range(NUM_FOLDS)))
         return True
 
     def _view(self, kind: str, label: str, total: int | None = None) -> Callable[..., None] | None:
@@ -288,7 +294,7 @@ class Pipeline:
     def _save_config(self) -> None:
         path = self.folder.config
         text = self.config.to_yaml()
-        if path.is_file() and path.read_text() != text:
+        if path.is_file() and not self._same_config(path):
             done = [s for s, v in self.state()["stages"].items() if v.get("done")]
             if any(stage not in ("check", "preprocess") for stage in done):
                 raise PipelineError(
@@ -296,6 +302,14 @@ class Pipeline:
                     "preset and --config to resume, or a new run folder"
                 )
         path.write_text(text)
+
+    def _same_config(self, path: Path) -> bool:
+        """Whether ``path`` holds this run's configuration: compared by value, so a file written
+        before a setting was added (and holds its default) still matches."""
+        try:
+            return load_config("paper", path) == self.config
+        except ValueError:  # ConfigError: unreadable, or a setting this version does not know
+            return False
 
     # --- stages ----------------------------------------------------------------------------
 
@@ -358,7 +372,7 @@ class Pipeline:
     def stage_train(self) -> dict[str, Any]:
         architecture = self.final_architecture()
         recorded = self.state()["stages"].get("train", {})
-        folds = sorted(set(self.folds) | set(recorded.get("folds", [])))
+        folds = sorted(set(self.fold_ids) | set(recorded.get("folds", [])))
         dice = []
         for fold in folds:
             result = train(

@@ -73,6 +73,7 @@ class RunPlan:
     stride: sliding-window step per axis (X, Y, Z), also ``config.training.stride``.
     budget: the time budget in seconds, or None for the paper's schedule.
     seconds: estimated seconds per part: data, coarse, fine, training, prediction.
+    folds: the folds the run trains, also ``config.training.folds``.
     choices: every setting with its reason, in the order of the table.
     """
 
@@ -81,6 +82,7 @@ class RunPlan:
     stride: geometry.Shape
     budget: float | None
     seconds: dict[str, float]
+    folds: tuple[int, ...]
     choices: tuple[Choice, ...]
 
     def to_yaml(self) -> str:
@@ -145,7 +147,7 @@ def plan_run(
     architecture: Architecture | None = None,
     device: torch.device | None = None,
     gpus: int = 0,
-    folds: int = NUM_FOLDS,
+    folds: Sequence[int] | None = None,
     memory_bytes: int | None = None,
     progress: Progress | None = None,
 ) -> RunPlan:
@@ -157,7 +159,8 @@ def plan_run(
         architecture: a network to train without a search (its width is the widest planned).
         device: where the run will train (default: CUDA when available).
         gpus: search workers run in parallel, one per GPU (0 or 1: one worker).
-        folds: how many folds the run trains (``c2fnas run --folds``).
+        folds: the folds the run trains (``c2fnas run --folds``); default all five, or under a
+            budget the most that each train ``schedule.MIN_FOLD_ITERATIONS`` iterations.
         memory_bytes: the memory of one device (default: measured, see ``device_memory``).
 
     Raises:
@@ -179,11 +182,14 @@ def plan_run(
                                      spacing, memory_bytes)  # fmt: skip
     context = _Context(
         dataset, fingerprint["cases"], base, patch, geometry.plan_stride(patch), shape,
-        device, resolve_precision("auto", device), memory_bytes, folds,
+        device, resolve_precision("auto", device), memory_bytes,
+        tuple(range(NUM_FOLDS)) if folds is None else tuple(folds),
     )  # fmt: skip
     fitting = [n for n in map(context.network, widths) if n.batch >= memory.MIN_BATCH]
     narrowest = context.measured(fitting[0])
     search, workers = architecture is None, max(1, gpus)
+    if folds is None and budget is not None:
+        context = _choose_folds(context, narrowest, budget, search, workers)
     chosen = _choose_width(context, narrowest, fitting[1:], budget, search, workers)
     try:
         planned, tta = _schedule(context, chosen, budget, search, workers)
@@ -196,11 +202,14 @@ def plan_run(
         Choice("spacing", _values(spacing, "mm"), spacing_reason),
         Choice("patch", _values(patch), patch_reason),
         Choice("stride", _values(context.stride), _stride_reason(context.stride)),
+        _folds_choice(context.folds, folds is not None, budget),
         *_network_choices(chosen, narrowest, context),
         *_schedule_choices(planned, budget, architecture, workers, tta),
     ]
     config = _configure(chosen, context, planned, tta).with_fields("data", spacing=list(spacing))
-    return RunPlan(config, spacing, context.stride, budget, planned.seconds, tuple(choices))
+    return RunPlan(
+        config, spacing, context.stride, budget, planned.seconds, context.folds, tuple(choices)
+    )
 
 
 @dataclass(frozen=True)
@@ -216,7 +225,7 @@ class _Context:
     device: torch.device
     precision: str
     memory_bytes: int
-    folds: int
+    folds: tuple[int, ...]
 
     @property
     def in_channels(self) -> int:
@@ -258,13 +267,14 @@ class _Context:
         voxels = sum(math.prod(entry["shape"]) for entry in self.cases.values()) / len(self.cases)
         per_case = SECONDS_PER_MEGAVOXEL * voxels * self.in_channels / 1e6
         test_cases = _test_images(self.dataset)
-        out_of_fold = validation_cases * self.folds  # the postprocess stage's cross-validation
+        folds = len(self.folds)
+        out_of_fold = validation_cases * folds  # the postprocess stage's cross-validation
         return schedule.Costs(
             step=network.measurement.step_seconds * schedule.STEP_OVERHEAD,
             validation=validation_cases * windows * window,
             fine_score=validation_cases * window_count(volume, self.patch, fine_stride) * window,
             prediction=out_of_fold * (windows * window * passes + per_case)
-            + test_cases * (self.folds * windows * window * passes + per_case),
+            + test_cases * (folds * windows * window * passes + per_case),
             data=per_case * len(self.dataset.training),
         )
 
@@ -287,7 +297,7 @@ def _choose_width(
             break
         try:
             costs = context.costs(estimate)
-            planned = schedule.fit_budget(budget, costs, search, context.folds, workers)
+            planned = schedule.fit_budget(budget, costs, search, len(context.folds), workers)
         except schedule.BudgetError:
             continue
         if planned.training.iterations >= ITERATIONS_BEFORE_WIDTH:
@@ -295,6 +305,36 @@ def _choose_width(
             break
     cheap = context.device.type != "cpu" or chosen.macs * chosen.batch < CHEAP_STEP_MACS
     return context.measured(chosen) if chosen is not narrowest and cheap else chosen
+
+
+def _choose_folds(
+    context: _Context, narrowest: _Network, budget: float, search: bool, workers: int
+) -> _Context:
+    """The context with the most folds (of five) whose training runs each still get
+    ``schedule.MIN_FOLD_ITERATIONS`` iterations in the budget; fold 0 alone when none do."""
+    for count in range(NUM_FOLDS, 1, -1):
+        trial = replace(context, folds=tuple(range(count)))
+        try:
+            planned, _ = _schedule(trial, narrowest, budget, search, workers)
+        except schedule.BudgetError:
+            continue
+        if planned.training.iterations >= schedule.MIN_FOLD_ITERATIONS:
+            return trial
+    return replace(context, folds=(0,))
+
+
+def _folds_choice(folds: tuple[int, ...], given: bool, budget: float | None) -> Choice:
+    value = f"{', '.join(map(str, folds))} ({len(folds)} of {NUM_FOLDS})"
+    if given:
+        reason = "as given (--folds)"
+    elif budget is None or len(folds) == NUM_FOLDS:
+        reason = "the paper's 5-fold cross-validation; prediction ensembles them"
+    else:
+        reason = (
+            f"the most that each train {schedule.MIN_FOLD_ITERATIONS} iterations in the budget "
+            "(fewer leave every fold under-trained); prediction ensembles them"
+        )
+    return Choice("folds", value, reason)
 
 
 def _schedule(
@@ -305,10 +345,10 @@ def _schedule(
     if budget is None:
         tta = context.device.type == "cuda"
         costs = context.costs(network, tta)
-        return schedule.paper_schedule(costs, search, context.folds, workers), tta
+        return schedule.paper_schedule(costs, search, len(context.folds), workers), tta
     tta = context.costs(network, tta=True).prediction <= TTA_SHARE * budget
     costs = context.costs(network, tta)
-    return schedule.fit_budget(budget, costs, search, context.folds, workers), tta
+    return schedule.fit_budget(budget, costs, search, len(context.folds), workers), tta
 
 
 def _fit_patch(
@@ -373,7 +413,7 @@ def _configure(
         "training", iterations=training.iterations, milestones=list(training.milestones),
         warmup_iterations=training.warmup_iterations, validate_every=training.validate_every,
         checkpoint_every=training.checkpoint_every, stride=list(context.stride), tta=tta,
-        tensorboard=not cpu,
+        tensorboard=not cpu, folds=list(context.folds),
     )  # fmt: skip
     search: dict[str, Any] = {"width": network.width, "fine_stride": max(context.patch) // 2}
     if planned.search is not None:

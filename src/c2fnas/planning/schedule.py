@@ -30,6 +30,11 @@ NETWORKS_PER_CLUSTER = 6  # the paper's 50 networks over 8 clusters
 MAX_CLUSTERS = 8
 MIN_ITERATIONS = 100
 """Fewer iterations teach a network nothing: a budget that allows fewer is refused."""
+MIN_FOLD_ITERATIONS = 5000
+"""Under a budget, the plan trains the most folds (of five) that each still get this many
+iterations, and at least one: an eighth of the paper's 40000. A fold trained much less is a weak
+ensemble member and a poor estimate (Hippocampus, C2FNAS-Panc at width 0.25: 0.857 held-out Dice
+after 4400 iterations, still rising, ``benchmarks/results/hippocampus.json``)."""
 CHECKPOINT_SECONDS = 600.0  # a killed run loses at most about this much training
 
 

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from c2fnas.data.splits import NUM_FOLDS
 
 PRESETS = ("paper", "cpu", "smoke")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -78,6 +87,17 @@ class TrainingConfig(_Strict):
     window_batch: int = Field(4, ge=1)
     seed: int = 0
     tensorboard: bool = True
+    folds: tuple[int, ...] = tuple(range(NUM_FOLDS))
+    """The folds ``c2fnas run`` trains (``--folds`` overrides): all five in the paper; a plan
+    under a short time budget trains fewer, each long enough to learn."""
+
+    @field_validator("folds")
+    @classmethod
+    def _known_folds(cls, folds: tuple[int, ...]) -> tuple[int, ...]:
+        known = set(range(NUM_FOLDS))
+        if not folds or list(folds) != sorted(set(folds)) or not set(folds) <= known:
+            raise ValueError(f"folds {list(folds)}: distinct, increasing, from 0..{NUM_FOLDS - 1}")
+        return folds
 
     @model_validator(mode="after")
     def _stride_positive(self) -> TrainingConfig:
