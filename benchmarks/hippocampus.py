@@ -12,9 +12,18 @@ the wall time (reported) but not the compute each model gets; with ``--threads 1
 is a wall-clock second of an unloaded core. Each model trains in its own process so its peak
 memory (max RSS) is its own.
 
+``--run-budget 60m`` measures instead what a user gets from the README's one command,
+``c2fnas run DATA --run RUN --arch architectures/c2fnas-panc.json --time-budget 60m`` (planned
+from the data, this machine and the budget): its wall time against the budget, the planned
+against the spent time per stage and the mean validation Dice of the folds it trained, written to
+``benchmarks/results/hippocampus_run.json``. ``--search`` leaves out ``--arch``, so the budget
+covers both search stages too.
+
 Usage::
 
     python benchmarks/hippocampus.py --budget-minutes 30
+    python benchmarks/hippocampus.py --run-budget 60m          # the README's one command
+    python benchmarks/hippocampus.py --run-budget 3h --search  # with a search
     python benchmarks/hippocampus.py --budget-minutes 12 --threads 1 --parallel  # shared CPU
     python benchmarks/hippocampus.py --budget-minutes 1 --test-cases 4   # a quick check
 """
@@ -25,8 +34,6 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -49,13 +56,18 @@ from c2fnas.data.pipeline import cached_case_ids, preprocess_dataset
 from c2fnas.data.preprocess import Plan
 from c2fnas.nn import C2FNet
 from c2fnas.nn.profile import estimate_cost
+from c2fnas.planning import parse_duration
 from c2fnas.space import Architecture
-from c2fnas.training.config import DataConfig, RunConfig, TrainingConfig
+from c2fnas.training.config import DataConfig, RunConfig, TrainingConfig, load_config
 from c2fnas.training.loop import fit
 from c2fnas.training.run import stream_seed
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import machine  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
+RESULTS = REPO / "benchmarks" / "results"
 MODELS = ("c2fnas-panc", "dynunet")
 CALIBRATION_STEPS = 6
 log = logging.getLogger("hippocampus")
@@ -205,8 +217,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "jobs use 1: OpenMP threads spinning against another job's threads can make a step 10x "
         "slower.",
     )
+    parser.add_argument("--out", type=Path, default=None, help="JSON (default: results/)")
     parser.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results" / "hippocampus.json"
+        "--run-budget",
+        metavar="DURATION",
+        help="time `c2fnas run --time-budget DURATION` with C2FNAS-Panc (see above) instead",
+    )
+    parser.add_argument(
+        "--search", action="store_true", help="with --run-budget: search, leave out --arch"
     )
     parser.add_argument(
         "--parallel",
@@ -220,6 +238,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.run_budget:
+        run_mode(args)
+        return
+    args.out = args.out or RESULTS / "hippocampus.json"
     keep_freed_memory()  # as the c2fnas command line does
     if args.only:
         if args.threads:
@@ -249,14 +271,72 @@ def main(argv: list[str] | None = None) -> None:
         "precision": resolve_precision(args.precision, torch.device("cpu")),
         "threads": args.threads or torch.get_num_threads(),
         "parallel": args.parallel,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch": torch.__version__},
+        "machine": machine.describe(),
         "results": rows,
         "seconds": time.perf_counter() - started,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     show(rows, args)
+
+
+def run_mode(args: argparse.Namespace) -> None:
+    """Run ``c2fnas run`` as a user would and record its time against the budget and its Dice.
+
+    A run folder that exists is resumed, and the record says so (its wall time is then only this
+    call's): delete ``--work`` for a clean measurement.
+    """
+    budget = parse_duration(args.run_budget)
+    kind = "search" if args.search else "panc"
+    run_dir = args.work / f"run-{kind}-{args.run_budget}"
+    resumed = run_dir.exists()
+    command = [sys.executable, "-m", "c2fnas", "run", str(args.data), "--run", str(run_dir),
+               "--time-budget", args.run_budget]  # fmt: skip
+    if not args.search:
+        command += ["--arch", str(REPO / "architectures" / "c2fnas-panc.json")]
+    log.info("running: %s", " ".join(command))
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(run_dir.parent / f"{run_dir.name}.log", "a") as output:
+        finished = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, check=False)
+    wall = time.perf_counter() - started
+    if finished.returncode:
+        raise SystemExit(f"c2fnas run failed (exit {finished.returncode}); see {output.name}")
+    state = json.loads((run_dir / "pipeline.json").read_text())
+    stages = state["stages"]
+    fold_dice = stages["train"]["fold_dice"]
+    plan = load_config("paper", run_dir / "plan.yaml")
+    report = {
+        "command": " ".join(["c2fnas", *command[3:]]),
+        "resumed": resumed,
+        "budget_seconds": budget,
+        "wall_seconds": round(wall, 1),
+        "within_budget_plus_10_percent": wall <= 1.1 * budget,
+        "folds": stages["train"]["folds"],
+        "fold_dice": fold_dice,
+        "mean_fold_dice": sum(fold_dice) / len(fold_dice),
+        "iterations_per_fold": plan.training.iterations,
+        "patch": list(plan.data.patch),
+        "width": plan.search.width,
+        "test_cases_predicted": stages.get("predict", {}).get("cases"),
+        "spent_seconds": {stage: info["seconds"] for stage, info in stages.items()},
+        "planned_seconds": state.get("planned"),
+        "machine": machine.describe(),
+    }
+    out = args.out or RESULTS / f"hippocampus_run_{kind}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    table = Table(title=f"{report['command']}  ({report['machine']['cpu']})")
+    for column in ("budget", "wall", "within +10%", "folds", "fold Dice", "mean"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{budget / 60:.0f} min", f"{wall / 60:.1f} min",
+        str(report["within_budget_plus_10_percent"]),
+        ", ".join(map(str, report["folds"])), ", ".join(f"{d:.4f}" for d in fold_dice),
+        f"{report['mean_fold_dice']:.4f}",
+    )  # fmt: skip
+    Console().print(table)
+    log.info("wrote %s", out)
 
 
 def show(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
