@@ -52,8 +52,12 @@ from c2fnas.accel.precision import autocast, memory_format, resolve_precision
 from c2fnas.accel.process import keep_freed_memory
 from c2fnas.accel.swap import accelerate
 from c2fnas.data import loader, splits
+from c2fnas.data.msd import read_dataset
 from c2fnas.data.pipeline import cached_case_ids, preprocess_dataset
 from c2fnas.data.preprocess import Plan
+from c2fnas.evaluation.metrics import evaluate_folders, summarize
+from c2fnas.inference.postprocess import Postprocessing
+from c2fnas.inference.predict import predict_folder
 from c2fnas.nn import C2FNet
 from c2fnas.nn.profile import estimate_cost
 from c2fnas.planning import parse_duration
@@ -163,10 +167,14 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         network, architecture, batches,
         lambda: loader.validation_cases(run_dir, test_ids), config,
         args.work / args.only, resume=False, progress=_progress(iterations),
-        model_info={"benchmark": args.only, "in_channels": 1, "num_classes": plan.num_classes},
+        model_info={"benchmark": args.only, "in_channels": 1, "num_classes": plan.num_classes,
+                    "plan": plan.model_dump(mode="json")},
     )  # fmt: skip
     total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     history = result.history["loss"]
+    variants = None
+    if architecture is not None:  # a c2fnas model folder: score the way `c2fnas predict` does
+        variants = score_variants(args, test_ids, args.work / args.only / "best")
     return {
         "model": args.only,
         "width": args.width if args.only == "c2fnas-panc" else None,
@@ -181,7 +189,54 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "dice_per_class": dict(zip(("anterior", "posterior"), result.best_dice, strict=False)),
         "mean_dice": result.best_mean,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "held_out_prediction": variants,
     }
+
+
+VARIANTS = {"plain": (False, False), "tta": (True, False), "largest component": (False, True),
+            "tta + largest component": (True, True)}  # fmt: skip
+"""Prediction variants scored on the held-out cases: (mirroring, largest component per class)."""
+
+
+def score_variants(args: argparse.Namespace, case_ids: list[str], model: Path) -> dict[str, Any]:
+    """Mean held-out Dice of ``c2fnas predict`` from the source images, in their geometry, with
+    and without test-time mirroring and with and without keeping each class's largest connected
+    component (here in every class: the benchmark has no out-of-fold predictions to choose
+    by), and the seconds each variant took."""
+    dataset = {case.case_id: case for case in read_dataset(args.data).training}
+    folder = args.work / "held-out"
+    shutil.rmtree(folder, ignore_errors=True)
+    for kind in ("images", "labels"):
+        (folder / kind).mkdir(parents=True)
+    for case_id in case_ids:
+        case = dataset[case_id]
+        assert case.label is not None
+        (folder / "images" / case.image.name).symlink_to(case.image)
+        (folder / "labels" / case.label.name).symlink_to(case.label)
+    every_class = Postprocessing(largest_component=(1, 2)).save(folder / "postprocessing.json")
+    scores = {}
+    for name, (tta, largest) in VARIANTS.items():
+        out = folder / name.replace(" ", "_").replace("+", "and")
+        started = time.perf_counter()
+        predict_folder(
+            [model], folder / "images", out, stride=args.stride, precision=args.precision,
+            tta=tta, postprocess=str(every_class) if largest else "none",
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        summary = summarize(evaluate_folders(out, folder / "labels"))
+        per_label = summary["labels"]
+        assert isinstance(per_label, dict)
+        dice = {
+            label: per_label[str(value)]["dice_mean"]
+            for value, label in ((1, "anterior"), (2, "posterior"))
+        }
+        scores[name] = {
+            "dice_per_class": dice,
+            "mean_dice": sum(dice.values()) / 2,
+            "seconds": round(seconds, 1),
+        }
+        log.info("held-out %s: mean Dice %.4f in %.0f s", name, scores[name]["mean_dice"], seconds)
+    return scores
 
 
 def _progress(total: int) -> Any:
@@ -354,6 +409,19 @@ def show(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"{row['train_plus_eval_seconds']:.0f}", f"{row['peak_rss_gib']:.2f}",
         )  # fmt: skip
     Console().print(table)
+    for row in rows:
+        if not row.get("held_out_prediction"):
+            continue
+        variants = Table(title=f"{row['model']}: held-out prediction from the source images")
+        for column in ("variant", "anterior", "posterior", "mean Dice", "time (s)"):
+            variants.add_column(column, justify="right")
+        for name, score in row["held_out_prediction"].items():
+            dice = score["dice_per_class"]
+            variants.add_row(
+                name, f"{dice['anterior']:.4f}", f"{dice['posterior']:.4f}",
+                f"{score['mean_dice']:.4f}", f"{score['seconds']:.0f}",
+            )  # fmt: skip
+        Console().print(variants)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,19 @@
 against MONAI's DynUNet (nnU-Net's network) and BasicUNet, in fp32 and bf16 (+ channels_last_3d
 on the CPU, as c2fnas trains).
 
+Each row also gives the step's achieved TFLOP/s (6 FLOPs per forward MAC: forward, input and
+weight gradients) and its fraction of the device's peak, measured in the same run as a large
+matmul in the same precision; the JSON's machine block names the CPU model and the instruction
+sets it has (AVX-512, AMX), or the GPU. ``--compile`` runs every network through
+``c2fnas.accel.compile`` (CUDA graphs on a GPU).
+
 Each network runs in its own process, so that its peak memory is its own, and the networks of
 one (patch, precision) take their timed steps in turns, round by round; ratios are against the
 other networks of the same run.
 
-    .venv/bin/python benchmarks/throughput.py --patches 48 64 --batch 2 --repeats 9
-    .venv/bin/python benchmarks/throughput.py --device cuda --patches 96 128 \
-        --output benchmarks/results/throughput_gpu.json
+    .venv/bin/python benchmarks/throughput.py --patches 48 64 --batches 2 --repeats 9
+    .venv/bin/python benchmarks/throughput.py --device cuda --patches 96 --batches 2 4 8 \
+        --precisions bf16 --compile --output benchmarks/results/throughput_gpu.json
     .venv/bin/python benchmarks/throughput.py --ablate --patches 48 --repeats 7
 """
 
@@ -17,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import platform
 import resource
 import sys
 import time
@@ -28,6 +33,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
+from c2fnas.accel.compile import compiled, step_begins  # noqa: E402
 from c2fnas.accel.layers import FastInstanceNorm  # noqa: E402
 from c2fnas.accel.precision import memory_format  # noqa: E402
 from c2fnas.accel.process import keep_freed_memory  # noqa: E402
@@ -53,6 +60,7 @@ def _train_step(
     autocast = _autocast(precision, x.device)
 
     def step() -> None:
+        step_begins()
         model.train()
         optimizer.zero_grad(set_to_none=True)
         with autocast:
@@ -82,6 +90,7 @@ def _worker(
     batch: int,
     threads: int,
     device: str,
+    compile_network: bool = False,
 ) -> None:
     """Build one network and time one step per request until told to stop (``None``)."""
     keep_freed_memory()  # as c2fnas sets up its processes, for every network alike
@@ -101,6 +110,8 @@ def _worker(
     model = model.to(memory_format=layout)
     x = x.to(memory_format=layout)
     on_gpu = device.startswith("cuda")
+    if compile_network:
+        model = compiled(model, torch.device(device))
 
     def infer() -> None:
         model.eval()
@@ -121,7 +132,7 @@ def _worker(
 
 
 def measure_together(
-    names: list[str], patch: int, precision: str, args: argparse.Namespace
+    names: list[str], patch: int, precision: str, batch: int, args: argparse.Namespace
 ) -> list[dict]:
     """Time ``names`` in rounds, one step of each network in turn, each in its own process.
 
@@ -134,7 +145,7 @@ def measure_together(
         parent, child = context.Pipe()
         process = context.Process(
             target=_worker,
-            args=(child, name, patch, precision, args.batch, args.threads, args.device),
+            args=(child, name, patch, precision, batch, args.threads, args.device, args.compile),
         )
         process.start()
         workers[name] = (parent, process, parent.recv())  # waits until it is warmed up
@@ -157,15 +168,17 @@ def measure_together(
                 "device": device_name,
                 "patch": patch,
                 "precision": precision,
-                "batch": args.batch,
+                "batch": batch,
+                "compiled": args.compile,
                 "macs_per_sample": macs,
                 "train_step_s": train,
                 "infer_s": infer,
-                "train_s_per_patch": train / args.batch,
-                "infer_s_per_patch": infer / args.batch,
+                "train_s_per_patch": train / batch,
+                "infer_s_per_patch": infer / batch,
                 # a training step costs about 3x the forward MACs (forward, input and weight
-                # gradients)
-                "train_s_per_gmac": train / (3 * macs * args.batch / 1e9),
+                # gradients), 2 FLOPs per MAC
+                "train_s_per_gmac": train / (3 * macs * batch / 1e9),
+                "train_tflops": 6 * macs * batch / train / 1e12,
                 "peak_mib": peak_mib,
             }
         )
@@ -242,8 +255,9 @@ def ablate(patch: int, precision: str, args: argparse.Namespace) -> None:
         "no instance norm": (_without_norms(PEERS["c2fnas-panc"](1, 3)), built),
         "no ReLU": (_without_relus(PEERS["c2fnas-panc"](1, 3)), built),
     }
-    x = torch.randn(args.batch, 1, patch, patch, patch, device=device)
-    target = torch.randint(0, 3, (args.batch, patch, patch, patch), device=device)
+    batch = args.batches[0]
+    x = torch.randn(batch, 1, patch, patch, patch, device=device)
+    target = torch.randint(0, 3, (batch, patch, patch, patch), device=device)
     steps = {}
     for label, (model, layout) in variants.items():
         model = model.to(device, memory_format=layout)
@@ -253,27 +267,40 @@ def ablate(patch: int, precision: str, args: argparse.Namespace) -> None:
     for _ in range(args.repeats):
         for label, step in steps.items():
             times[label].append(_timed(step, device))
-    print(f"C2FNAS-Panc training step, {precision}, {patch}^3, batch {args.batch}, {device}")
+    print(f"C2FNAS-Panc training step, {precision}, {patch}^3, batch {batch}, {device}")
     for label, measured in times.items():
         print(f"  {label:24s} {_median(measured):7.3f} s")
 
 
+def matmul_tflops(device: torch.device, precision: str, repeats: int = 5) -> float:
+    """What this device computes at best in ``precision``: a large square matmul, TFLOP/s."""
+    size = 8192 if device.type == "cuda" else 2048
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    times = [_timed(lambda: torch.mm(a, b), device) for _ in range(repeats + 1)][1:]
+    return 2 * size**3 / _median(times) / 1e12
+
+
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per network and patch: bf16 speed-ups, and time per G MAC relative to DynUNet's in the
-    same precision."""
-    by_key = {(r["network"], r["patch"], r["precision"]): r for r in rows}
+    """Per network, patch and batch: bf16 speed-ups, and time per G MAC relative to DynUNet's
+    in the same precision."""
+    by_key = {(r["network"], r["patch"], r["batch"], r["precision"]): r for r in rows}
     summary = []
-    for name, patch in dict.fromkeys((r["network"], r["patch"]) for r in rows):
-        fp32, bf16 = by_key.get((name, patch, "fp32")), by_key.get((name, patch, "bf16"))
-        entry: dict = {"network": name, "patch": patch}
+    for name, patch, batch in dict.fromkeys((r["network"], r["patch"], r["batch"]) for r in rows):
+        fp32 = by_key.get((name, patch, batch, "fp32"))
+        bf16 = by_key.get((name, patch, batch, "bf16"))
+        entry: dict = {"network": name, "patch": patch, "batch": batch}
         if fp32 and bf16:
             entry["bf16_train_speedup"] = fp32["train_step_s"] / bf16["train_step_s"]
             entry["bf16_infer_speedup"] = fp32["infer_s"] / bf16["infer_s"]
         for precision, row in (("fp32", fp32), ("bf16", bf16)):
-            dyn = by_key.get(("dynunet", patch, precision))
+            dyn = by_key.get(("dynunet", patch, batch, precision))
             if row and dyn:
                 ratio = row["train_s_per_gmac"] / dyn["train_s_per_gmac"]
                 entry[f"s_per_gmac_vs_dynunet_{precision}"] = ratio
+            if row:
+                entry[f"peak_fraction_{precision}"] = row["peak_fraction"]
         summary.append(entry)
     return summary
 
@@ -281,13 +308,13 @@ def summarize(rows: list[dict]) -> list[dict]:
 def print_summary(summary: list[dict]) -> None:
     print()
     print(
-        f"{'network':12s} {'patch':>5s} {'bf16 train x':>13s} {'bf16 infer x':>13s} "
+        f"{'network':12s} {'patch':>5s} {'batch':>5s} {'bf16 train x':>13s} {'bf16 infer x':>13s} "
         f"{'s/GMAC vs DynUNet fp32':>23s} {'bf16':>6s}"
     )
     nan = float("nan")
     for entry in summary:
         print(
-            f"{entry['network']:12s} {entry['patch']:5d} "
+            f"{entry['network']:12s} {entry['patch']:5d} {entry['batch']:5d} "
             f"{entry.get('bf16_train_speedup', nan):13.2f} "
             f"{entry.get('bf16_infer_speedup', nan):13.2f} "
             f"{entry.get('s_per_gmac_vs_dynunet_fp32', nan):23.2f} "
@@ -302,13 +329,18 @@ def main() -> None:
     parser.add_argument("--patches", type=int, nargs="+", default=[48, 64])
     parser.add_argument("--networks", nargs="+", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batches", type=int, nargs="+", default=[2], help="batch sizes")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument(
         "--device", default="cpu", help="cpu, or cuda for a GPU (peak memory is then the GPU's)"
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile every network (CUDA graphs on a GPU: c2fnas.accel.compile)",
+    )
     parser.add_argument(
         "--profile",
         choices=list(PEERS),
@@ -323,7 +355,7 @@ def main() -> None:
 
     args = parser.parse_args()
     if args.profile:
-        profile_step(args.profile, args.patches[-1], args.batch)
+        profile_step(args.profile, args.patches[-1], args.batches[0])
         return
     if args.ablate:
         for patch in args.patches:
@@ -331,29 +363,31 @@ def main() -> None:
                 ablate(patch, precision, args)
         return
 
+    peaks = {p: matmul_tflops(torch.device(args.device), p) for p in args.precisions}
+    print("matmul peak: " + ", ".join(f"{p} {t:.1f} TFLOP/s" for p, t in peaks.items()))
     rows = []
     for patch in args.patches:
         for precision in args.precisions:
-            for row in measure_together(args.networks, patch, precision, args):
-                rows.append(row)
-                print(
-                    f"{row['network']:12s} {patch:3d}^3 {precision:5s} "
-                    f"train {row['train_step_s']:7.3f} s  infer {row['infer_s']:7.3f} s  "
-                    f"{row['train_s_per_gmac'] * 1e3:6.2f} ms/GMAC  "
-                    f"peak {row['peak_mib']:7.0f} MiB",
-                    flush=True,
-                )
+            for batch in args.batches:
+                for row in measure_together(args.networks, patch, precision, batch, args):
+                    row["peak_fraction"] = row["train_tflops"] / peaks[precision]
+                    rows.append(row)
+                    print(
+                        f"{row['network']:12s} {patch:3d}^3 {precision:5s} batch {batch:2d} "
+                        f"train {row['train_step_s']:7.3f} s  infer {row['infer_s']:7.3f} s  "
+                        f"{row['train_s_per_gmac'] * 1e3:6.2f} ms/GMAC  "
+                        f"{row['train_tflops']:6.2f} TFLOP/s ({row['peak_fraction']:.0%} of "
+                        f"the matmul peak)  peak {row['peak_mib']:7.0f} MiB",
+                        flush=True,
+                    )
     summary = summarize(rows)
     print_summary(summary)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
         json.dumps(
             {
-                "machine": {
-                    "processor": platform.processor() or platform.machine(),
-                    "threads": args.threads,
-                    "torch": torch.__version__,
-                },
+                "machine": machine.describe() | {"threads": args.threads},
+                "peak_tflops": peaks,
                 "settings": vars(args) | {"output": str(args.output)},
                 "rows": rows,
                 "summary": summary,

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU: the GPU tests, the whole pipeline (smoke preset) on the GPU,
-# and the throughput benchmark on the GPU. Run from the repository root with c2fnas installed
+# The checks that need a CUDA GPU, about 10 minutes: the GPU tests (compiled against eager steps
+# included), the throughput benchmark (C2FNAS-Panc against DynUNet at 96^3, batches 2, 4 and 8,
+# eager and compiled, with the fraction of the measured bf16 matmul peak), and the whole
+# pipeline (smoke preset) on the GPU. Run from the repository root with c2fnas installed
 # (or src/ on PYTHONPATH). Logs and results go to $OUT (default gpu-check/).
 set -uo pipefail
 out=${OUT:-gpu-check}
@@ -11,12 +13,17 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
     | tee -a "$out/gpu.txt"
 
 echo "== GPU tests"
-timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu \
+timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu \
     tests/training/test_precision.py 2>&1 | tee "$out/pytest.log"
 
-echo "== throughput on the GPU"
-timeout 200 python3 benchmarks/throughput.py --device cuda --patches 96 128 --repeats 10 \
+echo "== throughput on the GPU: batches 2, 4, 8 at 96^3, eager and compiled (CUDA graphs)"
+# Each row: TFLOP/s and the fraction of the bf16 matmul peak measured in the same run.
+timeout 150 python3 benchmarks/throughput.py --device cuda --patches 96 --batches 2 4 8 \
+    --precisions bf16 fp32 --networks c2fnas-panc dynunet --repeats 8 \
     --output "$out/throughput_gpu.json" 2>&1 | tee "$out/throughput.log"
+timeout 200 python3 benchmarks/throughput.py --device cuda --patches 96 --batches 2 4 8 \
+    --precisions bf16 --networks c2fnas-panc dynunet --repeats 8 --compile \
+    --output "$out/throughput_gpu_compiled.json" 2>&1 | tee "$out/throughput_compiled.log"
 
 echo "== c2fnas run, smoke preset, on the GPU"
 work=$(mktemp -d)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from c2fnas.cli import app
 from c2fnas.data.synth import make_synthetic_dataset
-from c2fnas.pipeline import DEFAULT_STAGES
+from c2fnas.pipeline import DEFAULT_STAGES, Pipeline
 from c2fnas.training.config import load_config
 from tests.training.synthetic import TINY as TINY_ARCHITECTURE
 
@@ -177,7 +177,7 @@ def test_the_dataset_folder_as_run_folder_is_refused(tmp_path):
 @pytest.mark.slow
 def test_a_given_architecture_skips_the_search_and_trains_the_folds_asked_for(dataset, tmp_path):
     architecture = tmp_path / "tiny.json"
-    TINY_ARCHITECTURE.save(architecture)
+    TINY_ARCHITECTURE.with_width(0.25).save(architecture)  # trained at search.width, 0.125
     run_dir = tmp_path / "run"
     result = _run(dataset, run_dir, "--arch", str(architecture), "--folds", "0", "--folds", "2")
     assert result.exit_code == 0, result.output
@@ -188,6 +188,7 @@ def test_a_given_architecture_skips_the_search_and_trains_the_folds_asked_for(da
     assert (run_dir / "architecture.json").read_text() == architecture.read_text()
     report = (run_dir / "report.md").read_text()
     assert "Architecture (given: no search)" in report and "ensemble of 2 fold(s)" in report
+    assert "width 0.125" in report  # the width the folds trained at (search.width), not the file's
     assert len(list((run_dir / "predictions").glob("*.nii.gz"))) == 2
 
     # one more fold: only it trains, and the ensemble is predicted again with three
@@ -229,3 +230,25 @@ def test_without_a_preset_the_run_is_planned_and_preprocessed_as_planned(dataset
     assert again.exit_code == 0, again.output
     both = runner.invoke(app, [*arguments, "--preset", "cpu"])
     assert both.exit_code == 2 and "--time-budget plans the run" in " ".join(both.stderr.split())
+
+
+def test_the_configuration_chooses_the_folds_unless_given(tmp_path):
+    config = load_config("smoke").with_fields("training", folds=[0, 2])
+    assert Pipeline(tmp_path, tmp_path / "run", config).fold_ids == (0, 2)
+    assert Pipeline(tmp_path, tmp_path / "run", config, folds=(1,)).fold_ids == (1,)
+    with pytest.raises(ValueError, match="folds"):
+        load_config("smoke").with_fields("training", folds=[3, 1])
+
+
+def test_a_configuration_saved_before_a_setting_existed_still_resumes(tmp_path):
+    """A run folder's config.yaml without a newer setting (here training.folds) holds its
+    default: compared by value, the run resumes; a changed value is still refused."""
+    config = load_config("smoke")
+    pipeline = Pipeline(tmp_path, tmp_path / "run", config)
+    (tmp_path / "run").mkdir()
+    old = config.to_yaml().replace("  folds:\n  - 0\n  - 1\n  - 2\n  - 3\n  - 4\n", "")
+    assert "folds" not in old
+    pipeline.folder.config.write_text(old)
+    assert pipeline._same_config(pipeline.folder.config)
+    pipeline.folder.config.write_text(old.replace("seed: 0", "seed: 1"))
+    assert not pipeline._same_config(pipeline.folder.config)

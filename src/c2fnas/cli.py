@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from c2fnas.accel.process import keep_freed_memory
+from c2fnas.accel.process import keep_freed_memory, use_threads, wait_passively
 from c2fnas.data.msd import DatasetError
 from c2fnas.files.run_folder import RunFolder, TrainingFolder
 from c2fnas.progress import bar_with
@@ -49,12 +49,22 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @app.callback()
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU threads to compute with (default: OMP_NUM_THREADS, or the cores this "
+            "process may use). On a machine shared with other jobs, fewer run better.",
+        ),
+    ] = None,
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     keep_freed_memory()  # this process trains or predicts: keep its activation buffers mapped
+    wait_passively()  # before torch loads: idle OpenMP threads must not spin on a shared CPU
+    use_threads(threads)
 
 
 @app.command()

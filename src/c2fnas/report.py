@@ -173,8 +173,11 @@ def _architecture(document: Document, folder: RunFolder, plan: Any) -> None:
     path = folder.given_architecture if given else folder.fine.best_architecture
     if not path.is_file():
         return
+    config = read_config(folder.config)
     architecture = Architecture.load(path)
-    patch = tuple(read_config(folder.config).data.patch)
+    if given:  # the folds train it at the run's width (``search.width``), as ``c2fnas run`` does
+        architecture = architecture.with_width(config.search.width)
+    patch = tuple(config.data.patch)
     cost = profile_architecture(
         architecture, patch, plan.in_channels, plan.num_classes, timing=False
     )

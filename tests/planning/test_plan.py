@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from c2fnas.cli import app
 from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.files.run_folder import RunFolder
-from c2fnas.planning import PlanError, plan_run
+from c2fnas.planning import PlanError, plan_run, schedule
 from c2fnas.planning import memory as planning_memory
 from c2fnas.space import Architecture
 from c2fnas.training.config import load_config
@@ -148,6 +148,9 @@ def test_hippocampus_plan(hippocampus, tmp_path, panc_path):
     assert plan.spacing == (1.0, 1.0, 1.0)
     assert plan.config.data.patch == (48, 64, 48)  # median 35 x 50 x 36: the whole volume
     assert plan.config.search.width == 0.25  # an hour on a CPU: iterations before width
-    assert plan.config.training.iterations >= 100
+    # five folds would get about 1100 iterations each: fewer folds, each trained long enough
+    assert len(plan.folds) < 5 and plan.config.training.folds == plan.folds
+    assert plan.config.training.iterations >= schedule.MIN_FOLD_ITERATIONS
+    assert any(c.setting == "folds" for c in plan.choices)
     assert sum(plan.seconds.values()) <= 0.9 * 3600
     _check_written(plan, tmp_path / "run")

@@ -68,3 +68,27 @@ def test_the_papers_schedule_without_a_budget():
     planned = schedule.paper_schedule(COSTS, search=True, folds=5)
     assert planned.training.iterations == 40000 and planned.training.validate_every == 1000
     assert planned.search.coarse_networks == 50 and planned.search.iterations == 20000
+
+
+def _costs_of(folds):
+    """Prediction grows with the folds ensembled, as in a real run."""
+    return Costs(step=0.5, validation=5.0, fine_score=4.0, prediction=60.0 * folds, data=30.0)
+
+
+def test_a_short_budget_trains_fewer_folds_each_long_enough():
+    short_folds, short = schedule.fit_folds(3600, _costs_of, search=False)
+    assert short_folds == 1  # 5 folds would train about 1100 iterations each
+    assert short.training.iterations > fit_budget(3600, COSTS, False, folds=5).training.iterations
+    middle_folds, middle = schedule.fit_folds(4 * 3600, _costs_of, search=False)
+    assert 1 < middle_folds < 5
+    assert middle.training.iterations >= schedule.MIN_FOLD_ITERATIONS
+    more = fit_budget(4 * 3600, _costs_of(middle_folds + 1), False, folds=middle_folds + 1)
+    assert more.training.iterations < schedule.MIN_FOLD_ITERATIONS  # the most that fit
+    assert sum(middle.seconds.values()) <= schedule.SAFETY * 4 * 3600
+    all_folds, _ = schedule.fit_folds(3 * 86400, _costs_of, search=True)
+    assert all_folds == 5
+
+
+def test_fold_choice_refuses_a_budget_too_small_for_one_fold():
+    with pytest.raises(BudgetError, match="iterations"):
+        schedule.fit_folds(160, _costs_of, search=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from c2fnas.accel.precision import resolve_precision
+from c2fnas.accel.process import default_threads, usable_cores
 from c2fnas.data.fingerprint import summarize
 from c2fnas.data.msd import Dataset, read_dataset
 from c2fnas.data.parallel import Progress
@@ -310,17 +312,17 @@ def _choose_width(
 def _choose_folds(
     context: _Context, narrowest: _Network, budget: float, search: bool, workers: int
 ) -> _Context:
-    """The context with the most folds (of five) whose training runs each still get
-    ``schedule.MIN_FOLD_ITERATIONS`` iterations in the budget; fold 0 alone when none do."""
-    for count in range(NUM_FOLDS, 1, -1):
-        trial = replace(context, folds=tuple(range(count)))
-        try:
-            planned, _ = _schedule(trial, narrowest, budget, search, workers)
-        except schedule.BudgetError:
-            continue
-        if planned.training.iterations >= schedule.MIN_FOLD_ITERATIONS:
-            return trial
-    return replace(context, folds=(0,))
+    """The context with the most folds that each train ``schedule.MIN_FOLD_ITERATIONS``
+    iterations with the narrowest network (prediction counted without mirroring)."""
+
+    def costs_of(folds: int) -> schedule.Costs:
+        return replace(context, folds=tuple(range(folds))).costs(narrowest)
+
+    try:
+        folds, _ = schedule.fit_folds(budget, costs_of, search, workers)
+    except schedule.BudgetError:
+        folds = 1  # the schedule that follows says what the budget lacks
+    return replace(context, folds=tuple(range(folds)))
 
 
 def _folds_choice(folds: tuple[int, ...], given: bool, budget: float | None) -> Choice:
@@ -464,9 +466,22 @@ def _network_choices(chosen: _Network, narrowest: _Network, context: _Context) -
         Choice("width", f"{chosen.width:g}", width_reason),
         Choice("batch", str(chosen.batch), batch_reason),
         Choice("precision", context.precision, f"what `auto` resolves to on {context.device}"),
+        *_threads_choice(context.device),
         Choice("training step", f"{measurement.step_seconds:.3f} s", how),
         Choice("window", f"{measurement.window_seconds * 1000:.1f} ms", "per sliding window"),
     ]
+
+
+def _threads_choice(device: torch.device) -> list[Choice]:
+    if device.type != "cpu":
+        return []
+    reason = (
+        "OMP_NUM_THREADS or `c2fnas --threads`"
+        if "OMP_NUM_THREADS" in os.environ and default_threads() != usable_cores()
+        else "the cores this process may use; on a machine shared with other jobs give fewer "
+        "with `c2fnas --threads N`"
+    )
+    return [Choice("threads", str(default_threads()), reason)]
 
 
 def _schedule_choices(

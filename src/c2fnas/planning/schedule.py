@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from c2fnas.data.splits import NUM_FOLDS
 
 PAPER_ITERATIONS = 40000  # deployment schedule; more would not be the paper's any more
 PAPER_VALIDATIONS = 40  # every 1000 of 40000 iterations
@@ -231,6 +234,29 @@ def fit_budget(budget: float, costs: Costs, search: bool, folds: int, workers: i
     training = fit_training((networks - search_seconds) / folds, costs)
     search_schedule = fit_search(search_seconds, costs, training, workers) if search else None
     return Schedule(training, search_schedule, _seconds(costs, training, search_schedule, folds))
+
+
+def fit_folds(
+    budget: float, costs_of: Callable[[int], Costs], search: bool, workers: int = 1
+) -> tuple[int, Schedule]:
+    """The most folds (of ``NUM_FOLDS``) whose training runs each still get
+    ``MIN_FOLD_ITERATIONS`` iterations in ``budget``, and their schedule; one fold when even
+    one gets fewer.
+
+    Args:
+        costs_of: the run's costs when it trains that many folds (prediction grows with them).
+
+    Raises:
+        BudgetError: not even one fold fits.
+    """
+    for folds in range(NUM_FOLDS, 1, -1):
+        try:
+            planned = fit_budget(budget, costs_of(folds), search, folds, workers)
+        except BudgetError:
+            continue
+        if planned.training.iterations >= MIN_FOLD_ITERATIONS:
+            return folds, planned
+    return 1, fit_budget(budget, costs_of(1), search, 1, workers)
 
 
 def paper_schedule(

@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 
+from c2fnas.accel.process import default_threads, use_threads
 from c2fnas.search.simulate import proposal_rng
 from c2fnas.search.store import EVALUATION, RELEASED, Record, Snapshot, TrialStore
 from c2fnas.search.strategies import NUM_CLUSTERS, Code, Strategy, topology_clusters
@@ -269,14 +270,14 @@ def start_workers(
     """Start ``target(index, *args)`` in ``count`` fresh processes.
 
     With ``gpus > 0``, worker ``index`` sees only GPU ``index % gpus`` (``CUDA_VISIBLE_DEVICES``
-    is set before the child imports torch). Without GPUs the CPU cores are shared out: each of
-    the ``count`` workers gets ``cores // count`` threads, because OpenMP threads that outnumber
-    the cores spin against each other and can make every step many times slower. Processes are
-    spawned, not forked, so no CUDA or database connection leaks from the parent.
+    is set before the child imports torch). Without GPUs the threads (``default_threads``) are
+    shared out, ``threads // count`` each, because OpenMP threads that outnumber the cores spin
+    against each other and can make every step many times slower. Processes are spawned, not
+    forked, so no CUDA or database connection leaks from the parent.
     """
     context = multiprocessing.get_context("spawn")
     processes: list[BaseProcess] = []
-    threads = None if gpus > 0 else max(1, (os.cpu_count() or 1) // max(1, count))
+    threads = None if gpus > 0 else max(1, default_threads() // max(1, count))
     for index in range(count):
         gpu = str(index % gpus) if gpus > 0 else None
         process = context.Process(
@@ -384,9 +385,7 @@ def _worker_entry(
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+        use_threads(threads)
     target(*args)
 
 
