@@ -9,8 +9,8 @@ This benchmark measures the C2FNAS-Panc training step of the Hippocampus plan (w
 OpenMP runtime loads):
 
 - ``threads``: all the cores the process may use, or one;
-- ``wait``: OpenMP's default (``OMP_WAIT_POLICY`` unset: spin, then sleep) or ``PASSIVE``
-  (sleep at once; what ``c2fnas`` sets unless the environment chooses);
+- ``mode``: OpenMP's default waiting (spin, then sleep), ``passive`` (sleep at once), or the
+  default with c2fnas's ``ThreadGovernor``, which ``c2fnas train`` runs (see ``MODES``);
 
 each alone and beside one competing process that keeps one core busy (``--competitors``).
 The table gives the median step and its ratio to the same setting alone, and to the best
@@ -18,7 +18,7 @@ setting alone.
 
 Usage::
 
-    python benchmarks/shared_cpu.py                  # about 4 minutes on 2 cores
+    python benchmarks/shared_cpu.py                  # about 5 minutes on 2 cores
     python benchmarks/shared_cpu.py --competitors 2 --steps 6
 """
 
@@ -35,40 +35,62 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-WAITS = ("default", "passive")
+MODES = ("default", "passive", "governed")
+"""How the threads wait and adapt: the OpenMP runtime's default; ``passive``
+(``OMP_WAIT_POLICY=PASSIVE``: sleep at once); ``spin:N`` (``GOMP_SPINCOUNT=N``: spin N rounds,
+then sleep); ``governed``: the default, with c2fnas's ``ThreadGovernor`` fitting the threads to
+the cores other jobs leave free, as ``c2fnas train`` runs."""
+GOVERNOR_SECONDS = 5.0  # c2fnas checks every 10 s; shorter here to keep the benchmark short
 BUSY_LOOP = "while True: pass"
 
 
 def child(args: argparse.Namespace) -> None:
-    """One setting, in this process: print the step times as JSON."""
+    """One setting, in this process: print the median step time and the threads at the end."""
     import torch
 
-    from c2fnas.accel.process import keep_freed_memory
-    from c2fnas.planning.measure import measure_step
+    from c2fnas.accel.process import ThreadGovernor, keep_freed_memory
+    from c2fnas.planning.measure import training_step
     from c2fnas.space import Architecture
 
     keep_freed_memory()
     torch.set_num_threads(args.threads)
     architecture = Architecture.load(REPO / "architectures" / "c2fnas-panc.json")
     architecture = architecture.with_width(args.width)
-    measured = measure_step(
-        architecture, 1, 3, tuple(args.patch), args.batch, 1, "fp32", torch.device("cpu"),
-        repeats=args.steps,
-    )  # fmt: skip
-    print(json.dumps({"step": measured.step_seconds, "threads": torch.get_num_threads()}))
+    network, step = training_step(
+        architecture, 1, 3, tuple(args.patch), args.batch, "fp32", torch.device("cpu")
+    )
+    network.train()
+    governor = ThreadGovernor(every=GOVERNOR_SECONDS) if args.governed else None
+    started = time.perf_counter()
+    while True:  # warm-up; with the governor, until it has looked at the load twice
+        step()
+        if governor is not None:
+            governor.tick()
+        if time.perf_counter() - started > (2.5 * GOVERNOR_SECONDS if governor else 0):
+            break
+    times = []
+    for _ in range(args.steps):
+        if governor is not None:
+            governor.tick()
+        times.append(step())
+    median = sorted(times)[len(times) // 2]
+    print(json.dumps({"step": median, "threads": torch.get_num_threads()}))
 
 
-def measure(args: argparse.Namespace, threads: int, wait: str, competitors: int) -> dict[str, Any]:
+def measure(args: argparse.Namespace, threads: int, mode: str, competitors: int) -> dict[str, Any]:
     """Run one setting in a fresh process, beside ``competitors`` busy processes."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY",)}
-    environment.pop("OMP_NUM_THREADS", None)
-    if wait == "passive":
+    unset = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
+    if mode == "passive":
         environment["OMP_WAIT_POLICY"] = "PASSIVE"
+    elif mode.startswith("spin:"):
+        environment["GOMP_SPINCOUNT"] = mode.removeprefix("spin:")
     busy = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(competitors)]
     try:
         command = [sys.executable, __file__, "--child", "--threads", str(threads),
                    "--steps", str(args.steps), "--width", str(args.width),
-                   "--batch", str(args.batch), "--patch", *map(str, args.patch)]  # fmt: skip
+                   "--batch", str(args.batch), "--patch", *map(str, args.patch),
+                   *(["--governed"] if mode == "governed" else [])]  # fmt: skip
         started = time.perf_counter()
         output = subprocess.run(command, env=environment, capture_output=True, text=True)
         if output.returncode:
@@ -81,9 +103,10 @@ def measure(args: argparse.Namespace, threads: int, wait: str, competitors: int)
     result = json.loads(output.stdout.strip().splitlines()[-1])
     return {
         "threads": threads,
-        "wait": wait,
+        "mode": mode,
         "competitors": competitors,
         "step_seconds": result["step"],  # the median of --steps
+        "threads_at_end": result["threads"],
         "process_seconds": round(seconds, 1),
     }
 
@@ -92,11 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per setting")
     parser.add_argument("--competitors", type=int, default=1, help="busy processes beside it")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), help="see MODES; spin:N too")
+    parser.add_argument("--thread-counts", type=int, nargs="+", help="default: all cores, 1")
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--patch", type=int, nargs=3, default=[48, 64, 48])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--governed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "shared_cpu.json"
     )
@@ -112,16 +138,16 @@ def main(argv: list[str] | None = None) -> None:
 
     cores = len(os.sched_getaffinity(0))
     rows = []
-    for threads in sorted({cores, 1}, reverse=True):
-        for wait in WAITS:
+    for threads in args.thread_counts or sorted({cores, 1}, reverse=True):
+        for mode in args.modes:
             for competitors in (0, args.competitors):
-                row = measure(args, threads, wait, competitors)
+                row = measure(args, threads, mode, competitors)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    alone = {(r["threads"], r["wait"]): r["step_seconds"] for r in rows if not r["competitors"]}
+    alone = {(r["threads"], r["mode"]): r["step_seconds"] for r in rows if not r["competitors"]}
     best_alone = min(alone.values())
     for row in rows:
-        row["vs_alone"] = row["step_seconds"] / alone[row["threads"], row["wait"]]
+        row["vs_alone"] = row["step_seconds"] / alone[row["threads"], row["mode"]]
         row["vs_best_alone"] = row["step_seconds"] / best_alone
     report = {
         "network": f"c2fnas-panc x{args.width:g}",
@@ -135,12 +161,12 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     table = Table(title=f"training step, shared CPU ({report['machine']['cpu']}, {cores} cores)")
-    for column in ("threads", "OpenMP wait", "competing jobs", "step (s)", "x alone",
-                   "x best alone"):  # fmt: skip
+    for column in ("threads", "mode", "competing jobs", "threads at end", "step (s)",
+                   "x alone", "x best alone"):  # fmt: skip
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            str(row["threads"]), row["wait"], str(row["competitors"]),
+            str(row["threads"]), row["mode"], str(row["competitors"]), str(row["threads_at_end"]),
             f"{row['step_seconds']:.3f}", f"{row['vs_alone']:.2f}", f"{row['vs_best_alone']:.2f}",
         )  # fmt: skip
     Console().print(table)

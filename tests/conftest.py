@@ -9,6 +9,10 @@ import pytest
 
 from c2fnas.space import Architecture
 
+# Tests compare training runs bit for bit: no thread-count changes under a busy CI machine
+# (ThreadGovernor is tested on its own, in tests/test_accel_process.py).
+os.environ.setdefault("C2FNAS_ADAPT_THREADS", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("C2FNAS_TEST_POSTGRES", "")
 """A PostgreSQL database URL for the trial-store tests (``.ci/run`` starts a server and sets it)."""

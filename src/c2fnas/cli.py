@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from c2fnas.accel.process import keep_freed_memory, use_threads, wait_passively
+from c2fnas.accel.process import keep_freed_memory, use_threads
 from c2fnas.data.msd import DatasetError
 from c2fnas.files.run_folder import RunFolder, TrainingFolder
 from c2fnas.progress import bar_with
@@ -63,7 +63,6 @@ def _main(
         format="%(levelname)s %(name)s: %(message)s",
     )
     keep_freed_memory()  # this process trains or predicts: keep its activation buffers mapped
-    wait_passively()  # before torch loads: idle OpenMP threads must not spin on a shared CPU
     use_threads(threads)
 
 

@@ -7,7 +7,14 @@ import ctypes
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +60,6 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def wait_passively() -> bool:
-    """Make OpenMP's threads sleep at once when they wait, instead of spinning first.
-
-    After every parallel operation PyTorch's threads meet at a barrier. By default a thread that
-    arrives early spins for a while, which is fastest on a machine of one's own; beside another
-    CPU job the spinning threads take the cores that the late ones need, and a step can become
-    10x slower (``benchmarks/shared_cpu.py`` measures both cases). This sets
-    ``OMP_WAIT_POLICY=PASSIVE`` unless the environment already chooses a policy, and only
-    before the OpenMP runtime has loaded (with torch): returns whether the setting takes effect.
-    """
-    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
-        return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return True
-
-
 def default_threads() -> int:
     """``OMP_NUM_THREADS`` when the environment (or ``c2fnas --threads``) sets it, otherwise
     ``usable_cores()``."""
@@ -77,14 +68,103 @@ def default_threads() -> int:
 
 
 def use_threads(threads: int | None = None) -> int:
-    """Compute with ``threads`` intra-op threads: by default ``OMP_NUM_THREADS`` when the
-    environment sets it, otherwise ``usable_cores()``. Before torch loads this sets
-    ``OMP_NUM_THREADS``, which torch and OpenMP read when they load (and processes started from
-    this one inherit); after, it calls ``torch.set_num_threads``. Returns the number."""
-    threads = threads or default_threads()
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
-    log.debug("computing with %d thread(s)", threads)
-    return threads
+    """Compute with ``threads`` intra-op threads, a fixed number (``ThreadGovernor`` then leaves
+    it alone). It sets ``OMP_NUM_THREADS``, which torch and OpenMP read when they load (and
+    processes started from this one inherit), and calls ``torch.set_num_threads`` when torch is
+    loaded already. None changes nothing: OpenMP's default is the cores of the process's
+    affinity. Returns ``default_threads()``."""
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(threads)
+        log.debug("computing with %d thread(s)", threads)
+    return default_threads()
+
+
+ADAPT = "C2FNAS_ADAPT_THREADS"
+
+
+class ThreadGovernor:
+    """Fits torch's threads to the cores that other jobs leave free, while training runs.
+
+    PyTorch's threads meet at a barrier after every parallel operation, so one thread that
+    shares its core with another job holds all of them back; a step beside one busy process
+    took 3-4x as long with 2 threads on 2 cores, and 1.1x with one thread
+    (``benchmarks/shared_cpu.py``). Making idle threads sleep at once (``OMP_WAIT_POLICY``
+    passive) avoided that but made the step alone 1.5-2.5x slower. Instead, every ``every``
+    seconds the governor reads how busy this process's cores were (``/proc/stat``, the CPUs of
+    its affinity only) less its own CPU time, and uses the cores left: at most the threads it
+    started with, at least one. Linux only; elsewhere ``tick`` does nothing.
+
+    Training runs it unless the thread count was fixed (``OMP_NUM_THREADS``, ``c2fnas
+    --threads``) or ``C2FNAS_ADAPT_THREADS=0``: results then stay bit-for-bit repeatable, which
+    a change of thread count mid-run can alter in the last bits.
+    """
+
+    @staticmethod
+    def wanted(device: torch.device) -> bool:
+        """Whether training on ``device`` should run one (see above)."""
+        fixed = "OMP_NUM_THREADS" in os.environ
+        return device.type == "cpu" and not fixed and os.environ.get(ADAPT, "1") != "0"
+
+    def __init__(
+        self,
+        every: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        busy_seconds: Callable[[], float | None] | None = None,
+        own_seconds: Callable[[], float] = time.process_time,
+    ) -> None:
+        import torch
+
+        self._torch = torch
+        self.limit = torch.get_num_threads()
+        self.threads = self.limit
+        self.every = every
+        self._clock, self._own = clock, own_seconds
+        self._busy = busy_seconds or _busy_seconds_of_my_cores
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float | None, float]:
+        return self._clock(), self._busy(), self._own()
+
+    def tick(self) -> int | None:
+        """Check the load when ``every`` seconds have passed; returns the new thread count
+        when it changed, else None."""
+        now = self._clock()
+        if now - self._last[0] < self.every:
+            return None
+        sample = self._sample()
+        (then, busy_then, own_then), self._last = self._last, sample
+        if sample[1] is None or busy_then is None:
+            return None
+        others = ((sample[1] - busy_then) - (sample[2] - own_then)) / (sample[0] - then)
+        threads = max(1, min(self.limit, self.limit - round(max(0.0, others))))
+        if threads == self.threads:
+            return None
+        log.info("other jobs use %.1f core(s): computing with %d thread(s)", others, threads)
+        self._torch.set_num_threads(threads)
+        self.threads = threads
+        return threads
+
+
+def _busy_seconds_of_my_cores() -> float | None:
+    """CPU seconds spent busy so far on the cores this process may use, by every process
+    (``/proc/stat``'s per-CPU lines: all but idle and iowait); None where unreadable."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    ticks = 0
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        if cores is not None and int(name[3:]) not in cores:
+            continue
+        values = [
+            int(value) for value in fields[:8]
+        ]  # user nice system idle iowait irq softirq steal
+        ticks += sum(values) - values[3] - values[4]
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -4,7 +4,7 @@ prediction run them: the accelerated network, the device's layout and precision.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,22 +27,17 @@ class Measurement:
     """CUDA: the most memory the step allocated; None on the CPU."""
 
 
-def measure_step(
+def training_step(
     architecture: Architecture,
     in_channels: int,
     classes: int,
     patch: Sequence[int],
     batch: int,
-    window_batch: int,
     precision: str,
     device: torch.device,
-    repeats: int = 2,
-) -> Measurement:
-    """Time training steps of ``architecture`` on random data after one warm-up step.
-
-    Raises:
-        torch.OutOfMemoryError: the step does not fit on ``device`` (CUDA).
-    """
+) -> tuple[torch.nn.Module, Callable[[], float]]:
+    """The accelerated network and a function that takes one SGD step of it on fixed random
+    data (Dice + cross-entropy, as training) and returns its seconds."""
     generator = torch.Generator().manual_seed(0)
     network = C2FNet(architecture, in_channels, classes)
     network = accelerate(network).to(device, memory_format=memory_format(device))
@@ -66,6 +61,28 @@ def measure_step(
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
+    return network, step
+
+
+def measure_step(
+    architecture: Architecture,
+    in_channels: int,
+    classes: int,
+    patch: Sequence[int],
+    batch: int,
+    window_batch: int,
+    precision: str,
+    device: torch.device,
+    repeats: int = 2,
+) -> Measurement:
+    """Time training steps of ``architecture`` on random data after one warm-up step.
+
+    Raises:
+        torch.OutOfMemoryError: the step does not fit on ``device`` (CUDA).
+    """
+    network, step = training_step(
+        architecture, in_channels, classes, patch, batch, precision, device
+    )
     network.train()
     step()  # pays for allocations and kernel selection
     times = sorted(step() for _ in range(repeats))

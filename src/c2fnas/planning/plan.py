@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from c2fnas.accel.precision import resolve_precision
-from c2fnas.accel.process import default_threads, usable_cores
+from c2fnas.accel.process import default_threads
 from c2fnas.data.fingerprint import summarize
 from c2fnas.data.msd import Dataset, read_dataset
 from c2fnas.data.parallel import Progress
@@ -475,12 +475,13 @@ def _network_choices(chosen: _Network, narrowest: _Network, context: _Context) -
 def _threads_choice(device: torch.device) -> list[Choice]:
     if device.type != "cpu":
         return []
-    reason = (
-        "OMP_NUM_THREADS or `c2fnas --threads`"
-        if "OMP_NUM_THREADS" in os.environ and default_threads() != usable_cores()
-        else "the cores this process may use; on a machine shared with other jobs give fewer "
-        "with `c2fnas --threads N`"
-    )
+    if "OMP_NUM_THREADS" in os.environ:
+        reason = "fixed by OMP_NUM_THREADS or `c2fnas --threads`"
+    else:
+        reason = (
+            "the cores this process may use; training leaves cores to other jobs that load "
+            "them and takes them back after (`c2fnas --threads N` fixes the number)"
+        )
     return [Choice("threads", str(default_threads()), reason)]
 
 

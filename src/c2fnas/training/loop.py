@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from c2fnas.accel.precision import autocast, memory_format, resolve_precision
+from c2fnas.accel.process import ThreadGovernor
 from c2fnas.files.atomic import write_text_atomic
 from c2fnas.files.model_folder import write_model
 from c2fnas.files.run_folder import TrainingFolder
@@ -314,8 +315,11 @@ def fit(
     started = time.perf_counter() - float(state.get("seconds", 0.0))
     start = int(state.get("iteration", 0))
     stream = batches(start)
+    governor = ThreadGovernor() if ThreadGovernor.wanted(device) else None  # other jobs' cores
     trainer.network.train()
     for iteration in range(start, training.iterations):
+        if governor is not None:
+            governor.tick()
         loss = trainer.run_step(iteration, next(stream))
         done = iteration + 1
         run_log.loss(done, loss, trainer.optimizer.param_groups[0]["lr"])
