@@ -158,13 +158,12 @@ def _busy_seconds_of_my_cores() -> float | None:
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     ticks = 0
     for line in lines:
-        name, *fields = line.split()
+        name, *fields = line.split() or [""]
         if not name.startswith("cpu") or name == "cpu":
             continue
         if cores is not None and int(name[3:]) not in cores:
             continue
-        values = [
-            int(value) for value in fields[:8]
-        ]  # user nice system idle iowait irq softirq steal
+        # user, nice, system, idle, iowait, irq, softirq, steal
+        values = [int(value) for value in fields[:8]]
         ticks += sum(values) - values[3] - values[4]
     return ticks / os.sysconf("SC_CLK_TCK")
