@@ -53,8 +53,8 @@ def _main(
         int | None,
         typer.Option(
             min=1,
-            help="CPU threads to compute with (default: OMP_NUM_THREADS, or the cores this "
-            "process may use). On a machine shared with other jobs, fewer run better.",
+            help="Fix the CPU threads (default: OMP_NUM_THREADS, or the cores this process "
+            "may use, leaving cores to other jobs that load them while training).",
         ),
     ] = None,
 ) -> None:
