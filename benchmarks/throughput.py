@@ -53,14 +53,20 @@ def _autocast(precision: str, device: torch.device) -> torch.autocast:
 
 
 def _train_step(
-    model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, precision: str
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    precision: str,
+    compiled_network: bool = False,
 ) -> Callable[[], None]:
-    """One SGD step (momentum 0.9, cross-entropy, bf16 autocast for ``bf16``) on ``x``."""
+    """One SGD step (momentum 0.9, cross-entropy, bf16 autocast for ``bf16``) on ``x``; a
+    ``compiled_network`` marks each step's start for its CUDA graphs."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     autocast = _autocast(precision, x.device)
 
     def step() -> None:
-        step_begins()
+        if compiled_network:
+            step_begins()
         model.train()
         optimizer.zero_grad(set_to_none=True)
         with autocast:
@@ -118,7 +124,7 @@ def _worker(
         with torch.no_grad(), _autocast(precision, x.device):
             model(x)
 
-    steps = {"train": _train_step(model, x, target, precision), "infer": infer}
+    steps = {"train": _train_step(model, x, target, precision, compile_network), "infer": infer}
     for step in steps.values():  # warm-up: allocator and oneDNN / cuDNN kernels
         step()
     connection.send(macs)
