@@ -5,7 +5,7 @@ import pytest
 
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.search.coarse import CoarseSettings, make_job
-from c2fnas.search.evaluate import TrainingEvaluator
+from c2fnas.search.evaluate import TrainingEvaluator, settings_from_config
 from c2fnas.search.strategies import RandomSearch
 from c2fnas.search.worker import run_worker
 from c2fnas.space import Architecture, u_shaped_topologies
@@ -101,3 +101,37 @@ def test_a_candidate_out_of_memory_is_retried_with_micro_batches(run_dir, monkey
     candidate = run_dir / "coarse" / "candidates" / "-".join(map(str, record.code))
     last = candidate / "checkpoints" / f"iter_{config.search.iterations:07d}" / "state.json"
     assert json.loads(last.read_text())["micro_batch"] == 2
+
+
+@pytest.mark.parametrize(("score", "expected"), [("best", 0.6), ("final", 0.45)])
+def test_a_candidate_is_scored_by_its_best_or_its_final_validation(
+    run_dir, monkeypatch, score, expected
+):
+    """Best validation 0.6 at iteration 4, the final weights 0.45 at iteration 6."""
+    history = {"dice": [[2, [0.2, 0.4], 0.3, 5], [4, [0.5, 0.7], 0.6, 5], [6, [0.4, 0.5], 0.45, 5]]}
+
+    def fake_train(architecture, folder, fold, config, out_dir, resume, progress, on_validation,
+                   micro_batch):  # fmt: skip
+        return TrainResult([0.5, 0.7], 0.6, 4, 6, 1.0, history)
+
+    monkeypatch.setattr("c2fnas.training.train", fake_train)
+    config = RunConfig.model_validate({"search": {"iterations": 6, "milestones": [3],
+                                                  "score": score}})  # fmt: skip
+    settings = settings_from_config(config, "random", budget=3)
+    job = make_job(run_dir, settings)
+    evaluate = TrainingEvaluator(config.to_yaml())(job, 0)
+
+    class Context:
+        number, iterations = 0, 0
+
+    assert settings.score == score
+    assert evaluate(Architecture.coarse(u_shaped_topologies()[0]), Context()) == expected
+
+
+def test_the_final_score_is_part_of_the_search_identity_the_default_is_not():
+    default = CoarseSettings(strategy="c2f")
+    assert default.identity() == {"strategy": "c2f", "seed": 0, "clusters": 8}
+    assert CoarseSettings(strategy="c2f", score="final").identity() == {
+        **default.identity(),
+        "score": "final",
+    }

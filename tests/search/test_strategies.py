@@ -102,6 +102,33 @@ def test_c2f_without_exploration_picks_the_best_cluster():
         assert clusters[strategy.propose(finished, set(), proposal_rng(0, attempt))] == 5
 
 
+@pytest.mark.parametrize("explore", [0.2, 0.5])
+def test_c2f_explores_a_random_cluster_at_the_configured_rate(explore):
+    """Algorithm 1's two branches, reached by real proposals of asynchronous searches: after
+    the initial round, a proposal comes from the best-ranked cluster with probability
+    ``1 - explore`` plus ``explore / K`` (a random cluster may be the best), and otherwise from
+    any other cluster alike."""
+    clusters = topology_clusters(0)
+    sizes = Counter(clusters.values())
+    best = max(sizes, key=sizes.__getitem__)  # the largest: it is not exhausted by the budget
+
+    def objective(code):
+        return 1.0 if clusters[code] == best else 0.0
+
+    later = []
+    for seed in range(5):
+        finished = simulate(CoarseToFine(explore=explore), objective, 116, workers=4, seed=seed)
+        later += [clusters[code] for code, _ in finished[16:]]
+    share = sum(k == best for k in later) / len(later)
+    expected = 1 - explore + explore / len(sizes)
+    assert len(later) == 500
+    assert abs(share - expected) < 0.06, (share, expected)
+    others = Counter(k for k in later if k != best)
+    each = explore / len(sizes) * len(later)
+    assert set(others) == set(sizes) - {best}
+    assert all(each / 3 < count < each * 2.5 for count in others.values()), (others, each)
+
+
 def test_c2f_falls_through_when_the_best_cluster_is_exhausted():
     clusters = topology_clusters(0)
     best = [code for code in CODES if clusters[code] == 3]

@@ -46,6 +46,8 @@ class CoarseSettings:
         prune_min_iterations: 0 trains every candidate to the end (the paper). Otherwise the
             successive-halving pruner (reduction factor 3) compares candidates' validation
             Dice from this many iterations on and stops the weak ones. Not under torchrun.
+        score: ``best`` scores a candidate by its best periodic validation Dice, ``final`` by
+            its last one (``SearchConfig.score``).
     """
 
     budget: int = 50
@@ -57,14 +59,23 @@ class CoarseSettings:
     grace_period: int = 600
     poll_seconds: float = 10.0
     prune_min_iterations: int = 0
+    score: str = "best"
 
     def make_strategy(self) -> Strategy:
         """Raises ``ValueError`` for an unknown strategy name."""
         return make_strategy(self.strategy, self.seed, self.clusters, self.explore)
 
     def identity(self) -> dict[str, object]:
-        """Settings a resumed search must share with the stored one."""
-        return {"strategy": self.strategy, "seed": self.seed, "clusters": self.clusters}
+        """Settings a resumed search must share with the stored one. ``score`` joins them only
+        when it is not the default, so searches stored before it existed keep their names."""
+        identity: dict[str, object] = {
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "clusters": self.clusters,
+        }
+        if self.score != "best":
+            identity["score"] = self.score
+        return identity
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Each candidate trains with all ops ``3d`` through ``c2fnas.training.train`` on the run's split
 (folds 1-4 train, fold 5 validates: index 4), with the search schedule of the configuration
-(``RunConfig.for_search``), in ``RUN_DIR/coarse/candidates/<topology>``. Its score is the best
-mean validation Dice over the foreground classes (``TrainResult.best_mean``). A NaN loss raises
+(``RunConfig.for_search``), in ``RUN_DIR/coarse/candidates/<topology>``. Its score is the mean
+validation Dice over the foreground classes, of its best periodic validation or of its final
+weights (``CoarseSettings.score``, from ``search.score``). A NaN loss raises
 ``TrainingDiverged``, which the worker records as the candidate's failure.
 
 A candidate that runs out of memory is not a failure of its topology but of the machine: it
@@ -29,6 +30,7 @@ from c2fnas.search.worker import CandidateFailed, Evaluate, TrialContext
 from c2fnas.space import Architecture
 
 if TYPE_CHECKING:
+    from c2fnas.training import TrainResult
     from c2fnas.training.config import RunConfig
 
 
@@ -40,9 +42,20 @@ def settings_from_config(config: RunConfig, strategy: str, **overrides: object) 
         "seed": config.training.seed,
         "clusters": config.search.clusters,
         "explore": config.search.random_cluster_probability,
+        "score": config.search.score,
     }
     values.update(overrides)
     return CoarseSettings(**values)  # type: ignore[arg-type]
+
+
+def candidate_score(result: TrainResult, score: str) -> float:
+    """The mean validation Dice of the best periodic validation (``best``) or of the last one,
+    the final weights (``final``)."""
+    if score == "final":
+        return float(result.history["dice"][-1][2])
+    if score == "best":
+        return float(result.best_mean)
+    raise ValueError(f"score {score!r}: choose 'best' or 'final'")
 
 
 def dataset_channels(run_dir: Path) -> tuple[int, int]:
@@ -80,7 +93,7 @@ class TrainingEvaluator:
     def __call__(self, job: CoarseJob, index: int) -> Evaluate:
         import yaml  # type: ignore[import-untyped]
 
-        from c2fnas.training import RunConfig, TrainResult, train
+        from c2fnas.training import RunConfig, train
         from c2fnas.training.loop import OutOfMemory, with_smaller_micro_batches
 
         config = RunConfig.model_validate(yaml.safe_load(self.config_yaml)).for_search()
@@ -117,6 +130,6 @@ class TrainingEvaluator:
                 reason = f"does not fit in memory even one sample per pass: {error}"
                 raise CandidateFailed(reason) from error
             context.iterations = int(result.iterations)
-            return float(result.best_mean)
+            return candidate_score(result, job.settings.score)
 
         return evaluate

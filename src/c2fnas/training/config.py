@@ -127,6 +127,11 @@ class SearchConfig(_Strict):
     """Width multiplier of every searched and finally trained network (paper: 1.0)."""
     scale_widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
     """The third stage's grid (paper Sec. 5.3), used when ``c2fnas run`` includes ``scale``."""
+    score: Literal["best", "final"] = "best"
+    """What scores a coarse candidate: its best periodic validation Dice (``best``, the
+    default), or the Dice of its final weights (``final``, as in the paper). The default keeps
+    the scores of trial stores written before the setting existed comparable with new ones;
+    ``benchmarks/search_study.py`` measures whether the choice changes the ranking."""
 
 
 class RunConfig(_Strict):
