@@ -57,7 +57,7 @@ from c2fnas.nn import C2FNet
 from c2fnas.search import fine
 from c2fnas.search.coarse import make_job
 from c2fnas.search.evaluate import TrainingEvaluator, candidate_dir, settings_from_config
-from c2fnas.search.report import evaluated_in_order
+from c2fnas.search.report import code_text, evaluated_in_order
 from c2fnas.search.strategies import (
     STRATEGIES,
     CoarseToFine,
@@ -290,7 +290,7 @@ def stand_alone(
     """Train a colouring from scratch like a coarse candidate (an all-3D one reuses the coarse
     stage's folder) and return its best-validation and final scores."""
     if set(architecture.ops) == {"3d"}:
-        out = search_run / "coarse" / "candidates" / "-".join(map(str, architecture.levels))
+        out = RunFolder(search_run).coarse.candidate(code_text(architecture.levels)).root
     else:
         out = work / "standalone" / ops_key(architecture.levels, architecture.ops)
     train(architecture, search_run, SEARCH_FOLD, config.for_search(), out, resume=True)
