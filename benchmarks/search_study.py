@@ -275,13 +275,13 @@ def coarse_stage(args: argparse.Namespace, search_run: Path, config: RunConfig) 
 # ---------------------------------------------------------------- fine stage
 
 
-def fixed_colourings(levels: list[int]) -> dict[str, tuple[str, ...]]:
+def fixed_colourings() -> dict[str, tuple[str, ...]]:
     panc = Architecture.load(PANC).ops
     return {"all 3D": ("3d",) * NUM_CELLS, "all P3D": ("p3d",) * NUM_CELLS, "C2FNAS-Panc ops": panc}
 
 
 def ops_key(levels: list[int] | tuple[int, ...], ops: tuple[str, ...]) -> str:
-    return "-".join(map(str, levels)) + "_" + "".join(op[0] for op in ops)
+    return code_text(tuple(levels)) + "_" + "".join(op[0] for op in ops)
 
 
 def stand_alone(
@@ -319,7 +319,7 @@ def fine_stage(
     fixed = {
         name: {"ops": list(ops), **stand_alone(search_run, args.work, config,
                                                topology.with_ops(ops))}
-        for name, ops in fixed_colourings(levels).items()
+        for name, ops in fixed_colourings().items()
     }  # fmt: skip
     supernet = [row["supernet"] for row in rows]
     ranking = {}
