@@ -77,6 +77,7 @@ def test_near_isotropic_plan_within_a_budget(isotropic, tmp_path):
     assert search.coarse_networks >= 4 and search.iterations >= 100
     assert {c.setting for c in plan.choices} >= {"spacing", "patch", "batch", "width", "search"}
     assert all(c.reason for c in plan.choices)
+    assert [c.value for c in plan.choices if c.setting == "compile"] == ["off"]  # a CPU
     _check_written(plan, run_dir)
 
 

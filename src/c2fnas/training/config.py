@@ -76,6 +76,11 @@ class TrainingConfig(_Strict):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(4e-5, ge=0.0)
     precision: Precision = "auto"
+    compile: bool | Literal["auto"] = "auto"
+    """``torch.compile`` the training step (``c2fnas.accel.compile``): ``auto`` compiles on a
+    GPU for schedules of 2000 iterations or more, where fusing the memory-bound layers and
+    replaying CUDA graphs pays back the minute of compiling, and not on a CPU, where the
+    project's C++ kernels already fuse the norms. A supernet always trains eagerly."""
     validate_every: int = Field(1000, ge=1)
     checkpoint_every: int = Field(1000, ge=1)
     stride: int | tuple[int, int, int] = 16

@@ -30,6 +30,7 @@ from monai.losses import DiceCELoss
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from c2fnas.accel import compile as compiling
 from c2fnas.accel.precision import autocast, memory_format, resolve_precision
 from c2fnas.accel.process import ThreadGovernor
 from c2fnas.files.atomic import write_text_atomic
@@ -161,9 +162,36 @@ class _Trainer:
 
     micro_batch: int | None = None
     """Samples per pass through the network; None: the whole batch in one pass."""
+    eager_model: nn.Module | None = None
+    """While ``model`` is compiled and has not yet finished a step: the uncompiled model, which
+    the step falls back to if compiling fails."""
+    compiled: bool = False
 
     def run_step(self, iteration: int, batch: dict[str, torch.Tensor]) -> float:
         """One SGD step on ``batch``; returns the loss averaged over processes.
+
+        The first step of a compiled model compiles it; if that fails (an operation the
+        compiler cannot handle, no C++ compiler), the warning says why and training goes on
+        eagerly from the same step.
+        """
+        eager, self.eager_model = self.eager_model, None
+        if eager is None:
+            return self._step(iteration, batch)
+        try:
+            return self._step(iteration, batch)
+        except (OutOfMemory, TrainingDiverged):
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure of the compiler
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            log.warning(
+                "torch.compile failed (%s: %s); training continues without compiling",
+                type(error).__name__, first_line,
+            )  # fmt: skip
+            self.model, self.compiled = eager, False
+            return self._step(iteration, batch)
+
+    def _step(self, iteration: int, batch: dict[str, torch.Tensor]) -> float:
+        """``run_step`` on ``self.model``: micro-batches, the loss check and the SGD step.
 
         The batch goes through the network ``micro_batch`` samples at a time, each pass's loss
         weighted by its share of the batch, so the summed gradients are the whole batch's: the
@@ -208,6 +236,8 @@ class _Trainer:
         self, image: torch.Tensor, label: torch.Tensor, arguments: tuple[Any, ...]
     ) -> torch.Tensor:
         image = image.to(self.device, memory_format=memory_format(self.device))
+        if self.compiled:
+            compiling.step_begins()  # the last pass's CUDA-graph buffers may be reused
         with autocast(self.precision, self.device):
             logits = self.model(image, *arguments)
         # float32 at least: autocast's bf16/fp16 logits are widened; a float64 model keeps float64
@@ -216,9 +246,10 @@ class _Trainer:
         )
 
     def _sync_gradients(self, last: bool) -> contextlib.AbstractContextManager[Any]:
-        if last or not isinstance(self.model, DistributedDataParallel):
+        model = getattr(self.model, "_orig_mod", self.model)  # under torch.compile's wrapper
+        if last or not isinstance(model, DistributedDataParallel):
             return contextlib.nullcontext()
-        return self.model.no_sync()
+        return model.no_sync()
 
     def _backward(self, loss: torch.Tensor) -> None:
         if self.scaler is not None:
@@ -392,10 +423,16 @@ def _make_trainer(
             find_unused_parameters=sample_ops is not None,  # a supernet trains one path per step
         )
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    return _Trainer(
+    trainer = _Trainer(
         network, model, optimizer, DiceCELoss(to_onehot_y=True, softmax=True), config,
         precision, device, scaler, sample_ops, random.Random(training.seed),
     )  # fmt: skip
+    supernet = sample_ops is not None
+    if compiling.wanted(training.compile, device, supernet, training.iterations):
+        log.info("compiling the training step on %s; the first step takes longer", device)
+        trainer.eager_model, trainer.compiled = model, True
+        trainer.model = compiling.compiled(model, device)
+    return trainer
 
 
 def _restore(trainer: _Trainer, checkpoints: Path, resume: bool) -> dict[str, Any]:
