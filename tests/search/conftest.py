@@ -1,5 +1,6 @@
 import pytest
 
+from c2fnas.search.store import TrialStore
 from tests.search.toy_worker import toy_run_folder
 
 
@@ -15,7 +16,27 @@ def storage(request, tmp_path):
     test (as a database server shared by machines); PostgreSQL only where a server is given
     (CI)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'coarse' / 'trials.db'}"
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return str(tmp_path / "coarse" / "trials.journal")
+        url = f"sqlite:///{tmp_path / 'coarse' / 'trials.db'}"
+    elif request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = str(tmp_path / "coarse" / "trials.journal")
+    request.getfixturevalue("closing_stores")  # after the database: closed before it is dropped
+    return url
+
+
+@pytest.fixture
+def closing_stores(monkeypatch):
+    """Close every ``TrialStore`` a test opens, so heartbeats of trials it left running (as a
+    killed worker's) stop with the test rather than beat on against a dropped database."""
+    opened = []
+    open_store = TrialStore.__init__
+
+    def tracked(self, *args, **kwargs):
+        open_store(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(TrialStore, "__init__", tracked)
+    yield
+    for store in opened:
+        store.close()

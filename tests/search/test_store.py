@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -162,3 +163,14 @@ def test_a_waiting_worker_says_why_and_takes_over_a_dead_workers_candidate(stora
     assert f"(worker gone, candidate {list(CODES[0])})" in waits[0]
     assert "silent for 3 s (the grace period) counts as dead" in waits[0]
     assert store.snapshot().finished == [(CODES[0], toy_worker.toy_score(CODES[0]))]
+
+
+def test_closing_a_store_stops_the_heartbeats_of_its_unfinished_trials(storage):
+    store = TrialStore(storage, heartbeat_interval=1, grace_period=3)
+    trial = store.ask()
+    assert store.claim(trial, CODES[0], {}, budget=1) == "claimed"
+    beating = [t for t in threading.enumerate() if t.name == f"heartbeat-{trial.number}"]
+    assert len(beating) == 1 and beating[0].is_alive()
+    store.close()
+    assert not beating[0].is_alive()
+    assert TrialStore(storage).snapshot().records[0].state == "running"  # left to go stale

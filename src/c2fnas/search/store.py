@@ -275,6 +275,16 @@ class TrialStore:
         else:
             self._storage.set_trial_system_attr(trial_id, _JOURNAL_HEARTBEAT, time.time())
 
+    def close(self) -> None:
+        """Stop the heartbeats of this process's unfinished trials (they then go stale as a
+        stopped worker's do) and close the database connections."""
+        for number in list(self._heartbeats):
+            stop, thread = self._heartbeats.pop(number)
+            stop.set()
+            thread.join()
+        if isinstance(self._storage, RDBStorage):
+            self._storage.engine.dispose()
+
     def _stop_heartbeat(self, trial: optuna.Trial) -> None:
         stop, thread = self._heartbeats.pop(trial.number, (None, None))
         if stop is not None and thread is not None:
