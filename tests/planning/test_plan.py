@@ -149,9 +149,10 @@ def test_hippocampus_plan(hippocampus, tmp_path, panc_path):
     assert plan.spacing == (1.0, 1.0, 1.0)
     assert plan.config.data.patch == (48, 64, 48)  # median 35 x 50 x 36: the whole volume
     assert plan.config.search.width == 0.25  # an hour on a CPU: iterations before width
-    # five folds would get about 1100 iterations each: fewer folds, each trained long enough
+    # five folds would get about 1100 iterations each (2 cores): fewer folds, each trained long
+    # enough, or a single fold where even one gets fewer (a slower CPU, or one thread)
     assert len(plan.folds) < 5 and plan.config.training.folds == plan.folds
-    assert plan.config.training.iterations >= schedule.MIN_FOLD_ITERATIONS
+    assert plan.config.training.iterations >= schedule.MIN_FOLD_ITERATIONS or plan.folds == (0,)
     assert any(c.setting == "folds" for c in plan.choices)
     assert sum(plan.seconds.values()) <= 0.9 * 3600
     _check_written(plan, tmp_path / "run")
