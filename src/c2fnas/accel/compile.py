@@ -1,10 +1,11 @@
-"""``torch.compile`` for the training and prediction steps on a GPU.
+"""``torch.compile`` for the training step on a GPU (prediction runs eagerly).
 
 A training step of C2FNAS-Panc at 96^3 runs a few thousand small kernels: instance norms, ReLUs
 and 1 x 1 x 1 convolutions that read and write whole activations, and launch overhead between
 them. TorchInductor fuses the memory-bound ones, and CUDA graphs (mode ``reduce-overhead``)
 replay the step's kernels without a launch from Python each. The network itself stays in its
-readable form: compiling is a wrapper, like ``accelerate``.
+readable form: compiling is a wrapper, like ``accelerate``. The training loop compiles its step
+where ``wanted`` says so (``training.compile``) and falls back to eager steps if compiling fails.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+MIN_ITERATIONS = 2000
+"""``auto`` compiles schedules of at least this many iterations: compiling a small network took
+52 s here (2 CPU cores; not yet timed on a GPU), which a step a few milliseconds faster pays back
+only over thousands of steps."""
 
 
 def compiled(network: nn.Module, device: torch.device) -> nn.Module:
@@ -29,11 +35,6 @@ def compiled(network: nn.Module, device: torch.device) -> nn.Module:
 def step_begins() -> None:
     """Mark a new training step for CUDA graphs (their outputs of the last step may be reused)."""
     torch.compiler.cudagraph_mark_step_begin()
-
-
-MIN_ITERATIONS = 2000
-"""``auto`` compiles schedules of at least this many iterations: compiling takes about a minute,
-which a step a few milliseconds faster pays back only over thousands of steps."""
 
 
 def wanted(
