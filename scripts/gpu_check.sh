@@ -13,7 +13,8 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
     | tee -a "$out/gpu.txt"
 
 echo "== GPU tests"
-timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu \
+# 210 s: two of the tests compile a training step (Inductor + CUDA graphs), untimed on a GPU yet
+timeout 210 python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu \
     tests/training/test_precision.py 2>&1 | tee "$out/pytest.log"
 
 echo "== throughput on the GPU: batches 2, 4, 8 at 96^3, eager and compiled (CUDA graphs)"
@@ -27,7 +28,7 @@ timeout 200 python3 benchmarks/throughput.py --device cuda --patches 96 --batche
 
 echo "== c2fnas run, smoke preset, on the GPU"
 work=$(mktemp -d)
-timeout 240 python3 -m c2fnas data synth "$work/data" --cases 8 --test-cases 2 >/dev/null &&
-    timeout 240 python3 -m c2fnas run "$work/data" --run "$work/run" --preset smoke 2>&1 \
+timeout 60 python3 -m c2fnas data synth "$work/data" --cases 8 --test-cases 2 >/dev/null &&
+    timeout 180 python3 -m c2fnas run "$work/data" --run "$work/run" --preset smoke 2>&1 \
         | tail -n 40 | tee "$out/run.log"
 cp "$work/run/report.md" "$out/report.md" 2>/dev/null || echo "no report written"
