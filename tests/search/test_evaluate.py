@@ -135,3 +135,8 @@ def test_the_final_score_is_part_of_the_search_identity_the_default_is_not():
         **default.identity(),
         "score": "final",
     }
+
+
+def test_an_unknown_score_is_refused_before_any_candidate_trains():
+    with pytest.raises(ValueError, match="score 'last': choose 'best' or 'final'"):
+        CoarseSettings(strategy="c2f", score="last")

@@ -61,6 +61,11 @@ class CoarseSettings:
     prune_min_iterations: int = 0
     score: str = "best"
 
+    def __post_init__(self) -> None:
+        # Checked here, not after the first candidate has trained for hours.
+        if self.score not in ("best", "final"):
+            raise ValueError(f"score {self.score!r}: choose 'best' or 'final'")
+
     def make_strategy(self) -> Strategy:
         """Raises ``ValueError`` for an unknown strategy name."""
         return make_strategy(self.strategy, self.seed, self.clusters, self.explore)
