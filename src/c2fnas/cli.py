@@ -655,14 +655,26 @@ def search_coarse(
     prune: Annotated[
         bool, typer.Option(help="Stop weak candidates early (successive halving on val. Dice).")
     ] = False,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Print the search's compute and device-hours from a training step measured "
+            "here (on a CPU at the paper's settings, a minute or more), then stop.",
+        ),
+    ] = False,
 ) -> None:
     """Topology search (paper Algorithm 1); rerun the same command to resume or to join."""
-    from c2fnas.search.stages import coarse_stage
+    from c2fnas.search.stages import coarse_estimate, coarse_stage
     from c2fnas.search.store import StoreError
 
     gpus = _gpu_count()
     try:
         run_config = _search_config(preset, config, width=width)
+        if estimate:
+            computed = coarse_estimate(run_dir, run_config, measure=True)
+            console.print(computed.describe(workers or max(1, gpus)), highlight=False)
+            return
         display, on_progress = _search_display("coarse", run_config.search.coarse_networks)
         with display:
             snapshot = coarse_stage(

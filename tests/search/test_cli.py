@@ -138,3 +138,19 @@ def test_two_machines_with_their_own_run_folders_share_one_search(run_dir, datab
 def _rows(run_dir):
     with open(run_dir / "coarse" / "trials.csv", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_estimate_prints_the_measured_device_hours_and_starts_no_search(run_dir):
+    before = sorted(run_dir.rglob("*"))
+    result = runner.invoke(
+        app, ["search", "coarse", str(run_dir), "--preset", "smoke", "--estimate"]
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())  # rich wraps lines at spaces
+    assert "compute estimate: 3 networks x 4 iterations x batch 2" in text  # the smoke preset
+    assert "validations x" in text and "a training step" in text
+    assert "device-hours with validation" in text and "1 worker(s)" in text
+    # No trial store, study or candidate; only the run's folds may be recorded (splits.json),
+    # as the first of any stage records them.
+    after = [path for path in sorted(run_dir.rglob("*")) if path.name != "splits.json"]
+    assert after == [path for path in before if path.name != "splits.json"]

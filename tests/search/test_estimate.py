@@ -1,7 +1,9 @@
 import json
 
 import pytest
+import torch
 
+from c2fnas.accel.precision import resolve_precision
 from c2fnas.data.cache import case_paths
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.nn.network import C2FNet
@@ -22,7 +24,9 @@ def test_estimate_counts_training_macs_of_the_whole_search_and_times_a_cheap_ste
     assert 0.5 * one < estimate.macs_min <= estimate.macs_mean <= estimate.macs_max < 2 * one
     assert estimate.total_macs == estimate.macs_mean * 2 * 10 * 3 * 4
     assert estimate.step_seconds is not None and estimate.step_seconds > 0  # cheap: measured
-    assert estimate.device_hours == estimate.step_seconds * 10 * 4 / 3600
+    assert estimate.window_seconds is not None and estimate.window_seconds > 0
+    assert estimate.precision == resolve_precision("auto", torch.device("cpu"))  # as training
+    assert estimate.device_hours == estimate.step_seconds * 10 * 4 / 3600  # no validation
     line = estimate.describe(workers=2)
     assert "4 networks x 10 iterations x batch 2" in line and "2 worker(s)" in line
 
@@ -45,8 +49,8 @@ def test_validations_are_costed_as_forward_passes_over_their_windows():
     assert estimate.training_macs == estimate.macs_mean * 2 * 10 * 3 * 4
     assert estimate.validation_macs == estimate.macs_mean * 5 * 3 * 4
     assert estimate.total_macs == estimate.training_macs + estimate.validation_macs
-    step = estimate.step_seconds
-    assert estimate.device_hours == pytest.approx((step * 10 + step / 6 * 5 * 3) * 4 / 3600)
+    step, window = estimate.step_seconds, estimate.window_seconds
+    assert estimate.device_hours == pytest.approx((step * 10 + window * 5 * 3) * 4 / 3600)
     line = estimate.describe()
     assert "3 validations x 5 sliding windows (forward only)" in line and "with validation" in line
 

@@ -32,10 +32,10 @@ from c2fnas.inference.sliding_window import window_count
 from c2fnas.nn import C2FNet
 from c2fnas.nn.profile import estimate_cost
 from c2fnas.planning import geometry, memory, schedule
-from c2fnas.planning.measure import Measurement, measure_step
 from c2fnas.search.estimate import CHEAP_STEP_MACS
 from c2fnas.space import Architecture
 from c2fnas.training.config import RunConfig, load_config
+from c2fnas.training.measure import Measurement, measure_step
 
 log = logging.getLogger(__name__)
 

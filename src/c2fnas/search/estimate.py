@@ -4,7 +4,9 @@ Training cost per candidate ~ MACs per sample x batch x iterations x 3 (the back
 about twice the forward). MACs differ between topologies, so they are counted (on the meta device,
 free) for one random topology per cluster. Validation costs a forward pass per sliding window: the
 windows of the search fold's cached cases (``search_fold_windows``), at every validation of the
-training loop (``validates_after``).
+training loop (``validates_after``). Times come from a training step and a batch of windows of the
+median topology, measured as training runs them (``c2fnas.training.measure``: the accelerated
+network in the device's layout and precision).
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from pathlib import Path
 
 import torch
 
+from c2fnas.accel.precision import resolve_precision
 from c2fnas.data import splits
 from c2fnas.data.cache import read_properties
 from c2fnas.data.pipeline import cached_case_ids
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.inference.sliding_window import window_count
 from c2fnas.nn.network import C2FNet
-from c2fnas.nn.profile import estimate_cost, measure_time
+from c2fnas.nn.profile import estimate_cost
 from c2fnas.search.strategies import topology_clusters
 from c2fnas.space import Architecture
 from c2fnas.training.loop import validates_after
+from c2fnas.training.measure import measure_step
 
 CHEAP_STEP_MACS = 20e9
 """Measure a training step on the CPU only below this many MACs per step (seconds, not minutes)."""
@@ -40,6 +44,8 @@ class ComputeEstimate:
     validation_macs: macs_mean x validation_windows x validations x budget (forward only).
     validations: validations per candidate; validation_windows: windows of one validation.
     step_seconds: measured training step of a typical candidate on ``device``, if measured.
+    window_seconds: measured sliding window (forward, no gradients) of that candidate.
+    precision: the precision both were measured in (what ``auto`` resolves to on ``device``).
     """
 
     macs_min: int
@@ -54,12 +60,9 @@ class ComputeEstimate:
     validations: int = 0
     validation_windows: int = 0
     step_seconds: float | None = None
+    window_seconds: float | None = None
     device: str = ""
-
-    @property
-    def window_seconds(self) -> float | None:
-        """A validation window: a forward pass of one sample, a third of a step's share."""
-        return None if self.step_seconds is None else self.step_seconds / (3 * self.batch)
+    precision: str = ""
 
     @property
     def device_hours(self) -> float | None:
@@ -84,9 +87,10 @@ class ComputeEstimate:
         hours = self.device_hours
         if hours is not None:
             line += (
-                f"; a training step takes {self.step_seconds:.2f} s on {self.device} (a "
-                f"validation window a third of a sample's share): {hours:.3g} device-hours with "
-                f"validation, {hours / workers:.3g} h with {workers} worker(s)"
+                f"; measured on {self.device} in {self.precision}: a training step "
+                f"{self.step_seconds:.3g} s, a validation window {self.window_seconds:.3g} s: "
+                f"{hours:.3g} device-hours with validation, {hours / workers:.3g} h with "
+                f"{workers} worker(s)"
             )
         return line
 
@@ -105,13 +109,20 @@ def estimate_search_compute(
     *,
     validate_every: int | None = None,
     validation_windows: int = 0,
+    precision: str = "auto",
+    window_batch: int = 4,
 ) -> ComputeEstimate:
-    """Count MACs for one topology per cluster; measure a step when cheap (``measure=None``).
+    """Count MACs for one topology per cluster; measure a step when cheap (``measure=None``:
+    always on a GPU, on a CPU below ``CHEAP_STEP_MACS``) or when ``measure`` is true.
 
     Args:
         validate_every: the training loop's ``training.validate_every`` (None: it validates
             only after the last iteration).
         validation_windows: sliding windows of one validation pass (``search_fold_windows``).
+        precision, window_batch: ``training.precision`` and ``training.window_batch``.
+
+    Raises:
+        torch.OutOfMemoryError: the measured step does not fit on the GPU at this batch.
     """
     cluster_of = topology_clusters(seed, clusters)
     rng = random.Random(seed)
@@ -127,13 +138,15 @@ def estimate_search_compute(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if measure is None:
         measure = device.type == "cuda" or mean * batch < CHEAP_STEP_MACS
-    step_seconds = None
+    resolved = resolve_precision(precision, device)
+    step_seconds = window_seconds = None
     if measure:
         median = sorted(range(len(macs)), key=macs.__getitem__)[len(macs) // 2]
-        typical = C2FNet(architectures[median], in_channels, classes)
-        step_seconds = measure_time(
-            typical, (batch, in_channels, *patch), device, repeats=1
-        ).train_step_seconds
+        measurement = measure_step(
+            architectures[median], in_channels, classes, patch, batch, window_batch, resolved,
+            device, repeats=1,
+        )  # fmt: skip
+        step_seconds, window_seconds = measurement.step_seconds, measurement.window_seconds
     every = validate_every or iterations
     validations = sum(validates_after(done, iterations, every) for done in range(1, iterations + 1))
     training_macs = mean * batch * iterations * 3 * budget
@@ -151,7 +164,9 @@ def estimate_search_compute(
         validations=validations,
         validation_windows=validation_windows,
         step_seconds=step_seconds,
+        window_seconds=window_seconds,
         device=str(device),
+        precision=resolved,
     )
 
 

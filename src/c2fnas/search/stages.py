@@ -18,7 +18,7 @@ from typing import Any
 
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.search import coarse, fine
-from c2fnas.search.estimate import estimate_search_compute, search_fold_windows
+from c2fnas.search.estimate import ComputeEstimate, estimate_search_compute, search_fold_windows
 from c2fnas.search.evaluate import TrainingEvaluator, dataset_channels, settings_from_config
 from c2fnas.search.scale import run_scaling
 from c2fnas.search.store import Snapshot
@@ -71,26 +71,42 @@ def coarse_stage(
         prune_min_iterations=config.training.validate_every if prune else 0,
     )
     settings.make_strategy()  # an unknown strategy fails here, before any process starts
-    in_channels, classes = dataset_channels(run_dir)
     job = coarse.make_job(run_dir, settings, storage)
     factory = TrainingEvaluator(config.to_yaml(), config.search.width)
     if _under_torchrun():
         return coarse.run_under_torchrun(job, factory)
-    estimate = estimate_search_compute(
+    announce(coarse_estimate(run_dir, config).describe(workers))
+    return coarse.run_coarse(job, factory, workers, gpus, on_progress)
+
+
+def coarse_estimate(
+    run_dir: Path, config: RunConfig, measure: bool | None = None
+) -> ComputeEstimate:
+    """The compute ``coarse_stage`` will spend under ``config``, validations included, and its
+    device-hours from a step measured on this machine (``measure``: see
+    ``estimate_search_compute``; None measures where that is quick). Starts no search.
+
+    Raises:
+        RunFolderError: the run folder is not preprocessed (a ``ValueError``).
+    """
+    in_channels, classes = dataset_channels(run_dir)
+    training = config.training
+    return estimate_search_compute(
         config.data.patch,
         in_channels,
         classes,
         config.data.batch_size,
         config.search.iterations,
-        settings.budget,
+        config.search.coarse_networks,
         config.search.width,
-        settings.seed,
-        settings.clusters,
-        validate_every=config.training.validate_every,
-        validation_windows=search_fold_windows(run_dir, config.data.patch, config.training.stride),
+        training.seed,
+        config.search.clusters,
+        measure,
+        validate_every=training.validate_every,
+        validation_windows=search_fold_windows(run_dir, config.data.patch, training.stride),
+        precision=training.precision,
+        window_batch=training.window_batch,
     )
-    announce(estimate.describe(workers))
-    return coarse.run_coarse(job, factory, workers, gpus, on_progress)
 
 
 def searched_topology(run_dir: Path, config: RunConfig) -> Architecture:
