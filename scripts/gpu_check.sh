@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, about 10 minutes: the GPU tests (compiled against eager steps
 # included), the throughput benchmark (C2FNAS-Panc against DynUNet at 96^3, batches 2, 4 and 8,
-# eager and compiled, with the fraction of the measured bf16 matmul peak), and the whole
-# pipeline (smoke preset) on the GPU. Run from the repository root with c2fnas installed
+# eager and compiled, with the fraction of the measured bf16 matmul peak), the whole
+# pipeline (smoke preset) on the GPU, and the paper's coarse search costed in GPU-hours. Run from the repository root with c2fnas installed
 # (or src/ on PYTHONPATH). Logs and results go to $OUT (default gpu-check/).
 set -uo pipefail
 out=${OUT:-gpu-check}
@@ -32,3 +32,9 @@ timeout 60 python3 -m c2fnas data synth "$work/data" --cases 8 --test-cases 2 >/
     timeout 180 python3 -m c2fnas run "$work/data" --run "$work/run" --preset smoke 2>&1 \
         | tail -n 40 | tee "$out/run.log"
 cp "$work/run/report.md" "$out/report.md" 2>/dev/null || echo "no report written"
+
+echo "== the paper's coarse search on this GPU: compute and device-hours from a measured step"
+# 50 networks x 20,000 iterations, batch 8 of 96^3, in bf16, eager (training compiles: faster).
+# The validation windows come from the smoke run's small synthetic cases, not Pancreas CT.
+timeout 120 python3 -m c2fnas search coarse "$work/run" --preset paper --estimate 2>&1 \
+    | tee "$out/paper_estimate.txt"
