@@ -125,9 +125,11 @@ def _worker(
             model(x)
 
     steps = {"train": _train_step(model, x, target, precision, compile_network), "infer": infer}
-    for step in steps.values():  # warm-up: allocator and oneDNN / cuDNN kernels
-        step()
-    connection.send(macs)
+    # warm-up: allocator, oneDNN / cuDNN kernels, and with --compile the compiling, which the
+    # first training step's time shows
+    first_step = _timed(steps["train"], x.device)
+    steps["infer"]()
+    connection.send((macs, first_step))
     while (label := connection.recv()) is not None:
         connection.send(_timed(steps[label], x.device))
     if on_gpu:
@@ -163,7 +165,7 @@ def measure_together(
                 workers[name][0].send(label)
                 times.setdefault((name, label), []).append(workers[name][0].recv())
     rows = []
-    for name, (connection, process, macs) in workers.items():
+    for name, (connection, process, (macs, first_step)) in workers.items():
         connection.send(None)
         peak_mib, device_name = connection.recv()
         process.join()
@@ -177,6 +179,7 @@ def measure_together(
                 "batch": batch,
                 "compiled": args.compile,
                 "macs_per_sample": macs,
+                "first_train_step_s": first_step,
                 "train_step_s": train,
                 "infer_s": infer,
                 "train_s_per_patch": train / batch,
@@ -383,7 +386,8 @@ def main() -> None:
                         f"train {row['train_step_s']:7.3f} s  infer {row['infer_s']:7.3f} s  "
                         f"{row['train_s_per_gmac'] * 1e3:6.2f} ms/GMAC  "
                         f"{row['train_tflops']:6.2f} TFLOP/s ({row['peak_fraction']:.0%} of "
-                        f"the matmul peak)  peak {row['peak_mib']:7.0f} MiB",
+                        f"the matmul peak)  peak {row['peak_mib']:7.0f} MiB  first step "
+                        f"{row['first_train_step_s']:.1f} s",
                         flush=True,
                     )
     summary = summarize(rows)

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from c2fnas.data.cache import case_paths
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.nn.network import C2FNet
 from c2fnas.nn.profile import estimate_cost
+from c2fnas.search import estimate as estimate_module
 from c2fnas.search.estimate import estimate_search_compute, search_fold_windows
 from c2fnas.space import Architecture, u_shaped_topologies
 from tests.search.toy_worker import FIVE_CASES
@@ -67,3 +69,17 @@ def test_search_fold_windows_counts_the_windows_of_the_validation_cases(run_dir)
     assert validation and windows == sum(
         (2 * FIVE_CASES.index(case_id) + 1) * 2 for case_id in validation
     )
+
+
+def test_a_step_that_does_not_fit_is_not_timed_and_the_search_goes_on(monkeypatch, caplog):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(estimate_module, "measure_step", out_of_memory)
+    with caplog.at_level(logging.WARNING):
+        estimate = estimate_search_compute(
+            PATCH, 1, 2, batch=8, iterations=10, budget=4, width=0.125, clusters=2, measure=True
+        )
+    assert estimate.step_seconds is None and estimate.device_hours is None
+    assert estimate.total_macs > 0 and "PMACs" in estimate.describe()
+    assert "batch 8 does not fit" in caplog.text and "micro-batches" in caplog.text

@@ -19,9 +19,9 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 MIN_ITERATIONS = 2000
-"""``auto`` compiles schedules of at least this many iterations: compiling a small network took
-52 s here (2 CPU cores; not yet timed on a GPU), which a step a few milliseconds faster pays back
-only over thousands of steps."""
+"""``auto`` compiles schedules of at least this many iterations: compiling C2FNAS-Panc's step took
+about 30 s on 2 CPU cores (not yet timed on a GPU), which a step a few milliseconds faster pays
+back only over thousands of steps."""
 
 
 def compiled(network: nn.Module, device: torch.device) -> nn.Module:
@@ -42,11 +42,12 @@ def wanted(
 ) -> bool:
     """Whether a training step on ``device`` is compiled under ``training.compile``.
 
-    ``auto``: on a GPU, for ``MIN_ITERATIONS`` or more. On a CPU the step has graph breaks at
-    the project's C++ kernels, and a compiled C2FNAS step at 32^3 (width 0.25, 2 AMD EPYC
-    cores) took 0.19 s against 0.15 s eagerly, after 52 s of compiling. A supernet is never
-    compiled: its path is an argument that changes every step, and each new path would
-    compile again.
+    ``auto``: on a GPU, for ``MIN_ITERATIONS`` or more. On a CPU the step breaks into several
+    graphs at the project's C++ kernels, and compiling gained nothing: C2FNAS-Panc's fp32 step
+    at 48^3, batch 2, took 2.34 s compiled against 2.30 s eagerly, after a first step of 33 s
+    (2 AMD EPYC cores; ``benchmarks/throughput.py --patches 48 --precisions fp32 [--compile]``).
+    A supernet is never compiled: its path is an argument that changes every step, and each
+    new path would compile again.
     """
     if supernet:
         if setting is True:

@@ -480,14 +480,14 @@ def _compile_choice(device: torch.device) -> Choice:
             "compile",
             f"auto: on from {compiling.MIN_ITERATIONS} iterations",
             "torch.compile fuses the memory-bound layers and replays the step as CUDA graphs; "
-            "it costs about a minute per trained network, and the step time below is measured "
-            "eagerly (the supernet always trains eagerly)",
+            "compiling costs each trained network its first step's time, and the step time "
+            "below is measured eagerly (the supernet always trains eagerly)",
         )
     return Choice(
         "compile",
         "off",
-        f"on {device.type} the project's kernels already fuse the norms; compiling costs "
-        "about a minute and has not made the step faster (`training.compile: true` forces it)",
+        f"on {device.type} the project's kernels already fuse the norms; compiling took about "
+        "30 s and did not make the step faster (`training.compile: true` forces it)",
     )
 
 

@@ -11,6 +11,7 @@ network in the device's layout and precision).
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from c2fnas.search.strategies import topology_clusters
 from c2fnas.space import Architecture
 from c2fnas.training.loop import validates_after
 from c2fnas.training.measure import measure_step
+
+logger = logging.getLogger(__name__)
 
 CHEAP_STEP_MACS = 20e9
 """Measure a training step on the CPU only below this many MACs per step (seconds, not minutes)."""
@@ -121,8 +124,7 @@ def estimate_search_compute(
         validation_windows: sliding windows of one validation pass (``search_fold_windows``).
         precision, window_batch: ``training.precision`` and ``training.window_batch``.
 
-    Raises:
-        torch.OutOfMemoryError: the measured step does not fit on the GPU at this batch.
+    A step that does not fit in the GPU's memory is not timed (a warning says so).
     """
     cluster_of = topology_clusters(seed, clusters)
     rng = random.Random(seed)
@@ -142,11 +144,19 @@ def estimate_search_compute(
     step_seconds = window_seconds = None
     if measure:
         median = sorted(range(len(macs)), key=macs.__getitem__)[len(macs) // 2]
-        measurement = measure_step(
-            architectures[median], in_channels, classes, patch, batch, window_batch, resolved,
-            device, repeats=1,
-        )  # fmt: skip
-        step_seconds, window_seconds = measurement.step_seconds, measurement.window_seconds
+        try:
+            measurement = measure_step(
+                architectures[median], in_channels, classes, patch, batch, window_batch,
+                resolved, device, repeats=1,
+            )  # fmt: skip
+            step_seconds, window_seconds = measurement.step_seconds, measurement.window_seconds
+        except torch.OutOfMemoryError:
+            logger.warning(
+                "a training step of batch %d does not fit on %s, so it is not timed; the "
+                "candidates will split their batches into micro-batches", batch, device,
+            )  # fmt: skip
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the workers' memory, not this measurement's cache
     every = validate_every or iterations
     validations = sum(validates_after(done, iterations, every) for done in range(1, iterations + 1))
     training_macs = mean * batch * iterations * 3 * budget

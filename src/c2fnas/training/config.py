@@ -79,7 +79,7 @@ class TrainingConfig(_Strict):
     compile: bool | Literal["auto"] = "auto"
     """``torch.compile`` the training step (``c2fnas.accel.compile``): ``auto`` compiles on a
     GPU for schedules of 2000 iterations or more, where fusing the memory-bound layers and
-    replaying CUDA graphs pays back the minute of compiling, and not on a CPU, where the
+    replaying CUDA graphs may pay back the time compiling takes, and not on a CPU, where the
     project's C++ kernels already fuse the norms. A supernet always trains eagerly."""
     validate_every: int = Field(1000, ge=1)
     checkpoint_every: int = Field(1000, ge=1)
