@@ -64,14 +64,19 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message gives the iteration and the value."""
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (allocators and compilers write pages), or its type."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 class OutOfMemory(RuntimeError):
     """A training step ran out of memory with ``micro_batch`` samples per pass through the
     network (on the GPU or the CPU); the original error is its ``__cause__``."""
 
     def __init__(self, micro_batch: int, iteration: int, cause: BaseException) -> None:
-        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         super().__init__(
-            f"out of memory at iteration {iteration} with micro-batch {micro_batch}: {first_line}"
+            f"out of memory at iteration {iteration} with micro-batch {micro_batch}: "
+            f"{_first_line(cause)}"
         )
         self.micro_batch = micro_batch
         self.iteration = iteration
@@ -182,10 +187,9 @@ class _Trainer:
         except (OutOfMemory, TrainingDiverged):
             raise
         except Exception as error:  # the compiler fails in many ways (its own, C++, Triton)
-            first_line = (str(error).strip().splitlines() or [""])[0]
             log.warning(
                 "torch.compile failed (%s: %s); training continues without compiling",
-                type(error).__name__, first_line,
+                type(error).__name__, _first_line(error),
             )  # fmt: skip
             self.model, self.compiled = eager, False
             return self._step(iteration, batch)
