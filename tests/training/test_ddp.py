@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from c2fnas.accel import compile as compiling
 from c2fnas.nn import C2FNet, Supernet
 from c2fnas.training.loop import BatchSource, ValidationSource, fit
 from tests.training.synthetic import TINY, batches, validation
@@ -118,3 +119,67 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     ):
         assert iteration == expected_iteration
         assert dice == pytest.approx(expected, abs=1e-9)
+
+
+def _aot_eager(model, device):
+    """The compiler traced and differentiated, without code generation (see test_compile)."""
+    return torch.compile(model, backend="aot_eager", dynamic=False)
+
+
+def _compiled_worker(rank, world, init_file, out_dir):
+    """A compiled DDP step, its share of the batch (2 samples) in micro-batches of 1."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        compiling.compiled = _aot_eager  # this process imported the module afresh
+        torch._dynamo.utils.counters.clear()
+        torch.manual_seed(0)
+        network = C2FNet(TINY, 1, 3).double()
+        fit(
+            network, TINY, float64(batches(0, 4, rank, world)),
+            float64_cases(validation(SEEDS[rank::world])),
+            config(iterations=3).with_fields("training", compile=True), out_dir / f"rank{rank}",
+            micro_batch=1,
+        )  # fmt: skip
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        (out_dir / f"rank{rank}" / "graphs.json").write_text(json.dumps(graphs))
+        weights = {key: value.contiguous() for key, value in network.state_dict().items()}
+        save_file(weights, str(out_dir / f"rank{rank}" / "network.safetensors"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_compiled_ddp_steps_in_micro_batches_match_one_eager_process(tmp_path):
+    """Compiling wraps the DDP model, and the step runs each process's share in micro-batches:
+    the compiled passes still reach DDP's gradient averaging (the last one is synchronised,
+    found through the compiled wrapper), each micro-batch's loss is weighted by its share, and
+    the compiled step trains the network's own weights, so two processes of two micro-batches
+    each take the steps of one eager process on the batch of 4."""
+    mp.spawn(_compiled_worker, args=(2, tmp_path / "init", tmp_path), nprocs=2, join=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        single = C2FNet(TINY, 1, 3).double()
+        fit(
+            single, TINY, float64(batches(0, 4)), float64_cases(validation(SEEDS)),
+            config(iterations=3), tmp_path / "single",
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    expected = single.state_dict()
+    untrained = _untrained(C2FNet)
+    moved = max((expected[key] - untrained[key]).abs().max().item() for key in expected)
+    assert moved > 1e-3, "the network barely trained; the comparison would mean nothing"
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}" / "graphs.json").read_text()) > 0  # compiled
+        trained = load_file(str(tmp_path / f"rank{rank}" / "network.safetensors"))
+        assert trained.keys() == expected.keys()
+        for key, value in expected.items():
+            torch.testing.assert_close(trained[key], value, rtol=0, atol=1e-7, msg=key)
+    rank0 = load_file(str(tmp_path / "rank0" / "network.safetensors"))
+    written = load_file(str(tmp_path / "rank0" / "last" / "model.safetensors"))
+    assert written.keys() == rank0.keys()  # rank 0's model folder: plain keys, trained weights
+    for key, value in written.items():
+        torch.testing.assert_close(value, rank0[key].to(value.dtype), rtol=0, atol=0)
