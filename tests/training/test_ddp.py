@@ -9,8 +9,9 @@ with a learning rate of 2e-4 the two runs agree to ~1e-9 while the weights move 
 wrong gradient average, batch share or learning rate shows as a difference of the update's size.
 """
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -80,6 +81,17 @@ def _worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """The single-process reference runs with one thread, as each gloo process does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _untrained(build: Callable[..., torch.nn.Module]) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     return build(TINY, 1, 3).double().state_dict()
@@ -90,12 +102,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     mp.spawn(_worker, args=(2, tmp_path / "init", tmp_path), nprocs=2, join=True)
     single_dir = tmp_path / "single"
     single_dir.mkdir()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread():
         history = _train_both(single_dir, float64(batches(0, 2)), float64_cases(validation(SEEDS)))
-    finally:
-        torch.set_num_threads(threads)
     for name, build in (("network", C2FNet), ("supernet", Supernet)):
         rank0 = load_file(str(tmp_path / "rank0" / f"{name}.safetensors"))
         rank1 = load_file(str(tmp_path / "rank1" / f"{name}.safetensors"))
@@ -157,17 +165,13 @@ def test_compiled_ddp_steps_in_micro_batches_match_one_eager_process(tmp_path):
     the compiled step trains the network's own weights, so two processes of two micro-batches
     each take the steps of one eager process on the batch of 4."""
     mp.spawn(_compiled_worker, args=(2, tmp_path / "init", tmp_path), nprocs=2, join=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        single = C2FNet(TINY, 1, 3).double()
+    torch.manual_seed(0)
+    single = C2FNet(TINY, 1, 3).double()
+    with _one_thread():
         fit(
             single, TINY, float64(batches(0, 4)), float64_cases(validation(SEEDS)),
             config(iterations=3), tmp_path / "single",
         )  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
     expected = single.state_dict()
     untrained = _untrained(C2FNet)
     moved = max((expected[key] - untrained[key]).abs().max().item() for key in expected)
