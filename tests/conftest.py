@@ -13,6 +13,15 @@ from c2fnas.space import Architecture
 # (ThreadGovernor is tested on its own, in tests/test_accel_process.py).
 os.environ.setdefault("C2FNAS_ADAPT_THREADS", "0")
 
+if os.environ.get("C2FNAS_TEST_AS_BF16_CPU") == "1":
+    # Take the precision choices of a CPU with native bf16 (AVX512-BF16, AMX) on one without:
+    # ``auto`` resolves to bf16 in this process. On a CPU without bf16 that is emulated, so the
+    # suite takes about 3.5x as long (2 AMD EPYC cores); worker and CLI subprocesses still see
+    # the real CPU.
+    import c2fnas.accel.precision
+
+    c2fnas.accel.precision.cpu_supports_bf16 = lambda: True
+
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("C2FNAS_TEST_POSTGRES", "")
 """A PostgreSQL database URL for the trial-store tests (``.ci/run`` starts a server and sets it)."""

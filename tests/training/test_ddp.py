@@ -48,6 +48,11 @@ def two_paths(rng) -> list[str]:
     return [rng.choice(["2d", "3d"])] * 12
 
 
+def _save(model: torch.nn.Module, path) -> None:
+    """``model``'s weights as they are in memory (channels_last ones made contiguous)."""
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(path))
+
+
 def _train_both(out_dir, batch_source: BatchSource, cases: ValidationSource) -> dict:
     """Train a network and a supernet from seed 0; return the network's validation Dice."""
     torch.manual_seed(0)
@@ -60,8 +65,7 @@ def _train_both(out_dir, batch_source: BatchSource, cases: ValidationSource) -> 
         sample_ops=two_paths,
     )  # fmt: skip
     for name, model in (("network", network), ("supernet", supernet)):
-        weights = {key: value.contiguous() for key, value in model.state_dict().items()}
-        save_file(weights, str(out_dir / f"{name}.safetensors"))
+        _save(model, out_dir / f"{name}.safetensors")
     return result.history
 
 
@@ -151,8 +155,7 @@ def _compiled_worker(rank, world, init_file, out_dir):
         )  # fmt: skip
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         (out_dir / f"rank{rank}" / "graphs.json").write_text(json.dumps(graphs))
-        weights = {key: value.contiguous() for key, value in network.state_dict().items()}
-        save_file(weights, str(out_dir / f"rank{rank}" / "network.safetensors"))
+        _save(network, out_dir / f"rank{rank}" / "network.safetensors")
     finally:
         dist.destroy_process_group()
 
@@ -160,10 +163,11 @@ def _compiled_worker(rank, world, init_file, out_dir):
 @pytest.mark.slow
 def test_compiled_ddp_steps_in_micro_batches_match_one_eager_process(tmp_path):
     """Compiling wraps the DDP model, and the step runs each process's share in micro-batches:
-    the compiled passes still reach DDP's gradient averaging (the last one is synchronised,
-    found through the compiled wrapper), each micro-batch's loss is weighted by its share, and
-    the compiled step trains the network's own weights, so two processes of two micro-batches
-    each take the steps of one eager process on the batch of 4."""
+    the compiled passes still reach DDP's gradient averaging, each micro-batch's loss is
+    weighted by its share, and the compiled step trains the network's own weights, so two
+    processes of two micro-batches each take the steps of one eager process on the batch of 4.
+    (Whether the first micro-batch skips the all-reduce, ``no_sync``, does not change the sum
+    of averages, so it is not what this checks.)"""
     mp.spawn(_compiled_worker, args=(2, tmp_path / "init", tmp_path), nprocs=2, join=True)
     torch.manual_seed(0)
     single = C2FNet(TINY, 1, 3).double()
