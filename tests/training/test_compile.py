@@ -19,6 +19,12 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 SHALLOW = Architecture.coarse([0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 0], width=0.125)
 
 
+def aot_eager(model, device):
+    """The compiler's tracing and AOT autograd, without code generation (a minute on 2 CPU
+    cores; Inductor's code is tested on a GPU: tests/gpu)."""
+    return torch.compile(model, backend="aot_eager", dynamic=False)
+
+
 def losses(run):
     return [entry[1] for entry in run.history["loss"]]
 
@@ -36,14 +42,11 @@ def test_a_compiled_training_step_matches_the_eager_one_and_saves_plain_weights(
     does, and they are saved without the compiled wrapper's ``_orig_mod.`` prefix, loadable
     into a plain network."""
 
-    def traced(model, device):
-        return torch.compile(model, backend="aot_eager", dynamic=False)
-
     def shallow():  # levels 0 and 1 only: instance norms over hundreds of voxels
         torch.manual_seed(0)
         return C2FNet(SHALLOW, 1, 3)
 
-    monkeypatch.setattr(compiling, "compiled", traced)
+    monkeypatch.setattr(compiling, "compiled", aot_eager)
     torch._dynamo.utils.counters.clear()
     config = smoke(iterations=1, validate_every=1, checkpoint_every=1)
     eager = fit(shallow(), SHALLOW, batches(0), validation(), config, tmp_path / "eager")

@@ -23,6 +23,7 @@ from c2fnas.accel import compile as compiling
 from c2fnas.nn import C2FNet, Supernet
 from c2fnas.training.loop import BatchSource, ValidationSource, fit
 from tests.training.synthetic import TINY, batches, validation
+from tests.training.test_compile import aot_eager
 from tests.training.test_loop import smoke
 
 SEEDS = (1000, 1001)
@@ -133,17 +134,12 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         assert dice == pytest.approx(expected, abs=1e-9)
 
 
-def _aot_eager(model, device):
-    """The compiler traced and differentiated, without code generation (see test_compile)."""
-    return torch.compile(model, backend="aot_eager", dynamic=False)
-
-
 def _compiled_worker(rank, world, init_file, out_dir):
     """A compiled DDP step, its share of the batch (2 samples) in micro-batches of 1."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        compiling.compiled = _aot_eager  # this process imported the module afresh
+        compiling.compiled = aot_eager  # this process imported the module afresh
         torch._dynamo.utils.counters.clear()
         torch.manual_seed(0)
         network = C2FNet(TINY, 1, 3).double()
