@@ -5,8 +5,9 @@ have every core to itself. PyTorch's OpenMP threads meet at a barrier after ever
 operation; a thread that has to share its core with another job arrives late, and the others,
 by default, spin at the barrier while they wait, burning the very cores the late thread needs.
 This benchmark measures the C2FNAS-Panc training step of the Hippocampus plan (width 0.25,
-48 x 64 x 48, batch 2, fp32) in a fresh process per setting (the wait policy is read when the
-OpenMP runtime loads):
+48 x 64 x 48, batch 2) in the precision ``c2fnas train`` picks on this CPU (bf16 where it has
+native bf16, fp32 elsewhere; ``--precision``), in a fresh process per setting (the wait policy
+is read when the OpenMP runtime loads):
 
 - ``threads``: all the cores the process may use, or one;
 - ``mode``: OpenMP's default waiting (spin, then sleep), ``passive`` (sleep at once), or the
@@ -20,6 +21,7 @@ Usage::
 
     python benchmarks/shared_cpu.py                  # about 5 minutes on 2 cores
     python benchmarks/shared_cpu.py --competitors 2 --steps 6
+    python benchmarks/shared_cpu.py --rounds 3       # on a machine whose speed drifts
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def child(args: argparse.Namespace) -> None:
     architecture = Architecture.load(REPO / "architectures" / "c2fnas-panc.json")
     architecture = architecture.with_width(args.width)
     network, step = training_step(
-        architecture, 1, 3, tuple(args.patch), args.batch, "fp32", torch.device("cpu")
+        architecture, 1, 3, tuple(args.patch), args.batch, args.precision, torch.device("cpu")
     )
     network.train()
     governor = ThreadGovernor(every=GOVERNOR_SECONDS) if args.governed else None
@@ -90,6 +92,7 @@ def measure(args: argparse.Namespace, threads: int, mode: str, competitors: int)
         command = [sys.executable, __file__, "--child", "--threads", str(threads),
                    "--steps", str(args.steps), "--width", str(args.width),
                    "--batch", str(args.batch), "--patch", *map(str, args.patch),
+                   "--precision", args.precision,
                    *(["--governed"] if mode == "governed" else [])]  # fmt: skip
         started = time.perf_counter()
         output = subprocess.run(command, env=environment, capture_output=True, text=True)
@@ -114,12 +117,20 @@ def measure(args: argparse.Namespace, threads: int, mode: str, competitors: int)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per setting")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="measure every setting this many times, in turns; rows keep the median round",
+    )  # fmt: skip
     parser.add_argument("--competitors", type=int, default=1, help="busy processes beside it")
     parser.add_argument("--modes", nargs="+", default=list(MODES), help="see MODES; spin:N too")
     parser.add_argument("--thread-counts", type=int, nargs="+", help="default: all cores, 1")
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--patch", type=int, nargs=3, default=[48, 64, 48])
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16"),
+        help="auto: what `c2fnas train` takes here (bf16 on CPUs with native bf16, else fp32)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--governed", action="store_true", help=argparse.SUPPRESS)
@@ -127,6 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "shared_cpu.json"
     )
     args = parser.parse_args(argv)
+    if args.precision == "auto":
+        import torch
+
+        from c2fnas.accel.precision import resolve_precision
+
+        args.precision = resolve_precision("auto", torch.device("cpu"))
     if args.child:
         child(args)
         return
@@ -137,13 +154,22 @@ def main(argv: list[str] | None = None) -> None:
     import machine
 
     cores = len(os.sched_getaffinity(0))
+    settings = [
+        (threads, mode, competitors)
+        for threads in args.thread_counts or sorted({cores, 1}, reverse=True)
+        for mode in args.modes
+        for competitors in (0, args.competitors)
+    ]
+    runs: dict[tuple[int, str, int], list[dict[str, Any]]] = {setting: [] for setting in settings}
+    for _ in range(args.rounds):  # rounds of every setting, so a slow spell hits them all
+        for setting in settings:
+            run = measure(args, *setting)
+            print(json.dumps(run), flush=True)
+            runs[setting].append(run)
     rows = []
-    for threads in args.thread_counts or sorted({cores, 1}, reverse=True):
-        for mode in args.modes:
-            for competitors in (0, args.competitors):
-                row = measure(args, threads, mode, competitors)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+    for measured in runs.values():
+        row = sorted(measured, key=lambda run: run["step_seconds"])[len(measured) // 2]
+        rows.append({**row, "rounds_step_seconds": [run["step_seconds"] for run in measured]})
     alone = {(r["threads"], r["mode"]): r["step_seconds"] for r in rows if not r["competitors"]}
     best_alone = min(alone.values())
     for row in rows:
@@ -153,14 +179,16 @@ def main(argv: list[str] | None = None) -> None:
         "network": f"c2fnas-panc x{args.width:g}",
         "patch": args.patch,
         "batch": args.batch,
-        "precision": "fp32",
+        "precision": args.precision,
         "competitor": f"{args.competitors} process(es) running `{BUSY_LOOP}`",
         "machine": machine.describe(),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    table = Table(title=f"training step, shared CPU ({report['machine']['cpu']}, {cores} cores)")
+    cpu = report["machine"]["cpu"]
+    title = f"training step ({args.precision}), shared CPU ({cpu}, {cores} cores)"
+    table = Table(title=title)
     for column in ("threads", "mode", "competing jobs", "threads at end", "step (s)",
                    "x alone", "x best alone"):  # fmt: skip
         table.add_column(column, justify="right")
