@@ -8,8 +8,10 @@ import torch
 
 from c2fnas.accel import kernels
 from c2fnas.accel.layers import FastInstanceNorm as InstanceNorm
+from c2fnas.accel.layers import fused_instance_norm, fused_instance_norm_backward
 
 CL = torch.channels_last_3d
+FUSED = "c2fnas_instance_norm"  # in the name of the fused norm's backward node
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ def test_fused_norm_matches_a_float64_reference(shape, relu):
 
     assert y.is_contiguous(memory_format=CL) and y.dtype == torch.float32
     assert x_ours.grad.is_contiguous(memory_format=CL)
-    assert y.grad_fn.name().startswith("_FusedInstanceNorm")
+    assert FUSED in y.grad_fn.name()
     torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=2e-5)
     torch.testing.assert_close(x_ours.grad.double(), x_ref.grad, rtol=0, atol=2e-5)
     torch.testing.assert_close(norm.weight.grad.double(), weight.grad, rtol=1e-4, atol=1e-3)
@@ -90,6 +92,49 @@ def test_fused_norm_in_bf16_rounds_like_pytorch():
     y_ref = _reference(x_ref, norm.weight.detach(), norm.bias.detach(), relu=True)
     (y_ref * upstream.double()).sum().backward()
     assert ((x.grad.double() - x_ref.grad).norm() / x_ref.grad.norm()).item() < 0.01
+
+
+@pytest.mark.usefixtures("built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_norm_operators_declare_their_shapes_layouts_and_gradients(dtype):
+    """PyTorch's own checks of a custom operator (``opcheck``): its schema, the shapes, dtypes
+    and strides its fake version claims against the real results, and its registered autograd."""
+    torch.manual_seed(0)
+    norm = InstanceNorm(8, relu=True)
+    x = torch.randn(2, 8, 5, 6, 7).to(dtype=dtype, memory_format=CL).requires_grad_()
+    arguments = (x, norm.weight, norm.bias, norm.eps, True)
+    torch.library.opcheck(fused_instance_norm, arguments)
+    with torch.no_grad():
+        y, means, invstds = fused_instance_norm(*arguments)
+    grad = torch.randn(x.shape).to(dtype=dtype, memory_format=CL)
+    backward = (grad, x.detach(), norm.weight.detach(), norm.bias.detach(), means, invstds, True)
+    torch.library.opcheck(fused_instance_norm_backward, backward)
+
+
+@pytest.mark.usefixtures("built")
+def test_a_compiled_network_runs_the_fused_norms_in_one_graph_with_eager_gradients():
+    """``torch.compile`` traces through the fused norms (no graph break at each one): a small
+    conv -> norm + ReLU -> conv -> norm stack compiles into a single graph, and its output and
+    gradients equal the eager ones."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Conv3d(4, 8, 3, padding=1), InstanceNorm(8, relu=True)]
+    layers += [torch.nn.Conv3d(8, 8, 1), InstanceNorm(8)]
+    network = torch.nn.Sequential(*layers).to(memory_format=CL)
+    x = torch.randn(2, 4, 6, 6, 6).to(memory_format=CL)
+    eager = network(x)
+    eager.square().sum().backward()
+    expected = [p.grad.clone() for p in network.parameters()]
+    network.zero_grad()
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(network, backend="aot_eager", dynamic=False)
+    y = compiled(x)
+    y.square().sum().backward()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert not torch._dynamo.utils.counters["graph_break"]
+    torch.testing.assert_close(y, eager)
+    for parameter, gradient in zip(network.parameters(), expected, strict=True):
+        torch.testing.assert_close(parameter.grad, gradient)
 
 
 def test_switched_off_kernels_fall_back_to_pytorch(monkeypatch):
@@ -119,7 +164,7 @@ def test_without_kernels_the_norm_runs_pytorch_ops_with_the_same_result(monkeypa
     expected = norm.forward_unfused(x)
     monkeypatch.setattr("c2fnas.accel.layers.cpu_kernels", lambda: None)
     y = norm(x)
-    assert not y.grad_fn.name().startswith("_Fused")
+    assert FUSED not in y.grad_fn.name()
     assert y.is_contiguous(memory_format=CL)
     torch.testing.assert_close(y, expected, rtol=0, atol=0)
     torch.testing.assert_close(y, _reference(x, norm.weight, norm.bias, relu).float())

@@ -42,10 +42,12 @@ def wanted(
 ) -> bool:
     """Whether a training step on ``device`` is compiled under ``training.compile``.
 
-    ``auto``: on a GPU, for ``MIN_ITERATIONS`` or more. On a CPU the step breaks into several
-    graphs at the project's C++ kernels, and compiling gained nothing: C2FNAS-Panc's fp32 step
-    at 48^3, batch 2, took 2.34 s compiled against 2.30 s eagerly, after a first step of 33 s
-    (2 AMD EPYC cores; ``benchmarks/throughput.py --patches 48 --precisions fp32 [--compile]``).
+    ``auto``: on a GPU, for ``MIN_ITERATIONS`` or more. On a CPU compiling made C2FNAS-Panc's
+    step no faster or slower (``benchmarks/throughput.py --patches 48 --precisions P
+    [--compile]``, batch 2): in fp32 on 2 AMD EPYC cores 2.34 s compiled against 2.30 s eagerly,
+    after a first step of 33 s; in bf16 on 2 cores of a Xeon with AMX 1.42 s against 0.60 s,
+    after 54 s, although the step compiles into one graph (the C++ norm kernels are PyTorch
+    operators, ``c2fnas.accel.layers``); Inductor's own code for the rest took most of it.
     A supernet is never compiled: its path is an argument that changes every step, and each
     new path would compile again.
     """

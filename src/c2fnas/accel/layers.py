@@ -98,28 +98,73 @@ class _ChannelsLastInstanceNorm(torch.autograd.Function):
         return grad_x, grad_weights.sum(0), grad_biases.sum(0), None
 
 
-class _FusedInstanceNorm(torch.autograd.Function):
-    """Instance norm, and the ReLU after it if asked, of a channels_last_3d CPU batch in float32
-    or bfloat16, by the C++ kernels of ``c2fnas.accel.kernels``: two passes over the data
-    forward and two backward. PyTorch's ops took 2.2-3.0x as long for norm + ReLU at
-    C2FNAS-Panc's sizes (``benchmarks/norm_kernels.py``)."""
+# Instance norm, and the ReLU after it if asked, of a channels_last_3d CPU batch in float32 or
+# bfloat16, by the C++ kernels of ``c2fnas.accel.kernels``: two passes over the data forward and
+# two backward. PyTorch's ops took 2.2-3.0x as long for norm + ReLU at C2FNAS-Panc's sizes
+# (``benchmarks/norm_kernels.py``). They are registered as PyTorch operators, with the shapes
+# and layouts of their results, so that ``torch.compile`` traces a step through them in one
+# graph instead of breaking it at every norm.
 
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, relu: bool
-    ) -> torch.Tensor:
-        y, means, invstds = _kernels().forward(x, weight, bias, eps, relu)
-        ctx.relu = relu
-        ctx.save_for_backward(x, weight, bias, means, invstds)
-        return y  # type: ignore[no-any-return]
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        x, weight, bias, means, invstds = ctx.saved_tensors
-        grad = grad.to(dtype=x.dtype, memory_format=torch.channels_last_3d)
-        grads = _kernels().backward(grad, x, weight, bias, means, invstds, ctx.relu)
-        return (*grads, None, None)
+@torch.library.custom_op("c2fnas::instance_norm", mutates_args=())
+def fused_instance_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, relu: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The normalised ``x`` (channels_last_3d, ``x``'s dtype), and each sample's and channel's
+    float32 mean and inverse standard deviation."""
+    y, means, invstds = _kernels().forward(x, weight, bias, eps, relu)
+    return y, means, invstds
+
+
+@fused_instance_norm.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, relu: bool) -> Any:
+    means = x.new_empty(x.shape[:2], dtype=torch.float32)
+    return torch.empty_like(x, memory_format=torch.channels_last_3d), means, torch.empty_like(means)
+
+
+@torch.library.custom_op("c2fnas::instance_norm_backward", mutates_args=())
+def fused_instance_norm_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    means: torch.Tensor,
+    invstds: torch.Tensor,
+    relu: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients of ``x``, ``weight`` and ``bias`` from that of the norm's output."""
+    grad_x, grad_weight, grad_bias = _kernels().backward(
+        grad, x, weight, bias, means, invstds, relu
+    )
+    return grad_x, grad_weight, grad_bias
+
+
+@fused_instance_norm_backward.register_fake
+def _(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, *rest: Any) -> Any:
+    grad_x = torch.empty_like(x, memory_format=torch.channels_last_3d)
+    return grad_x, torch.empty_like(weight), torch.empty_like(weight)
+
+
+def _save_for_backward(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+    x, weight, bias, _, relu = inputs
+    _, means, invstds = output
+    ctx.relu = relu
+    ctx.save_for_backward(x, weight, bias, means, invstds)
+
+
+def _backward(ctx: Any, grad: torch.Tensor, *statistics_grads: Any) -> tuple[Any, ...]:
+    x, weight, bias, means, invstds = ctx.saved_tensors
+    grad = grad.to(dtype=x.dtype, memory_format=torch.channels_last_3d)
+    grads = fused_instance_norm_backward(grad, x, weight, bias, means, invstds, ctx.relu)
+    return (*grads, None, None)
+
+
+fused_instance_norm.register_autograd(_backward, setup_context=_save_for_backward)
+
+
+@torch.compiler.assume_constant_result  # torch.compile: a constant, not code to trace
+def _kernels_built() -> bool:
+    return cpu_kernels() is not None
 
 
 def _kernels() -> ModuleType:
@@ -153,8 +198,8 @@ class FastInstanceNorm(nn.InstanceNorm3d):
         return f"{super().extra_repr()}, relu={self.relu}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _is_channels_last(x) and _fusable(x, self.weight) and cpu_kernels() is not None:
-            return _FusedInstanceNorm.apply(x, self.weight, self.bias, self.eps, self.relu)  # type: ignore[no-any-return]
+        if _is_channels_last(x) and _fusable(x, self.weight) and _kernels_built():
+            return fused_instance_norm(x, self.weight, self.bias, self.eps, self.relu)[0]
         return self.forward_unfused(x)
 
     def forward_unfused(self, x: torch.Tensor) -> torch.Tensor:
