@@ -16,6 +16,7 @@ other networks of the same run.
     .venv/bin/python benchmarks/throughput.py --device cuda --patches 96 --batches 2 4 8 \
         --precisions bf16 --compile --output benchmarks/results/throughput_gpu.json
     .venv/bin/python benchmarks/throughput.py --ablate --patches 48 --repeats 7
+    .venv/bin/python benchmarks/throughput.py --profile c2fnas-panc --patches 48 --compile
 """
 
 from __future__ import annotations
@@ -194,16 +195,23 @@ def measure_together(
     return rows
 
 
-def profile_step(name: str, patch: int, batch: int) -> None:
-    """Print where the time of one bf16 + channels_last_3d training step goes, by operator."""
+def profile_step(name: str, patch: int, batch: int, compile_network: bool = False) -> None:
+    """Print where the time of one bf16 + channels_last_3d training step goes, by operator;
+    compiled, also how many graphs the compiler made and where it broke the step."""
     from torch.profiler import profile
 
     keep_freed_memory()
     model = PEERS[name](1, 3).to(memory_format=torch.channels_last_3d)
+    if compile_network:
+        model = compiled(model, torch.device("cpu"))
     x = torch.randn(batch, 1, patch, patch, patch).to(memory_format=torch.channels_last_3d)
     step = _train_step(model, x, torch.randint(0, 3, (batch, patch, patch, patch)), "bf16")
-    for _ in range(2):
+    for _ in range(3 if compile_network else 2):
         step()
+    if compile_network:
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        breaks = dict(torch._dynamo.utils.counters["graph_break"])
+        print(f"graphs: {graphs}, graph breaks: {sum(breaks.values())} {breaks}")
     with profile() as profiler:
         step()
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
@@ -353,7 +361,7 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         choices=list(PEERS),
-        help="Only profile one bf16 training step of this network.",
+        help="Only profile one bf16 training step of this network (compiled with --compile).",
     )
     parser.add_argument(
         "--ablate",
@@ -364,7 +372,7 @@ def main() -> None:
 
     args = parser.parse_args()
     if args.profile:
-        profile_step(args.profile, args.patches[-1], args.batches[0])
+        profile_step(args.profile, args.patches[-1], args.batches[0], args.compile)
         return
     if args.ablate:
         for patch in args.patches:
