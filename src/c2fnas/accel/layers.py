@@ -140,9 +140,11 @@ def fused_instance_norm_backward(
 
 
 @fused_instance_norm_backward.register_fake
-def _(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, *rest: Any) -> Any:
+def _(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *_: Any
+) -> Any:
     grad_x = torch.empty_like(x, memory_format=torch.channels_last_3d)
-    return grad_x, torch.empty_like(weight), torch.empty_like(weight)
+    return grad_x, torch.empty_like(weight), torch.empty_like(bias)
 
 
 def _save_for_backward(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
