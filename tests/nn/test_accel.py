@@ -9,10 +9,17 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from c2fnas.accel.layers import FastInstanceNorm, PointwiseConv
+from c2fnas.accel.layers import (
+    FastInstanceNorm,
+    FastUpsample,
+    PointwiseConv,
+    upsample_trilinear2x,
+    upsample_trilinear2x_backward,
+)
 from c2fnas.accel.swap import accelerate
 from c2fnas.files.model_folder import read_model
 from c2fnas.nn import C2FNet, Supernet
+from c2fnas.nn.cells import Upsample
 
 CL = torch.channels_last_3d
 OLD = Path(__file__).parent / "data" / "checkpoint_2f79ebf"
@@ -56,6 +63,8 @@ def test_accelerate_swaps_layers_keeps_parameters_and_is_idempotent(mixed_archit
     layers = list(network.modules())
     assert not any(type(layer) is nn.InstanceNorm3d for layer in layers)
     assert any(isinstance(layer, PointwiseConv) for layer in layers)
+    assert not any(type(layer) is Upsample for layer in layers)
+    assert any(isinstance(layer, FastUpsample) for layer in layers)
     # stem 1 + head 2 + one per cell input (its ops' ReLU), and nowhere else
     inputs = sum(len(cell.pre) for cell in network.cells)
     assert sum(isinstance(m, FastInstanceNorm) and m.relu for m in layers) == 3 + inputs
@@ -79,3 +88,48 @@ def test_checkpoint_written_before_the_paper_form_loads_with_the_same_outputs():
         fast = accelerate(network)(saved["input"].double().to(memory_format=CL))
     torch.testing.assert_close(paper.float(), saved["logits"], rtol=0, atol=1e-5)
     torch.testing.assert_close(fast.float(), saved["logits"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
+def test_upsample_operators_declare_their_shapes_layouts_and_gradients(dtype, layout):
+    """PyTorch's ``opcheck`` of the upsampling operator and its backward: schema, the fake
+    versions' shapes and strides against the real results, and the registered autograd."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, 6).to(dtype=dtype, memory_format=layout).requires_grad_()
+    torch.library.opcheck(upsample_trilinear2x, (x,))
+    grad = torch.randn(2, 3, 8, 10, 12).to(dtype=dtype, memory_format=layout)
+    torch.library.opcheck(upsample_trilinear2x_backward, (grad,))
+
+
+def _traced_for_inductor(module: nn.Module, x: torch.Tensor) -> set[str]:
+    """The operators of the forward and backward graphs that ``torch.compile``'s Inductor would
+    generate code for: AOT autograd with Inductor's decompositions, without compiling them."""
+    from torch._functorch.aot_autograd import aot_module
+    from torch._inductor.decomposition import select_decomp_table
+
+    graphs = []
+
+    def keep(graph, _):
+        graphs.append(graph)
+        return graph
+
+    traced = aot_module(module, keep, keep, decompositions=select_decomp_table())
+    traced(x).sum().backward()
+    assert len(graphs) == 2
+    return {
+        str(node.target) for graph in graphs for node in graph.graph.nodes
+        if node.op == "call_function"
+    }  # fmt: skip
+
+
+def test_compiled_upsampling_keeps_pytorchs_kernels_instead_of_a_scatter():
+    # Inductor turns the plain upsampling's backward into a scatter-add (index_put) whose CPU
+    # code made compiled steps slow; the operator reaches it whole, forward and backward
+    x = torch.randn(1, 2, 3, 4, 5).to(memory_format=CL).requires_grad_()
+    plain = _traced_for_inductor(Upsample(), x)
+    assert any("index_put" in target for target in plain)
+    fast = _traced_for_inductor(FastUpsample(), x)
+    assert {"c2fnas.upsample_trilinear2x.default",
+            "c2fnas.upsample_trilinear2x_backward.default"} <= fast  # fmt: skip
+    assert not any("index" in target or "upsample_trilinear3d" in target for target in fast)

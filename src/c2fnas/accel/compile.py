@@ -45,9 +45,11 @@ def wanted(
     ``auto``: on a GPU, for ``MIN_ITERATIONS`` or more. On a CPU compiling made C2FNAS-Panc's
     step no faster or slower (``benchmarks/throughput.py --patches 48 --precisions P
     [--compile]``, batch 2): in fp32 on 2 AMD EPYC cores 2.34 s compiled against 2.30 s eagerly,
-    after a first step of 33 s; in bf16 on 2 cores of a Xeon with AMX 1.42 s against 0.60 s,
-    after 54 s, although the step compiles into one graph (the C++ norm kernels are PyTorch
-    operators, ``c2fnas.accel.layers``); Inductor's own code for the rest took most of it.
+    after a first step of 33 s; in bf16 on 2 cores of a Xeon with AMX 0.95 s against 0.69 s,
+    after 57 s, although the step compiles into one graph (the C++ norm kernels and the
+    upsampling are PyTorch operators, ``c2fnas.accel.layers``): Inductor's CPU code writes the
+    boolean masks it keeps for the ReLUs' backward 7.5x slower than eager PyTorch computes them
+    (``benchmarks/compiled_pointwise.py``).
     A supernet is never compiled: its path is an argument that changes every step, and each
     new path would compile again.
     """

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from c2fnas.accel.layers import FastInstanceNorm, PointwiseConv
-from c2fnas.nn.cells import Cell
+from c2fnas.accel.layers import FastInstanceNorm, FastUpsample, PointwiseConv
+from c2fnas.nn.cells import Cell, Upsample
 
 
 def accelerate(network: nn.Module) -> nn.Module:
@@ -14,6 +14,7 @@ def accelerate(network: nn.Module) -> nn.Module:
     - every affine ``nn.InstanceNorm3d`` becomes a ``FastInstanceNorm`` (channels-last and fused
       kernels on the CPU, group-norm form for float32 on GPUs);
     - every 1x1x1 convolution becomes a ``PointwiseConv`` (a matrix product when channels-last);
+    - every ``Upsample`` becomes a ``FastUpsample`` (PyTorch's kernels in compiled CPU steps);
     - a ReLU that reads only a norm's output moves into that norm (one fused pass): a ReLU right
       after a norm in an ``nn.Sequential``, and in each ``Cell`` the ReLU every op of an input
       begins with, which reads only that input's preprocessing step.
@@ -38,6 +39,8 @@ def _replace_layers(network: nn.Module) -> None:
                 replacement = FastInstanceNorm.sharing(child)
             elif type(child) is nn.Conv3d and _is_pointwise(child):
                 replacement = PointwiseConv.sharing(child)
+            elif type(child) is Upsample:
+                replacement = FastUpsample()
             if replacement is not None:
                 setattr(parent, name, replacement)
 
