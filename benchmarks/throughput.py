@@ -197,12 +197,15 @@ def measure_together(
 
 def profile_step(name: str, patch: int, batch: int, compile_network: bool = False) -> None:
     """Print where the time of one bf16 + channels_last_3d training step goes, by operator;
-    compiled, also how many graphs the compiler made and where it broke the step."""
+    compiled, by generated kernel too, and how many graphs the compiler made and where it broke
+    the step."""
     from torch.profiler import profile
 
     keep_freed_memory()
     model = PEERS[name](1, 3).to(memory_format=torch.channels_last_3d)
     if compile_network:
+        # each kernel Inductor generates shows in the profile by name, not only the whole graph
+        torch._inductor.config.cpp.enable_kernel_profile = True
         model = compiled(model, torch.device("cpu"))
     x = torch.randn(batch, 1, patch, patch, patch).to(memory_format=torch.channels_last_3d)
     step = _train_step(model, x, torch.randint(0, 3, (batch, patch, patch, patch)), "bf16")
