@@ -17,6 +17,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from c2fnas.accel.kernels import cpu_kernels
+from c2fnas.nn.cells import upsample2x
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -250,12 +251,12 @@ def _fusable(x: torch.Tensor, weight: torch.Tensor) -> bool:
 @torch.library.custom_op("c2fnas::upsample_trilinear2x", mutates_args=())
 def upsample_trilinear2x(x: torch.Tensor) -> torch.Tensor:
     """``x`` upsampled x2 by trilinear interpolation (``align_corners=False``), in its layout."""
-    return _upsample(x)
+    return upsample2x(x)
 
 
 @upsample_trilinear2x.register_fake
 def _(x: torch.Tensor) -> torch.Tensor:
-    return _upsample(x)  # PyTorch's meta version gives the shape and layout
+    return upsample2x(x)  # PyTorch's meta version gives the shape and layout
 
 
 @torch.library.custom_op("c2fnas::upsample_trilinear2x_backward", mutates_args=())
@@ -270,10 +271,6 @@ def _(grad: torch.Tensor) -> torch.Tensor:
     # PyTorch's meta version of the backward takes no symbolic sizes, so this builds the result
     size, layout = _upsample_input_size(grad), _layout(grad)
     return torch.empty(size, dtype=grad.dtype, device=grad.device, memory_format=layout)
-
-
-def _upsample(x: torch.Tensor) -> torch.Tensor:
-    return nn.functional.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
 
 
 def _upsample_backward(grad: torch.Tensor) -> torch.Tensor:
@@ -301,4 +298,4 @@ class FastUpsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu":
             return upsample_trilinear2x(x)
-        return _upsample(x)
+        return upsample2x(x)

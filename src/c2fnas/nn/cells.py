@@ -16,11 +16,16 @@ from c2fnas.nn.ops import make_op, relu_conv_norm
 from c2fnas.space import Op
 
 
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Trilinear x2 of a (B, C, D, H, W) batch, voxel centres kept (``align_corners=False``)."""
+    return nn.functional.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
+
+
 class Upsample(nn.Module):
     """Trilinear x2 (used by up-moving inputs and the head)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
+        return upsample2x(x)
 
 
 def preprocess(in_channels: int, out_channels: int, level_change: int) -> nn.Module:
