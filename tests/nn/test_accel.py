@@ -13,6 +13,7 @@ from c2fnas.accel.layers import (
     FastInstanceNorm,
     FastUpsample,
     PointwiseConv,
+    SmallInputSafeConv,
     upsample_trilinear2x,
     upsample_trilinear2x_backward,
 )
@@ -63,6 +64,8 @@ def test_accelerate_swaps_layers_keeps_parameters_and_is_idempotent(mixed_archit
     layers = list(network.modules())
     assert not any(type(layer) is nn.InstanceNorm3d for layer in layers)
     assert any(isinstance(layer, PointwiseConv) for layer in layers)
+    assert any(isinstance(layer, SmallInputSafeConv) for layer in layers)
+    assert not any(type(layer) is nn.Conv3d for layer in layers)
     assert not any(type(layer) is Upsample for layer in layers)
     assert any(isinstance(layer, FastUpsample) for layer in layers)
     # stem 1 + head 2 + one per cell input (its ops' ReLU), and nowhere else
@@ -75,6 +78,40 @@ def test_accelerate_swaps_layers_keeps_parameters_and_is_idempotent(mixed_archit
     before = repr(network)
     accelerate(network)
     assert repr(network) == before
+
+
+def _upstream(y):
+    # small integers: the same gradient in bf16 and float32
+    return torch.arange(y.numel()).remainder(5).sub(2).float().view_as(y)
+
+
+def _conv_weight_gradient(conv, x):
+    conv.weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    (y.float() * _upstream(y)).sum().backward()
+    return y, conv.weight.grad.clone()
+
+
+@pytest.mark.parametrize("kernel", [(3, 3, 3), (3, 3, 1)])
+def test_small_input_conv_takes_float32_gradients_under_cpu_bf16(kernel):
+    # oneDNN's bf16 weight gradient over a 2-voxel side was sometimes non-finite (AVX-512 EPYC);
+    # in float32 it matches a float32 convolution to rounding, which bf16 never does
+    torch.manual_seed(0)
+    plain = nn.Conv3d(16, 16, kernel, padding=tuple(k // 2 for k in kernel), bias=False)
+    safe = SmallInputSafeConv.sharing(copy.deepcopy(plain))
+    reference = copy.deepcopy(plain)
+    x = torch.randn(2, 16, 2, 2, 4)
+    y, gradient = _conv_weight_gradient(safe, x)
+    assert y.dtype == torch.bfloat16
+    expected = reference(x)
+    (expected * _upstream(expected)).sum().backward()
+    torch.testing.assert_close(gradient, reference.weight.grad, rtol=1e-5, atol=1e-6)
+    _, bf16_gradient = _conv_weight_gradient(plain, x)
+    assert not torch.allclose(bf16_gradient, reference.weight.grad, rtol=1e-5, atol=1e-6)
+    # larger inputs keep the bf16 path: the same computation as the plain convolution
+    x = torch.randn(2, 16, 4, 4, 4)
+    torch.testing.assert_close(_conv_weight_gradient(safe, x), _conv_weight_gradient(plain, x))
 
 
 def test_checkpoint_written_before_the_paper_form_loads_with_the_same_outputs():

@@ -3,8 +3,9 @@
 ``FastInstanceNorm`` keeps a channels_last_3d input in that layout (PyTorch's instance norm makes
 it contiguous), runs the fused C++ norm (+ ReLU) kernels of ``c2fnas.accel.kernels`` on the CPU,
 and takes the group-norm form on GPUs in float32. ``PointwiseConv`` runs a 1x1x1 convolution of a
-channels_last_3d input as the matrix product it is. ``FastUpsample`` keeps PyTorch's own trilinear
-kernels on the CPU when the step is compiled. ``c2fnas.accel.accelerate`` puts them in.
+channels_last_3d input as the matrix product it is; ``SmallInputSafeConv`` keeps the other
+convolutions' bf16 CPU gradients finite on tiny inputs. ``FastUpsample`` keeps PyTorch's own
+trilinear kernels on the CPU when the step is compiled. ``c2fnas.accel.accelerate`` puts them in.
 """
 
 from __future__ import annotations
@@ -54,6 +55,51 @@ class PointwiseConv(nn.Conv3d):
         weight = self.weight.view(self.out_channels, self.in_channels)
         y = nn.functional.linear(x.permute(0, 2, 3, 4, 1), weight, self.bias)
         return y.permute(0, 4, 1, 2, 3)
+
+
+SMALL_SIDE = 2
+"""A convolution whose input has a spatial side of at most this many voxels runs in float32 under
+CPU bf16 autocast (``SmallInputSafeConv``)."""
+
+
+class SmallInputSafeConv(nn.Conv3d):
+    """A convolution (same parameters as ``nn.Conv3d``) that computes in float32 where oneDNN's
+    bf16 weight gradient is unreliable: on the CPU, under bf16 autocast, for an input with a
+    spatial side of ``SMALL_SIDE`` voxels or fewer (a 32^3 patch at level 3 is 2^3).
+
+    Seen on a 2-core AMD EPYC with avx512_bf16 (PyTorch 2.13.0): the weight gradient of a 3x3x3 or
+    3x3x1 convolution over a 2-voxel side came out non-finite in some calls and not in others (up
+    to 38 of 40 calls for 3x3x1 on 2^3, contiguous; a few per 40 elsewhere), so a coarse-search
+    candidate visiting level 3 "diverged" at a random early iteration. Such inputs hold a few
+    hundred voxels: float32 costs nothing measurable, and the output is cast back to bf16."""
+
+    @classmethod
+    def sharing(cls, layer: nn.Conv3d) -> SmallInputSafeConv:
+        """A ``SmallInputSafeConv`` holding ``layer``'s own parameters (not copies)."""
+        replacement = cls(
+            layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+            padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+            bias=layer.bias is not None, padding_mode=layer.padding_mode,
+        )  # fmt: skip
+        replacement.weight = layer.weight
+        replacement.bias = layer.bias
+        return replacement
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _small_input_under_cpu_bf16(x):
+            return super().forward(x)
+        with torch.autocast("cpu", enabled=False):
+            y = super().forward(x.float())
+        return y.to(torch.bfloat16)
+
+
+def _small_input_under_cpu_bf16(x: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and min(x.shape[2:]) <= SMALL_SIDE
+    )
 
 
 class _ChannelsLastInstanceNorm(torch.autograd.Function):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from c2fnas.accel.layers import FastInstanceNorm, FastUpsample, PointwiseConv
+from c2fnas.accel.layers import FastInstanceNorm, FastUpsample, PointwiseConv, SmallInputSafeConv
 from c2fnas.nn.cells import Cell, Upsample
 
 
@@ -13,7 +13,8 @@ def accelerate(network: nn.Module) -> nn.Module:
 
     - every affine ``nn.InstanceNorm3d`` becomes a ``FastInstanceNorm`` (channels-last and fused
       kernels on the CPU, group-norm form for float32 on GPUs);
-    - every 1x1x1 convolution becomes a ``PointwiseConv`` (a matrix product when channels-last);
+    - every 1x1x1 convolution becomes a ``PointwiseConv`` (a matrix product when channels-last),
+      every other one a ``SmallInputSafeConv`` (float32 where bf16 CPU gradients fail);
     - every ``Upsample`` becomes a ``FastUpsample`` (PyTorch's kernels in compiled CPU steps);
     - a ReLU that reads only a norm's output moves into that norm (one fused pass): a ReLU right
       after a norm in an ``nn.Sequential``, and in each ``Cell`` the ReLU every op of an input
@@ -39,6 +40,8 @@ def _replace_layers(network: nn.Module) -> None:
                 replacement = FastInstanceNorm.sharing(child)
             elif type(child) is nn.Conv3d and _is_pointwise(child):
                 replacement = PointwiseConv.sharing(child)
+            elif type(child) is nn.Conv3d:
+                replacement = SmallInputSafeConv.sharing(child)
             elif type(child) is Upsample:
                 replacement = FastUpsample()
             if replacement is not None:
