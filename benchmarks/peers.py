@@ -23,9 +23,10 @@ def c2fnas_panc(
     return accelerate(network) if accelerated else network
 
 
-def dynunet(in_channels: int, num_classes: int, depth: int = 5) -> nn.Module:
+def dynunet(in_channels: int, num_classes: int, depth: int = 5, base: int = 32) -> nn.Module:
     """MONAI's DynUNet configured as nnU-Net does for an isotropic patch: 3x3x3 kernels, stride 2
-    below the first stage, filters 32, 64, ... capped at 320."""
+    below the first stage, filters ``base`` (nnU-Net: 32), twice as many per stage, capped at
+    320. A smaller ``base`` gives a peer of matched compute."""
     strides = [1] + [2] * (depth - 1)
     return DynUNet(
         spatial_dims=3,
@@ -34,7 +35,7 @@ def dynunet(in_channels: int, num_classes: int, depth: int = 5) -> nn.Module:
         kernel_size=[3] * depth,
         strides=strides,
         upsample_kernel_size=strides[1:],
-        filters=[min(32 * 2**level, 320) for level in range(depth)],
+        filters=[min(base * 2**level, 320) for level in range(depth)],
         res_block=False,
     )
 
