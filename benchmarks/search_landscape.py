@@ -17,6 +17,9 @@ other 160 are the search's (128 train, 32 validate).
 6. A fair peer: the best topology found, C2FNAS-Panc and DynUNet with its filters scaled to
    C2FNAS-Panc's MACs, two training seeds each at the long schedule on the 160 cases, and the
    full DynUNet at C2FNAS-Panc's wall time; per-case Dice on the 40 held-out cases.
+7. The supernet: the fine stage on C2FNAS-Panc's topology at ``--supernet-iterations`` (the
+   supernet trains twice that), its scores of ``--colourings`` colourings against the same
+   colourings trained stand-alone with two seeds (whose agreement is the ceiling).
 
 Every trained network's numbers are recorded, as it finishes, in ``--records`` (in the repository,
 so a run that spans sessions resumes from a fresh clone: commit it); its weights and checkpoints
@@ -26,7 +29,8 @@ command skips what is recorded. ``--until`` stops after a part. Writes
 
     .venv/bin/python benchmarks/search_landscape.py        # ~150 min on 2 cores, resumable
     .venv/bin/python benchmarks/search_landscape.py --noise-topologies 4 --ladder 3 \\
-        --ladder-seeds 1 --long 60 --proxy 20 --work /tmp/landscape-check \\
+        --ladder-seeds 1 --long 60 --every 20 --proxy 20 --supernet-iterations 20 \\
+        --colourings 4 --work /tmp/landscape-check \\
         --records /tmp/landscape-check/records.json --output /tmp/landscape-check/out.json
 """
 
@@ -73,7 +77,7 @@ from peers import PANC, dynunet  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "search_landscape.json"
 RECORDS = REPO / "benchmarks" / "results" / "search_landscape_records.json"
 STUDY = REPO / "benchmarks" / "results" / "search_study.json"
-PARTS = ("noise", "ladder", "peers")
+PARTS = ("noise", "ladder", "peers", "supernet")
 log = logging.getLogger("search_landscape")
 
 
@@ -93,6 +97,13 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=2000, help="the long schedule's iterations")
     parser.add_argument("--every", type=int, default=250, help="ladder validation interval")
     parser.add_argument("--peer-seeds", type=int, default=2)
+    parser.add_argument(
+        "--supernet-iterations",
+        type=int,
+        default=1000,
+        help="stand-alone colourings train this long (two seeds), the supernet twice that",
+    )
+    parser.add_argument("--colourings", type=int, default=10)
     parser.add_argument(
         "--precision", default="fp32",
         help="fp32 (default): the study's, full speed on every CPU kind this may resume on, and "
@@ -147,6 +158,9 @@ def main() -> None:
 
     if "peers" in parts:
         peers(args, records, final_run, long_config(args), ladder_set, panc)
+
+    if "supernet" in parts:
+        supernet(args, records, search_run, panc)
 
     minutes = records.add_invocation(machine.describe(), time.perf_counter() - started, parts)
     log.info("this invocation: %.1f min; all invocations %.1f min", minutes, records.minutes())
@@ -492,6 +506,64 @@ def peers(
                 records.add(key, record)
 
 
+# ---------------------------------------------------------------- part 7: the supernet
+
+
+def supernet_config(args: argparse.Namespace) -> RunConfig:
+    """The fine stage at ``--supernet-iterations`` (the supernet trains twice that), scoring
+    ``--colourings`` colourings; stand-alone colourings train the search schedule."""
+    namespace = argparse.Namespace(
+        iterations=args.supernet_iterations, width=args.width, clusters=3, budget=6,
+        colourings=args.colourings, retrain_iterations=args.long,
+    )  # fmt: skip
+    config = search_study.study_config(namespace).with_fields("training", precision=args.precision)
+    return config.with_fields("search", fine_candidates=args.colourings)
+
+
+def supernet(
+    args: argparse.Namespace, records: Records, search_run: Path, panc: Architecture
+) -> None:
+    """The fine stage on C2FNAS-Panc's topology (as a plan without a coarse stage runs it): the
+    supernet's scores of ``--colourings`` colourings, and each colouring trained stand-alone with
+    two seeds (their agreement is the ceiling the supernet's ranking is read against)."""
+    from c2fnas.search import fine
+
+    config = supernet_config(args)
+    topology = Architecture.coarse(panc.levels, args.width)
+    colourings = fine.sample_colourings(args.colourings, config.training.seed)
+    if "supernet/scores" not in records:
+        job = fine.make_job(search_run, topology, config, poll_seconds=0.5)
+        log.info(
+            "supernet of %s, %d iterations", code_text(panc.levels), 2 * args.supernet_iterations
+        )
+        started = time.perf_counter()
+        fine.train_supernet(job)
+        snapshot = fine.run_fine(job, workers=1)
+        scores = {tuple(code): score for code, score in snapshot.finished}
+        records.add("supernet/scores", {
+            "levels": list(panc.levels), "iterations": 2 * args.supernet_iterations,
+            "seconds": round(time.perf_counter() - started, 1),
+            "scores": {"".join(op[0] for op in fine.decode(code)): scores[tuple(code)]
+                       for code in colourings},
+        })  # fmt: skip
+    for seed in (0, 1):
+        for index, code in enumerate(colourings):
+            ops = fine.decode(code)
+            key = f"alone/{''.join(op[0] for op in ops)}/seed{seed}"
+            if key in records:
+                continue
+            log.info("stand-alone colouring %d/%d, seed %d", index + 1, len(colourings), seed)
+            out = args.work / "alone" / f"{key.split('/')[1]}_seed{seed}"
+            seeded = config.with_fields("training", seed=seed)
+            try:
+                train(topology.with_ops(ops), search_run, SEARCH_FOLD, seeded.for_search(), out,
+                      resume=True)  # fmt: skip
+                records.add(key, {"ops": list(ops), "seed": seed,
+                                  **search_study.training_scores(out)})  # fmt: skip
+            except TrainingDiverged as error:
+                records.add(key, {"ops": list(ops), "seed": seed, "diverged": str(error)})
+
+
 # ---------------------------------------------------------------- analysis
 
 
@@ -524,6 +596,7 @@ def report(args: argparse.Namespace, records: Records) -> None:
         noise_sd = result["long_noise"]["seed_sd"]
         result["surrogate"] = surrogate_study(long, noise_sd, args.surrogate_seeds)
     result["peers"] = peer_results(records)
+    result["supernet"] = supernet_results(records)
     print_report(result)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.output, result)
@@ -738,6 +811,35 @@ def peer_results(records: Records) -> dict[str, Any]:
     return result
 
 
+def supernet_results(records: Records) -> dict[str, Any]:
+    """The supernet's ranking of colourings against stand-alone training, and the stand-alone
+    seed-to-seed agreement (the noise ceiling of that comparison)."""
+    if "supernet/scores" not in records:
+        return {}
+    scores = records["supernet/scores"]["scores"]
+    alone: dict[str, list[float]] = {}
+    for key in scores:
+        for seed in (0, 1):
+            if f"alone/{key}/seed{seed}" in records:
+                alone.setdefault(key, []).append(
+                    records[f"alone/{key}/seed{seed}"].get("best", 0.0)
+                )
+    result: dict[str, Any] = {
+        "colourings": len(scores),
+        "supernet_iterations": records["supernet/scores"]["iterations"],
+    }
+    both = [key for key, values in alone.items() if len(values) == 2]
+    if len(alone) >= 4:
+        keys = list(alone)
+        result["supernet_vs_alone"] = rank_agreement(
+            [scores[k] for k in keys], [statistics.mean(alone[k]) for k in keys]
+        )
+    if len(both) >= 4:
+        result["alone_seed_to_seed"] = rank_agreement([alone[k][0] for k in both],
+                                                      [alone[k][1] for k in both])  # fmt: skip
+    return result
+
+
 def _interval(item: dict[str, Any]) -> str:
     low, high = item.get("low", np.nan), item.get("high", np.nan)
     return f"{item['value']:+.2f} [{low:+.2f}, {high:+.2f}]" if "value" in item else "-"
@@ -803,6 +905,16 @@ def print_report(result: dict[str, Any]) -> None:
         for name, item in peers["comparisons"].items():
             print(f"{name}: {item['difference']:+.4f} [{item['low']:+.4f}, {item['high']:+.4f}] "
                   f"(p not better {item['p_not_better']:.3f})")  # fmt: skip
+
+    fine = result["supernet"]
+    if "supernet_vs_alone" in fine:
+        print(f"\n7. supernet ({fine['supernet_iterations']} iterations) against stand-alone "
+              f"training, {fine['supernet_vs_alone']['n']} colourings: Spearman "
+              f"{_interval(fine['supernet_vs_alone']['spearman'])}, Kendall "
+              f"{_interval(fine['supernet_vs_alone']['kendall'])}"
+              + (f"; stand-alone seed-to-seed Spearman "
+                 f"{_interval(fine['alone_seed_to_seed']['spearman'])}"
+                 if "alone_seed_to_seed" in fine else ""))  # fmt: skip
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
