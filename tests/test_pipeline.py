@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -252,3 +253,48 @@ def test_a_configuration_saved_before_a_setting_existed_still_resumes(tmp_path):
     assert pipeline._same_config(pipeline.folder.config)
     pipeline.folder.config.write_text(old.replace("seed: 0", "seed: 1"))
     assert not pipeline._same_config(pipeline.folder.config)
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["DATA", "--folds", "0", "2"],  # as README writes it
+        ["--folds", "0", "2", "DATA"],
+        ["DATA", "--folds", "2", "--folds", "0"],
+    ],
+)
+def test_run_takes_folds_either_way_and_passes_the_grace_period(tmp_path, monkeypatch, order):
+    seen = {}
+
+    def run(self, stages):
+        seen.update(folds=self.folds, grace_period=self.grace_period)
+        return {"stages": {}}
+
+    monkeypatch.setattr(Pipeline, "run", run)
+    monkeypatch.setattr("c2fnas.cli._print_run_summary", lambda run_dir, state: None)
+    data = str(tmp_path / "data")
+    arguments = ["run", *(data if token == "DATA" else token for token in order)]
+    arguments += ["--run", str(tmp_path / "run"), "--preset", "smoke", "--grace-period", "120"]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert seen == {"folds": (0, 2), "grace_period": 120}
+    extra = runner.invoke(app, [*arguments[:-2], "elsewhere"])
+    assert extra.exit_code == 2 and "expected one dataset folder" in extra.stderr
+
+
+def test_the_pipeline_passes_its_grace_period_to_both_searches(tmp_path, monkeypatch):
+    calls = {}
+
+    def stage(name):
+        def record(run_dir, config, **options):
+            calls[name] = options["grace_period"]
+            return SimpleNamespace(best=SimpleNamespace(score=0.5), evaluated=1)
+
+        return record
+
+    monkeypatch.setattr("c2fnas.pipeline.coarse_stage", stage("coarse"))
+    monkeypatch.setattr("c2fnas.pipeline.fine_stage", stage("fine"))
+    pipeline = Pipeline(tmp_path, tmp_path / "run", load_config("smoke"), grace_period=90)
+    pipeline.stage_coarse()
+    pipeline.stage_fine()
+    assert calls == {"coarse": 90, "fine": 90}

@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +23,7 @@ from rich.text import Text
 
 from c2fnas.accel.process import keep_freed_memory, use_threads
 from c2fnas.data.msd import DatasetError
+from c2fnas.files.lock import FolderBusy, folder_lock
 from c2fnas.files.run_folder import RunFolder, TrainingFolder
 from c2fnas.progress import bar_with
 from c2fnas.space import Architecture, ArchitectureError
@@ -44,6 +45,40 @@ class UserError(Exception):
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _holding(lock: Path, shared: bool = False) -> Iterator[None]:
+    """Hold a folder's lock (``c2fnas.files.lock``) while the command writes into it; when
+    another process holds it, one line naming that process and exit code 1. Under torchrun,
+    rank 0 holds it for every rank of the job."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(lock, shared))
+        except FolderBusy as error:
+            raise _fail(str(error), code=1) from None
+        yield
+
+
+def _folder_and_numbers(
+    folder: Path, extra: list[str], option: str, given: bool
+) -> tuple[Path, list[str]]:
+    """Click gives an option one value per flag: of ``--spacing 0.8 0.8 2.5`` or ``--folds 0 2``
+    the values after the first arrive as extra positional arguments, before or after the folder
+    argument. Returns the one folder and those numbers, in order.
+
+    Raises:
+        UserError: not exactly one folder, or numbers although ``option`` was not ``given``.
+    """
+    tokens = [str(folder), *extra]
+    numbers = [token for token in tokens if _is_number(token)]
+    folders = [token for token in tokens if not _is_number(token)]
+    if len(folders) != 1 or (numbers and not given):
+        raise UserError(f"expected one dataset folder and {option} values, got {' '.join(tokens)}")
+    return Path(folders[0]), numbers
 
 
 @app.callback()
@@ -145,7 +180,7 @@ def plot_arch(
 
 # --- data: check, synth, preprocess ----------------------------------------------------------
 
-data_app = typer.Typer(help="Check datasets and make synthetic data.", no_args_is_help=True)
+data_app = typer.Typer(help="Check, convert and make datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
@@ -186,7 +221,7 @@ def _print_listing(title: str, columns: tuple[str, ...], rows: list[tuple[str, .
 
 @data_app.command("check")
 def data_check(
-    dataset_dir: Annotated[Path, typer.Argument(help="MSD dataset folder (with dataset.json).")],
+    dataset_dir: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
@@ -243,10 +278,28 @@ def data_synth(
     console.print(f"wrote {cases} training and {test_cases} test case(s) to {root}")
 
 
+@data_app.command("convert")
+def data_convert(
+    source: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
+    destination: Annotated[Path, typer.Argument(help="New folder (absent or empty).")],
+    to: Annotated[str, typer.Option("--to", help="Layout to write: nnunet or msd.")],
+) -> None:
+    """Write a dataset in the nnU-Net v2 or the MSD layout (the source is never changed)."""
+    from c2fnas.data.convert import LAYOUTS, convert_dataset
+
+    if to not in LAYOUTS:
+        raise _fail(f"--to {to}: choose {' or '.join(LAYOUTS)}")
+    try:
+        root = convert_dataset(source, destination, to)
+    except (DatasetError, ValueError, OSError) as error:
+        raise _fail(str(error), code=1) from None
+    console.print(f"wrote {root} ({to})")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def preprocess(
     ctx: typer.Context,
-    dataset_dir: Annotated[Path, typer.Argument(help="MSD dataset folder.")],
+    dataset_dir: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
     run: Annotated[Path, typer.Option("--run", help="Run folder to write the cache into.")],
     spacing: Annotated[
         str | None,
@@ -257,18 +310,15 @@ def preprocess(
     """Reorient, resample, crop and normalise every case into RUN/preprocessed (resumable)."""
     from c2fnas.data.pipeline import PreprocessError, parse_spacing, preprocess_dataset
 
-    tokens = [str(dataset_dir), *ctx.args]
-    # "--spacing 0.8 0.8 2.5": click gives the option one value; the other two arrive as extra
-    # positional arguments, before or after the dataset folder.
-    numbers = [t for t in tokens if _is_number(t)]
-    folders = [t for t in tokens if not _is_number(t)]
-    if len(folders) != 1 or (numbers and spacing is None):
-        raise _fail(f"expected one dataset folder and --spacing values, got {' '.join(tokens)}")
+    try:
+        folder, numbers = _folder_and_numbers(dataset_dir, ctx.args, "--spacing", bool(spacing))
+    except UserError as error:
+        raise _fail(str(error)) from None
     try:
         target = parse_spacing([spacing, *numbers] if spacing else [])
         bar, update = _progress_bar()
-        with bar:
-            summary = preprocess_dataset(Path(folders[0]), run, target, workers, update)
+        with _holding(RunFolder(run).lock), bar:
+            summary = preprocess_dataset(folder, run, target, workers, update)
     except (DatasetError, PreprocessError, ValueError, OSError) as error:
         raise _fail(str(error), code=1) from None
     console.print(
@@ -288,7 +338,7 @@ def _is_number(text: str) -> bool:
 
 @app.command("plan")
 def plan(
-    dataset_dir: Annotated[Path, typer.Argument(help="MSD dataset folder.")],
+    dataset_dir: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
     run: Annotated[Path, typer.Option("--run", help="Run folder to write plan.yaml into.")],
     time_budget: Annotated[
         str | None,
@@ -321,12 +371,12 @@ def plan(
     target = torch.device(device) if device else None
     try:
         bar, update = _progress_bar()
-        with bar:
+        with _holding(RunFolder(run).lock), bar:
             planned = plan_run(
                 dataset_dir, run, budget, architecture, target,
                 gpus=gpus if gpus is not None else _gpu_count(), progress=update,
             )  # fmt: skip
-        path = planned.write(run)
+            path = planned.write(run)
     except (DatasetError, PlanError, BudgetError, OSError) as error:
         raise _fail(str(error), code=1) from None
     table = Table(title=f"c2fnas plan: {dataset_dir}")
@@ -395,7 +445,12 @@ def train(
             run_config = load_config(preset, config)
         rank_zero = os.environ.get("RANK", "0") == "0"
         bar, update = _training_bar()
-        with bar if rank_zero else contextlib.nullcontext():
+        # folds train side by side (one per GPU) in one run folder; one fold's folder is one's
+        with (
+            _holding(RunFolder(run_dir).lock, shared=True),
+            _holding(TrainingFolder(out_dir).lock),
+            bar if rank_zero else contextlib.nullcontext(),
+        ):
             result = train_fold(
                 architecture, run_dir, fold, run_config, out_dir, resume, progress=update
             )
@@ -676,7 +731,8 @@ def search_coarse(
             console.print(computed.describe(workers or max(1, gpus)), highlight=False)
             return
         display, on_progress = _search_display("coarse", run_config.search.coarse_networks)
-        with display:
+        # more workers may join with the same command: their claims are atomic in the store
+        with _holding(RunFolder(run_dir).lock, shared=True), display:
             snapshot = coarse_stage(
                 run_dir, run_config, strategy=strategy, storage=storage,
                 workers=workers if workers is not None else max(1, gpus), gpus=gpus,
@@ -734,7 +790,11 @@ def search_fine(
         given = Architecture.load(topology) if topology is not None else None
         bar, supernet_progress = _training_bar()
         display, on_progress = _search_display("fine", run_config.search.fine_candidates)
-        with bar if rank_zero else contextlib.nullcontext(), display:
+        with (
+            _holding(RunFolder(run_dir).lock, shared=True),
+            bar if rank_zero else contextlib.nullcontext(),
+            display,
+        ):
             snapshot = fine_stage(
                 run_dir, run_config, topology=given, storage=storage,
                 workers=workers if workers is not None else max(1, gpus), gpus=gpus,
@@ -742,6 +802,8 @@ def search_fine(
             )  # fmt: skip
     except TrainingDiverged as error:
         raise _fail(f"supernet training diverged: {error}", code=1) from None
+    except FolderBusy as error:  # another command trains the supernet
+        raise _fail(str(error), code=1) from None
     except (StoreError, ValueError, FileNotFoundError) as error:  # ConfigError, RunFolderError
         raise _fail(str(error)) from None
     if snapshot is None:
@@ -782,15 +844,19 @@ def search_scale(
 
     try:
         run_config = _search_config(preset, config, scale_widths=widths or None)
-        rows = scale_stage(
-            run_dir,
-            run_config,
-            architecture=Architecture.load(arch) if arch is not None else None,
-            on_width=lambda row: console.print(
-                f"width {row['width']:g}: Dice {row['dice_mean']:.4f}, "
-                f"{row['params'] / 1e6:.2f} M parameters, {row['macs'] / 1e9:.2f} G MACs"
-            ),
-        )
+        with (
+            _holding(RunFolder(run_dir).lock, shared=True),
+            _holding(RunFolder(run_dir).scale.lock),
+        ):
+            rows = scale_stage(
+                run_dir,
+                run_config,
+                architecture=Architecture.load(arch) if arch is not None else None,
+                on_width=lambda row: console.print(
+                    f"width {row['width']:g}: Dice {row['dice_mean']:.4f}, "
+                    f"{row['params'] / 1e6:.2f} M parameters, {row['macs'] / 1e9:.2f} G MACs"
+                ),
+            )
     except TrainingDiverged as error:
         raise _fail(f"training diverged: {error}", code=1) from None
     except (ValueError, FileNotFoundError) as error:  # ConfigError, ArchitectureError
@@ -805,9 +871,10 @@ def search_scale(
     console.print(f"wrote {scale.table} and {scale.plot}")
 
 
-@app.command("run")
+@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def run(
-    dataset_dir: Annotated[Path, typer.Argument(help="MSD dataset folder (with dataset.json).")],
+    ctx: typer.Context,
+    dataset_dir: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
     run_dir: Annotated[Path, typer.Option("--run", help="Run folder for every output.")],
     preset: Annotated[
         str | None,
@@ -850,10 +917,14 @@ def run(
         list[int] | None,
         typer.Option(
             "--folds",
-            help="Folds to train (repeat; default: the configuration's, all 5 unless a "
-            "time budget planned fewer); the ensemble predicts with the folds trained.",
+            help="Folds to train (--folds 0 2, or repeat; default: the configuration's, all 5 "
+            "unless a time budget planned fewer); the ensemble predicts with the folds trained.",
         ),
     ] = None,
+    grace_period: Annotated[
+        int,
+        typer.Option(help="Seconds without heartbeat before a search worker counts as dead."),
+    ] = 600,
 ) -> None:
     """Every stage from data to evaluated predictions; rerun the same command to resume.
 
@@ -864,52 +935,58 @@ def run(
     from c2fnas.planning import parse_duration
     from c2fnas.training.config import load_config
 
-    gpus = _gpu_count()
-    planned_seconds = None
     try:
-        if preset is None and config is None:
-            budget = parse_duration(time_budget) if time_budget is not None else None
-            bar, update = _progress_bar()
-            with bar:
-                run_config, planned_seconds = planned_config(
-                    dataset_dir, run_dir, budget, arch, tuple(folds) if folds else None,
-                    gpus, update,
-                )  # fmt: skip
-        elif time_budget is not None:
-            raise UserError("--time-budget plans the run: leave out --preset and --config")
-        else:
-            run_config = load_config(preset or "paper", config)
-    except (ValueError, OSError, UserError) as error:  # ConfigError, PlanError, DatasetError
+        dataset_dir, more_folds = _folder_and_numbers(dataset_dir, ctx.args, "--folds", bool(folds))
+        chosen = tuple(sorted({*(folds or []), *(int(fold) for fold in more_folds)})) or None
+    except (UserError, ValueError) as error:
         raise _fail(str(error)) from None
-    bar, progress = _pipeline_progress()
+    with _holding(RunFolder(run_dir).lock):  # planning writes into the folder too
+        gpus = _gpu_count()
+        planned_seconds = None
+        try:
+            if preset is None and config is None:
+                budget = parse_duration(time_budget) if time_budget is not None else None
+                bar, update = _progress_bar()
+                with bar:
+                    run_config, planned_seconds = planned_config(
+                        dataset_dir, run_dir, budget, arch, chosen, gpus, update
+                    )
+            elif time_budget is not None:
+                raise UserError("--time-budget plans the run: leave out --preset and --config")
+            else:
+                run_config = load_config(preset or "paper", config)
+        except (ValueError, OSError, UserError) as error:  # ConfigError, PlanError, DatasetError
+            raise _fail(str(error)) from None
+        bar, progress = _pipeline_progress()
 
-    def on_stage(stage: str, event: str, seconds: float) -> None:
-        if event == "skip":
-            bar.console.print(f"[dim]{stage}: done before, skipped[/]")
-        elif event == "done":
-            bar.console.print(f"[green]{stage}[/]: done in {seconds:.1f} s")
+        def on_stage(stage: str, event: str, seconds: float) -> None:
+            if event == "skip":
+                bar.console.print(f"[dim]{stage}: done before, skipped[/]")
+            elif event == "done":
+                bar.console.print(f"[green]{stage}[/]: done in {seconds:.1f} s")
 
-    pipeline = Pipeline(
-        dataset_dir=dataset_dir,
-        run_dir=run_dir,
-        config=run_config,
-        workers=workers if workers is not None else max(1, gpus),
-        gpus=gpus,
-        storage=storage,
-        architecture=arch,
-        folds=tuple(folds) if folds else None,
-        planned_seconds=planned_seconds,
-        on_stage=on_stage,
-        progress=progress,
-    )
-    try:
-        with bar:
-            state = pipeline.run(tuple(stages) if stages else DEFAULT_STAGES)
-    except PipelineError as error:
-        raise _fail(str(error), code=1) from None
-    except Exception as error:  # a stage's own clear error (data, config, training)
-        raise _fail(f"{type(error).__name__}: {error}", code=1) from None
-    _print_run_summary(run_dir, state)
+        pipeline = Pipeline(
+            dataset_dir=dataset_dir,
+            run_dir=run_dir,
+            config=run_config,
+            workers=workers if workers is not None else max(1, gpus),
+            gpus=gpus,
+            storage=storage,
+            grace_period=grace_period,
+            architecture=arch,
+            folds=chosen,
+            planned_seconds=planned_seconds,
+            on_stage=on_stage,
+            progress=progress,
+        )
+        try:
+            with bar:
+                state = pipeline.run(tuple(stages) if stages else DEFAULT_STAGES)
+        except PipelineError as error:
+            raise _fail(str(error), code=1) from None
+        except Exception as error:  # a stage's own clear error (data, config, training)
+            raise _fail(f"{type(error).__name__}: {error}", code=1) from None
+        _print_run_summary(run_dir, state)
 
 
 def _pipeline_progress() -> tuple[Any, Callable[[str, str, int | None], Callable[..., None]]]:

@@ -32,6 +32,7 @@ from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.evaluation.metrics import evaluate_folders, summarize
 from c2fnas.evaluation.report import write_csv, write_summary
 from c2fnas.files.atomic import write_json_atomic, write_text_atomic
+from c2fnas.files.lock import folder_lock
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.inference.crossval import predict_out_of_fold
 from c2fnas.inference.postprocess import choose_from_files
@@ -123,6 +124,8 @@ class Pipeline:
         config: the resolved configuration (saved as ``RUN_DIR/config.yaml``).
         workers: local search workers (one per GPU on GPU machines).
         storage: trial store URL or journal file shared by search workers (default: SQLite files).
+        grace_period: seconds without a heartbeat after which a search worker counts as dead
+            and its candidate is handed out again.
         architecture: an architecture to train instead of searching one (e.g. C2FNAS-Panc's):
             the coarse and fine stages are skipped; it is copied into the run folder, and a rerun
             with another architecture is refused.
@@ -142,6 +145,7 @@ class Pipeline:
     workers: int = 1
     gpus: int = 0
     storage: str | None = None
+    grace_period: int = 600
     architecture: Path | None = None
     folds: tuple[int, ...] | None = None
     planned_seconds: dict[str, float] | None = None
@@ -179,6 +183,16 @@ class Pipeline:
         write_json_atomic(self.state_path, state)
 
     def run(self, stages: Sequence[str] = DEFAULT_STAGES) -> dict[str, Any]:
+        """Run ``stages`` (skipping those done before); returns ``pipeline.json``'s state.
+
+        Holds the run folder's lock for the whole run: a second ``c2fnas run`` (or any command
+        writing into the folder) is refused with ``FolderBusy``, naming this process, rather
+        than both rewriting the same files.
+        """
+        with folder_lock(self.folder.lock):
+            return self._run(stages)
+
+    def _run(self, stages: Sequence[str]) -> dict[str, Any]:
         unknown = sorted(set(stages) - set(STAGES))
         if unknown:
             raise PipelineError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
@@ -338,7 +352,7 @@ class Pipeline:
     def stage_coarse(self) -> dict[str, Any]:
         snapshot = coarse_stage(
             self.run_dir, self.config, storage=self.storage, workers=self.workers,
-            gpus=self.gpus,
+            gpus=self.gpus, grace_period=self.grace_period,
             on_progress=self._view("search", "coarse search", self.config.search.coarse_networks),
         )  # fmt: skip
         assert snapshot is not None, "c2fnas run is not started under torchrun"
@@ -350,7 +364,8 @@ class Pipeline:
     def stage_fine(self) -> dict[str, Any]:
         snapshot = fine_stage(
             self.run_dir, self.config, storage=self.storage, workers=self.workers,
-            gpus=self.gpus, supernet_progress=self._view("train", "supernet"),
+            gpus=self.gpus, grace_period=self.grace_period,
+            supernet_progress=self._view("train", "supernet"),
             on_progress=self._view("search", "fine search", self.config.search.fine_candidates),
         )  # fmt: skip
         assert snapshot is not None, "c2fnas run is not started under torchrun"

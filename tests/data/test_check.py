@@ -56,7 +56,7 @@ def broken_dataset(root):
 
 EXPECTED = {
     "missing": "none.nii.gz is missing",
-    "escape": "escapes the dataset folder",
+    "escape": "leaves the dataset folder",
     "truncated": "cannot read the voxel data",
     "text": "not a readable NIfTI",
     "shape": "label shape (6, 7, 4) differs from image shape (6, 7, 5)",

@@ -69,5 +69,5 @@ def test_check_in_an_80_column_log_keeps_every_case_id_whole(tmp_path):
     for case_id in ids:
         assert any(line.startswith(case_id) for line in lines), result.stdout
     assert "…" not in result.stdout and "passwd " not in result.stdout
-    assert any(line.startswith("training[3]") and "escapes" in line for line in lines)
+    assert any(line.startswith("training[3]") and "leaves" in line for line in lines)
     assert "label values [7] are not declared in 'labels'" in result.stdout

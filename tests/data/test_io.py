@@ -1,9 +1,15 @@
+import gzip
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
 
-from c2fnas.data.io import NiftiError, load_label, write_like
+from c2fnas.data.check import _crashed, check_dataset
+from c2fnas.data.io import NiftiError, load_image, load_label, write_like
 from c2fnas.files.atomic import temporary_path
+
+from .conftest import save
 
 
 def reference(tmp_path, shape=(5, 6, 7, 2)):
@@ -39,3 +45,59 @@ def test_write_like_rejects_a_wrong_shape(tmp_path):
 def test_temporary_path_keeps_the_suffixes(tmp_path):
     temporary = temporary_path(tmp_path / "case.nii.gz")
     assert temporary.name.endswith(".nii.gz") and temporary.parent == tmp_path
+
+
+def claiming(path, shape, dtype, data_bytes=1_000_000):
+    """A NIfTI file whose header claims ``shape`` voxels but holds ``data_bytes`` of data."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_data_offset(352)
+    payload = header.binaryblock + b"\0" * 4 + bytes(data_bytes)
+    path.write_bytes(gzip.compress(payload) if path.name.endswith(".gz") else payload)
+    return path
+
+
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_header_beyond_the_voxel_limit_is_refused_before_reading(tmp_path, name, dtype):
+    path = claiming(tmp_path / name, (2000, 2000, 2000), dtype)
+    with pytest.raises(NiftiError, match="MAX_VOXELS") as error:
+        load_image(path)
+    assert str(path) in str(error.value) and "8,000,000,000 voxels" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["short.nii", "short.nii.gz"])
+def test_a_header_claiming_more_data_than_the_file_holds_is_refused(tmp_path, name):
+    path = claiming(tmp_path / name, (300, 300, 300), np.float32)
+    with pytest.raises(NiftiError) as error:
+        load_label(path)
+    text = str(error.value)
+    assert str(path) in text and "108,000,352 bytes" in text and "holds 1,000,352" in text
+
+
+def test_a_gzip_file_of_several_members_is_counted(tmp_path):
+    path = tmp_path / "members.nii.gz"
+    image = nib.Nifti1Image(np.arange(1000, dtype=np.float32).reshape(10, 10, 10), np.eye(4))
+    payload = image.to_bytes()
+    path.write_bytes(gzip.compress(payload[:500]) + gzip.compress(payload[500:]))
+    np.testing.assert_array_equal(load_image(path)[0][0], image.get_fdata())
+
+
+def test_check_names_the_file_and_sizes_of_a_claiming_header(tmp_path):
+    (tmp_path / "imagesTs").mkdir()
+    claiming(tmp_path / "imagesTs" / "bomb.nii.gz", (2000, 2000, 2000), np.float32)
+    description = {"modality": {"0": "MR"}, "labels": {"0": "background"}}
+    save(tmp_path / "imagesTr" / "a.nii.gz", np.ones((4, 4, 4), np.float32))
+    save(tmp_path / "labelsTr" / "a.nii.gz", np.zeros((4, 4, 4), np.uint8))
+    description |= {"training": [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}]}
+    description |= {"test": ["imagesTs/bomb.nii.gz"]}
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    bomb = check_dataset(tmp_path).cases[1]
+    assert bomb.case_id == "bomb" and len(bomb.problems) == 1
+    assert "bomb.nii.gz" in bomb.problems[0] and "2000x2000x2000" in bomb.problems[0]
+
+
+def test_an_unexpected_error_without_a_message_still_says_what_it_was():
+    report = _crashed(("a", "training"), MemoryError())
+    assert report.problems == ["cannot check: MemoryError"]

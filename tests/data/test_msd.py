@@ -1,9 +1,12 @@
 import json
 import re
+import shutil
 
 import pytest
 
+from c2fnas.data.check import check_dataset
 from c2fnas.data.msd import DatasetError, case_id_of, read_dataset
+from c2fnas.data.pipeline import preprocess_dataset
 
 from .conftest import save
 
@@ -65,5 +68,53 @@ def test_escaping_and_missing_paths_are_all_named(tmp_path):
     with pytest.raises(DatasetError) as error:
         read_dataset(write_dataset(tmp_path / "ds", training))
     text = str(error.value)
-    assert "'../outside.nii.gz' escapes" in text and "'/etc/passwd' escapes" in text
-    assert "gone.nii.gz: missing" in text and "x.nii.gz: missing" in text
+    assert "2 path(s) leave the dataset folder (absolute, or with '..')" in text
+    assert "'../outside.nii.gz'" in text and "'/etc/passwd'" in text
+    assert "2 listed file(s) missing" in text
+    assert "gone.nii.gz" in text and "x.nii.gz" in text
+
+
+def linked_dataset(synthetic, tmp_path):
+    """The synthetic dataset with imagesTr/ and labelsTr/ as symlinks to a folder elsewhere,
+    and one image file a symlink too, as clusters keep data on shared storage."""
+    store = tmp_path / "store"
+    for folder in ("imagesTr", "labelsTr"):
+        shutil.copytree(synthetic / folder, store / folder)
+    root = tmp_path / "ds"
+    root.mkdir()
+    shutil.copy(synthetic / "dataset.json", root / "dataset.json")
+    (root / "imagesTr").symlink_to(store / "imagesTr", target_is_directory=True)
+    (root / "labelsTr").symlink_to(store / "labelsTr", target_is_directory=True)
+    moved = store / "imagesTr" / "synth_001.nii.gz"
+    moved.rename(store / "elsewhere.nii.gz")
+    moved.symlink_to(store / "elsewhere.nii.gz")
+    return root
+
+
+def test_symlinked_folders_and_files_are_followed(synthetic, tmp_path):
+    root = linked_dataset(synthetic, tmp_path)
+    dataset = read_dataset(root)
+    assert dataset.case_ids == [f"synth_{i:03d}" for i in range(6)]
+    assert dataset.training[1].image == root.resolve() / "imagesTr" / "synth_001.nii.gz"
+    assert check_dataset(root).ok
+    summary = preprocess_dataset(root, tmp_path / "run")  # what `c2fnas run` does next
+    assert len(summary.written) == 6
+
+
+def test_an_error_of_many_entries_is_said_once(tmp_path):
+    training = [
+        {"image": f"./imagesTr/c_{i:03d}.nii.gz", "label": f"./labelsTr/c_{i:03d}.nii.gz"}
+        for i in range(260)
+    ]
+    with pytest.raises(DatasetError) as error:
+        read_dataset(write_dataset(tmp_path, training))
+    text = str(error.value)
+    assert text.count("dataset.json") == 1 and "520 listed file(s) missing" in text
+    assert "c_000.nii.gz" in text and "and 517 more" in text and len(text) < 1000
+
+
+def test_a_dangling_folder_link_is_named(synthetic, tmp_path):
+    root = linked_dataset(synthetic, tmp_path)
+    shutil.rmtree(tmp_path / "store" / "labelsTr")
+    with pytest.raises(DatasetError, match="labelsTr: a symlink to nothing"):
+        read_dataset(root)

@@ -1,3 +1,5 @@
+import os
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -169,6 +171,31 @@ def test_an_output_folder_reaching_the_inputs_through_a_link_is_refused(tmp_path
             predict_folder([tmp_path / "no_model"], image_path.parent, out_dir)
     with pytest.raises(ValueError, match="no model here"):  # a sibling folder is fine
         predict_folder([tmp_path / "no_model"], image_path.parent, tmp_path / "out")
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_model_loads(tmp_path):
+    image_path, _ = write_case(tmp_path / "data", "case.nii.gz", (20, 20, 20), (1.0, 1.0, 1.0))
+    existing = tmp_path / "labels.nii.gz"
+    existing.write_bytes(b"a file the user meant to keep")
+    # the model folder does not even exist: the output is checked first
+    with pytest.raises(ValueError, match="labels.nii.gz: a file, not a folder"):
+        predict_folder([tmp_path / "no_model"], image_path.parent, existing)
+    assert existing.read_bytes() == b"a file the user meant to keep"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_refused_before_any_model_loads(tmp_path):
+    image_path, _ = write_case(tmp_path / "data", "case.nii.gz", (20, 20, 20), (1.0, 1.0, 1.0))
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match="read_only: cannot write the label maps there"):
+            predict_folder([tmp_path / "no_model"], image_path.parent, read_only)
+        with pytest.raises(ValueError, match="cannot write the label maps there"):
+            predict_folder([tmp_path / "no_model"], image_path.parent, read_only / "inner")
+    finally:
+        read_only.chmod(0o755)
 
 
 def test_saved_probabilities_sum_to_one_and_their_argmax_is_the_written_label(tmp_path):

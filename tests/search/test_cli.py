@@ -69,6 +69,9 @@ def test_coarse_search_end_to_end(run_dir, tmp_path):
         candidate = coarse / "candidates" / row["topology"]
         assert "iterations: 2" in (candidate / "config.yaml").read_text()
         assert Architecture.load(candidate / "last" / "architecture.json").width == 0.125
+    # the same search at another width would rank candidates trained two ways together
+    wider = runner.invoke(app, [*arguments, "--workers", "1", "--width", "0.25"])
+    assert wider.exit_code == 2 and "width 0.125 -> 0.25" in stderr(wider)
 
 
 def test_user_errors_are_one_red_line(run_dir, tmp_path):

@@ -1,11 +1,17 @@
 """Studies scoped to the run: named from the dataset and the search's settings."""
 
+import json
+import re
+
 import pytest
 
+from c2fnas.search import fine
 from c2fnas.search.coarse import CoarseSettings, make_job, open_search
+from c2fnas.search.evaluate import settings_from_config
 from c2fnas.search.store import StoreError, TrialStore
 from c2fnas.search.study import RunFolderError
-from c2fnas.space import u_shaped_topologies
+from c2fnas.space import Architecture, u_shaped_topologies
+from c2fnas.training.config import load_config
 from tests.search.toy_worker import toy_run_folder
 
 CODES = u_shaped_topologies()
@@ -82,3 +88,99 @@ def test_a_damaged_study_record_is_named(run_dir):
     (run_dir / "coarse" / "study.json").write_text("{")
     with pytest.raises(RunFolderError, match=r"coarse/study.json: unreadable"):
         make_job(run_dir, _settings())
+
+
+# One change per setting that changes a candidate's score: (section, field, new value, how the
+# change reads in the refusal).
+SCORING_CHANGES = [
+    ("search", "width", 0.25, "width 1.0 -> 0.25"),
+    ("search", "iterations", 8, "iterations 4 -> 8"),
+    ("search", "milestones", [3], "milestones [2] -> [3]"),
+    ("data", "patch", [32, 32, 32], "patch [32, 32, 16] -> [32, 32, 32]"),
+    ("data", "batch_size", 4, "batch_size 2 -> 4"),
+    ("data", "foreground_oversample", 0.5, "foreground_oversample 0.33 -> 0.5"),
+    ("training", "learning_rate", 0.01, "learning_rate 0.02 -> 0.01"),
+    ("training", "warmup_iterations", 1, "warmup_iterations 2 -> 1"),
+    ("training", "weight_decay", 0.0, "weight_decay 4e-05 -> 0.0"),
+    ("training", "validate_every", 2, "validate_every 3 -> 2"),
+    ("training", "stride", 16, "validation_stride 8 -> 16"),
+]
+
+
+def _real_settings(**fields):
+    """Coarse settings of the smoke preset, with ``{section: {field: value}}`` changed."""
+    config = load_config("smoke")
+    for section, values in fields.items():
+        config = config.with_fields(section, **values)
+    return settings_from_config(config, "random", budget=4)
+
+
+@pytest.mark.parametrize(("section", "field", "value", "change"), SCORING_CHANGES)
+def test_a_run_folder_refuses_a_resume_that_scores_candidates_otherwise(
+    run_dir, section, field, value, change
+):
+    """``search coarse RUN --width 0.25`` in a folder searched at another width (or schedule,
+    patch, batch, optimiser, validation) would rank candidates trained two ways together."""
+    open_search(make_job(run_dir, _real_settings()))
+    changed = make_job(run_dir, _real_settings(**{section: {field: value}}))
+    assert changed.study == make_job(run_dir, _real_settings()).study  # not named by it
+    with pytest.raises(StoreError, match=rf"coarse search .*differs \({re.escape(change)}\)"):
+        open_search(changed)
+    open_search(make_job(run_dir, _real_settings()))  # unchanged: resumes
+
+
+@pytest.mark.parametrize(("section", "field", "value", "change"), SCORING_CHANGES[:3])
+def test_two_run_folders_on_one_store_refuse_to_mix_scoring_settings(
+    storage, tmp_path, section, field, value, change
+):
+    here = make_job(toy_run_folder(tmp_path / "here"), _real_settings(), storage)
+    there_settings = _real_settings(**{section: {field: value}})
+    there = make_job(toy_run_folder(tmp_path / "there"), there_settings, storage)
+    _claim(here, CODES[0])
+    name, old, new = re.fullmatch(r"(\w+) (.+) -> (.+)", change).groups()
+    with pytest.raises(StoreError, match=rf"holds a search with {name}={re.escape(old)}, not "):
+        open_search(there)
+
+
+def test_the_score_choice_names_the_study(run_dir, tmp_path):
+    best = make_job(run_dir, _real_settings())
+    final = make_job(run_dir, _real_settings(search={"score": "final"}))
+    assert best.study != final.study
+    open_search(best)
+    with pytest.raises(StoreError, match=r"score None -> 'final'"):
+        open_search(final)
+
+
+def test_a_study_stored_before_its_scoring_settings_resumes_and_adopts_them(run_dir):
+    """Stores and run folders written before the settings were recorded keep resuming."""
+    old = _settings(clusters=2)  # the smoke preset's search, as before: no scoring settings
+    _claim(make_job(run_dir, old), CODES[0])
+    study = json.loads((run_dir / "coarse" / "study.json").read_text())
+    (run_dir / "coarse" / "study.json").write_text(
+        json.dumps({"study": study["study"], "identity": study["identity"]})
+    )
+    job = make_job(run_dir, _real_settings())
+    assert job.study == make_job(run_dir, old).study
+    assert open_search(job).snapshot().finished == [(CODES[0], 0.5)]
+    with pytest.raises(StoreError, match=r"width 1.0 -> 0.5"):
+        open_search(make_job(run_dir, _real_settings(search={"width": 0.5})))
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "change"),
+    [
+        ("search", {"iterations": 8, "milestones": [4]}, "iterations 8 -> 16"),
+        ("search", {"fine_stride": 32}, "stride 16 -> 32"),
+        ("training", {"learning_rate": 0.01}, "learning_rate 0.02 -> 0.01"),
+        ("data", {"patch": [32, 32, 32]}, "patch [32, 32, 16] -> [32, 32, 32]"),
+    ],
+)
+def test_the_fine_search_refuses_a_resume_that_scores_colourings_otherwise(
+    run_dir, section, values, change
+):
+    topology = Architecture.coarse(CODES[0])
+    config = load_config("smoke")
+    fine.open_search(fine.make_job(run_dir, topology, config))
+    changed = fine.make_job(run_dir, topology, config.with_fields(section, **values))
+    with pytest.raises(StoreError, match=rf"fine search .*{re.escape(change)}"):
+        fine.open_search(changed)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from c2fnas.files.model_folder import CheckpointError, read_model
+from c2fnas.files.model_folder import CheckpointError, load_weights, read_model
 from c2fnas.nn import C2FNet
 from c2fnas.training.checkpoint import (
     latest_checkpoint,
@@ -136,3 +136,18 @@ def test_a_missing_entry_names_the_file_and_the_key(tmp_path, name, key):
     path.write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match=rf"{name}: no '{key}' entry"):
         read_checkpoint(latest_checkpoint(tmp_path) or folder, *fresh())
+
+
+def test_a_checkpoint_of_another_width_is_named_in_one_line(tmp_path):
+    """Not PyTorch's 155 lines of size mismatches: the width, once."""
+    folder, _ = trained_checkpoint(tmp_path)  # TINY: width 0.125
+    wider = C2FNet(TINY.with_width(0.25), 1, 3)
+    optimizer = torch.optim.SGD(wider.parameters(), lr=0.5, momentum=0.9)
+    with pytest.raises(CheckpointError, match=r"width 0.25 expected, 0.125 found") as error:
+        read_checkpoint(folder, wider, optimizer)
+    assert "\n" not in str(error.value)
+    # without the architecture they were saved with (an edited architecture.json): one line too
+    _, weights, _ = read_model(folder)
+    with pytest.raises(CheckpointError, match=r"tensor\(s\) of another shape.*first stem") as error:
+        load_weights(wider, weights, folder)
+    assert "\n" not in str(error.value)

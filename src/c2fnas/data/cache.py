@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from c2fnas.data.fingerprint import stamps
-from c2fnas.data.io import load_image, load_label
+from c2fnas.data.io import load_images, load_label
 from c2fnas.data.msd import Case
 from c2fnas.data.preprocess import Plan, preprocess_arrays
 from c2fnas.files.atomic import write_bytes_atomic, write_json_atomic
@@ -61,7 +61,7 @@ def foreground_locations(label: np.ndarray, seed: int) -> np.ndarray:
 def preprocess_case(case: Case, plan: Plan, run_dir: str | Path) -> dict[str, Any]:
     """Preprocess one labeled case and write it to the cache; returns its properties."""
     assert case.label is not None
-    image, nifti = load_image(case.image)
+    image, nifti = load_images(case.images)
     label, _ = load_label(case.label)
     if label.shape != image.shape[1:]:
         raise ValueError(
@@ -78,7 +78,7 @@ def preprocess_case(case: Case, plan: Plan, run_dir: str | Path) -> dict[str, An
         checksums = member_checksums(archive)
     properties.update(
         case_id=case.case_id,
-        source={"image": str(case.image), "label": str(case.label)},
+        source={"images": [str(path) for path in case.images], "label": str(case.label)},
         stamps=stamps(case),
         plan_digest=plan.digest(),
         plan=plan.model_dump(mode="json"),

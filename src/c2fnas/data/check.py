@@ -1,9 +1,10 @@
 """``c2fnas data check``: every problem of a dataset folder, case by case.
 
 Each case is checked on its own, so one bad case never hides another: paths (missing, escaping
-the folder), readability (truncated or corrupt NIfTI), non-finite intensities, channel count vs.
-``modality``, label maps (3D, integer, values declared in ``labels``), and image/label geometry
-(shape, and affine within ``AFFINE_TOLERANCE_MM``).
+the folder), readability (truncated or corrupt files, headers claiming more data than the file
+holds), non-finite intensities, channel count vs. ``modality``, label maps (3D, integer, values
+declared in ``labels``), and the geometry of the image, its other channel files (nnU-Net v2) and
+its label (shape, and affine within ``GEOMETRY_TOLERANCE_MM``).
 """
 
 from __future__ import annotations
@@ -17,18 +18,28 @@ from typing import Any
 import numpy as np
 
 from c2fnas.data.io import (
+    GEOMETRY_TOLERANCE_MM,
     NiftiError,
     image_channels,
-    load_nifti,
+    load_volume,
     read_image_array,
     read_label_array,
+    same_geometry,
     spatial_shape,
 )
-from c2fnas.data.msd import Case, DatasetError, case_id_of, read_description, resolve_path
+from c2fnas.data.msd import (
+    OUTSIDE,
+    Case,
+    DatasetError,
+    as_test_entry,
+    entry_case_id,
+    entry_images,
+    read_description,
+    resolve_path,
+)
 from c2fnas.data.parallel import Progress, run_parallel
 from c2fnas.data.preprocess import canonical_spacing
 
-AFFINE_TOLERANCE_MM = 1e-3
 COLUMNS = ("case", "kind", "shape", "spacing (mm)", "ch", "labels", "status")
 
 
@@ -100,25 +111,37 @@ class CaseArrays:
     label: np.ndarray | None  # (X, Y, Z) uint8
 
 
-def _check_image(path: Path, modalities: int, report: CaseReport) -> tuple[Any, np.ndarray]:
-    nifti = load_nifti(path)
-    channels = image_channels(nifti, path)
-    report.channels = channels
-    report.shape = list(spatial_shape(nifti))
-    report.spacing = [round(v, 4) for v in canonical_spacing(nifti.affine)]
+def _check_image(
+    paths: Sequence[Path], modalities: int, report: CaseReport
+) -> tuple[Any, np.ndarray]:
+    """Check a case's image file, or its channel files (nnU-Net v2): read, on one grid."""
+    first = load_volume(paths[0])
+    report.shape = list(spatial_shape(first))
+    report.spacing = [round(v, 4) for v in canonical_spacing(first.affine)]
+    arrays = []
+    for path in paths:
+        image = first if path == paths[0] else load_volume(path)
+        if spatial_shape(image) != spatial_shape(first) or not same_geometry(image, first):
+            report.problems.append(
+                f"{path.name}: grid {'x'.join(map(str, spatial_shape(image)))} or affine differs "
+                f"from {paths[0].name}'s"
+            )
+        image_channels(image, path)  # 3D or 4D, before reading
+        arrays.append(read_image_array(image, path))
+    data = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    report.channels = channels = int(data.shape[0])
     if channels != modalities:
         report.problems.append(
             f"image has {channels} channel(s) but dataset.json declares {modalities} modalities"
         )
-    data = read_image_array(nifti, path)
     if not np.all(np.isfinite(data)):
         bad = int(data.size - np.isfinite(data).sum())
         report.problems.append(f"image has {bad} NaN or infinite voxel(s)")
-    return nifti, data
+    return first, data
 
 
 def _check_label(path: Path, image: Any, declared: set[int], report: CaseReport) -> np.ndarray:
-    nifti = load_nifti(path)
+    nifti = load_volume(path)
     label = read_label_array(nifti, path)
     values = sorted(int(v) for v in np.unique(label))
     report.labels = values
@@ -132,7 +155,7 @@ def _check_label(path: Path, image: Any, declared: set[int], report: CaseReport)
             f"label shape {spatial_shape(nifti)} differs from image shape {spatial_shape(image)}"
         )
     difference = float(np.abs(nifti.affine - image.affine).max())
-    if difference > AFFINE_TOLERANCE_MM:
+    if difference > GEOMETRY_TOLERANCE_MM:
         report.problems.append(f"label and image affines differ by up to {difference:.4g} mm")
     return label
 
@@ -140,7 +163,7 @@ def _check_label(path: Path, image: Any, declared: set[int], report: CaseReport)
 def inspect_case(
     case_id: str,
     kind: str,
-    image: Path | None,
+    images: tuple[Path, ...] | None,
     label: Path | None,
     modalities: int,
     declared: set[int],
@@ -148,14 +171,18 @@ def inspect_case(
 ) -> tuple[CaseReport, CaseArrays | None]:
     """Check one case's files, keeping the voxels read; ``problems`` are those of its paths.
 
+    Args:
+        images: the image file, or the channel files of an nnU-Net v2 case (``None``: a path
+            problem, already in ``problems``).
+
     Returns:
         the report, and the case's arrays when it has no problem (``None`` otherwise).
     """
     report = CaseReport(case_id=case_id, kind=kind, problems=list(problems))
     nifti = data = label_data = None
-    if image is not None:
+    if images:
         try:
-            nifti, data = _check_image(image, modalities, report)
+            nifti, data = _check_image(images, modalities, report)
         except NiftiError as error:
             report.problems.append(f"image: {error}")
     if label is not None:
@@ -171,14 +198,14 @@ def inspect_case(
 def check_case(
     case_id: str,
     kind: str,
-    image: Path | None,
+    images: tuple[Path, ...] | None,
     label: Path | None,
     modalities: int,
     declared: set[int],
     problems: list[str],
 ) -> CaseReport:
     """Check one case's files; ``problems`` are those already found in its paths."""
-    return inspect_case(case_id, kind, image, label, modalities, declared, problems)[0]
+    return inspect_case(case_id, kind, images, label, modalities, declared, problems)[0]
 
 
 def read_checked_case(case: Case, modalities: int, declared: set[int]) -> CaseArrays:
@@ -188,7 +215,7 @@ def read_checked_case(case: Case, modalities: int, declared: set[int]) -> CaseAr
         CaseCheckError: listing every problem found, as ``data check`` reports them.
     """
     report, arrays = inspect_case(
-        case.case_id, "training", case.image, case.label, modalities, declared
+        case.case_id, "training", case.images, case.label, modalities, declared
     )
     if arrays is None:
         raise CaseCheckError("; ".join(report.problems))
@@ -202,7 +229,7 @@ def _resolve(root: Path, relative: Any, problems: list[str], what: str) -> Path 
     try:
         path = resolve_path(root, relative)
     except DatasetError:
-        problems.append(f"{what}: path {relative!r} escapes the dataset folder")
+        problems.append(f"{what}: path {relative!r} leaves {OUTSIDE}")
         return None
     if not path.is_file():
         problems.append(f"{what}: {path} is missing")
@@ -210,10 +237,17 @@ def _resolve(root: Path, relative: Any, problems: list[str], what: str) -> Path 
     return path
 
 
+def _resolve_images(root: Path, entry: dict[str, Any], problems: list[str]) -> tuple[Path, ...]:
+    """The entry's image files; empty when any of them is a path problem (in ``problems``)."""
+    paths = [_resolve(root, image, problems, "image") for image in entry_images(entry)]
+    return () if None in paths else tuple(path for path in paths if path is not None)
+
+
 def check_dataset(
     dataset_dir: str | Path, workers: int = 1, progress: Progress | None = None
 ) -> CheckReport:
-    """Check ``dataset.json`` and every training and test case of an MSD folder."""
+    """Check ``dataset.json`` and every training and test case of a dataset folder (MSD or
+    nnU-Net v2)."""
     root = Path(dataset_dir).resolve()
     report = CheckReport(dataset_dir=str(root))
     try:
@@ -223,22 +257,20 @@ def check_dataset(
         return report
     modalities = len(description["modality"])
     declared = {int(value) for value in description["labels"]}
-    entries = [("training", e.get("image"), e.get("label")) for e in description["training"]]
-    for entry in description.get("test", []):
-        entries.append(("test", entry.get("image") if isinstance(entry, dict) else entry, None))
-    names = [
-        _entry_name(root, kind, index, image) for index, (kind, image, _) in enumerate(entries)
-    ]
+    entries = [("training", entry) for entry in description["training"]]
+    entries += [("test", as_test_entry(entry)) for entry in description.get("test", [])]
+    names = [_entry_name(root, kind, index, entry) for index, (kind, entry) in enumerate(entries)]
     counts = Counter(names)
     jobs = []
-    for index, ((kind, image, label), case_id) in enumerate(zip(entries, names, strict=True)):
+    for index, ((kind, entry), case_id) in enumerate(zip(entries, names, strict=True)):
         problems: list[str] = []
         if counts[case_id] > 1:
             problems.append(f"case id {case_id} is used by {counts[case_id]} entries")
-        image_path = _resolve(root, image, problems, "image")
-        label_path = _resolve(root, label, problems, "label") if kind == "training" else None
-        args = (case_id, kind, image_path, label_path, modalities, declared, problems)
-        jobs.append((f"{index}", args))
+        images = _resolve_images(root, entry, problems)
+        label = (
+            _resolve(root, entry.get("label"), problems, "label") if kind == "training" else None
+        )
+        jobs.append((f"{index}", (case_id, kind, images, label, modalities, declared, problems)))
     arguments = dict(jobs)
     results = {
         key: result if error is None else _crashed(arguments[key], error)
@@ -248,19 +280,19 @@ def check_dataset(
     return report
 
 
-def _entry_name(root: Path, kind: str, index: int, image: Any) -> str:
-    """The case id, or the entry's place in dataset.json (``training[3]``) when the image path
+def _entry_name(root: Path, kind: str, index: int, entry: dict[str, Any]) -> str:
+    """The case id, or the entry's place in dataset.json (``training[3]``) when its image path
     names no file of the dataset (an escaping ``../../etc/passwd`` is not case "passwd")."""
-    if isinstance(image, str):
-        try:
+    try:
+        for image in entry_images(entry):
             resolve_path(root, image)
-        except DatasetError:
-            pass
-        else:
-            return case_id_of(image)
-    return f"{kind}[{index}]"
+    except DatasetError:
+        return f"{kind}[{index}]"
+    return entry_case_id(entry)
 
 
 def _crashed(args: tuple[Any, ...], error: BaseException) -> CaseReport:
-    # An unexpected failure of one case becomes a problem of that case, not of the whole check.
-    return CaseReport(case_id=args[0], kind=args[1], problems=[f"cannot check: {error}"])
+    # An unexpected failure of one case becomes a problem of that case, not of the whole check;
+    # some errors (MemoryError) have no message, so the kind is named too.
+    reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return CaseReport(case_id=args[0], kind=args[1], problems=[f"cannot check: {reason}"])

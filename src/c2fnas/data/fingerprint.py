@@ -24,9 +24,15 @@ CT_PERCENTILES = (0.5, 99.5)
 SAMPLES_TOTAL = 20_000  # foreground intensities kept over the whole dataset, per channel
 
 
-def stamps(case: Case) -> dict[str, list[int]]:
-    """Size and mtime of the case's files: if unchanged, the cached results stand."""
-    result = {"image": file_stamp(case.image)}
+def stamps(case: Case) -> dict[str, Any]:
+    """Size and mtime of the case's files: if unchanged, the cached results stand.
+
+    ``image`` is the first image file's; the further channel files of an nnU-Net case are under
+    ``channels`` (absent for one file, so the stamps of single-file cases read as before).
+    """
+    result: dict[str, Any] = {"image": file_stamp(case.images[0])}
+    if len(case.images) > 1:
+        result["channels"] = [file_stamp(path) for path in case.images[1:]]
     if case.label is not None:
         result["label"] = file_stamp(case.label)
     return result

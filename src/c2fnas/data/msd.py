@@ -1,9 +1,14 @@
-"""Reading a Medical Segmentation Decathlon folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``).
+"""Reading a dataset folder: the Medical Segmentation Decathlon layout, or nnU-Net v2's.
 
-``dataset.json`` lists cases with paths relative to the dataset folder, e.g.
+An MSD ``dataset.json`` lists cases with paths relative to the dataset folder, e.g.
 ``{"image": "./imagesTr/la_003.nii.gz", "label": "./labelsTr/la_003.nii.gz"}``; test cases are
 plain path strings. Modalities sit under ``modality`` (``{"0": "CT"}``) and label values under
-``labels`` (``{"0": "background", "1": "liver"}``).
+``labels`` (``{"0": "background", "1": "liver"}``). An nnU-Net v2 folder is read into that same
+form (``c2fnas.data.nnunet``), its entries naming a case's channel files as a list.
+
+Paths in ``dataset.json`` must stay inside the folder as written (no ``..``, not absolute);
+symlinked files and folders inside it are followed, as clusters link ``imagesTr/`` to shared
+storage.
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from c2fnas.data import nnunet
+from c2fnas.data.io import IMAGE_SUFFIXES
+from c2fnas.data.nnunet import first_few
+
 REQUIRED_KEYS = ("modality", "labels", "training")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+OUTSIDE = "the dataset folder (absolute, or with '..')"  # what an escaping path leaves
 
 
 class DatasetError(ValueError):
@@ -24,11 +33,17 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Case:
-    """One case: absolute image path and label path (``None`` for test cases)."""
+    """One case: its image files (absolute; one 3D or 4D file, or one file per channel as
+    nnU-Net stores them) and label file (``None`` for test cases)."""
 
     case_id: str
-    image: Path
+    images: tuple[Path, ...]
     label: Path | None = None
+
+    @property
+    def image(self) -> Path:
+        """The first image file: its geometry is the case's (predictions are written like it)."""
+        return self.images[0]
 
 
 @dataclass(frozen=True)
@@ -57,35 +72,73 @@ class Dataset:
 
 
 def case_id_of(path: str | Path) -> str:
-    """The case id is the file name without its NIfTI suffix: ``la_003.nii.gz`` -> ``la_003``."""
+    """The case id is the file name without its image suffix: ``la_003.nii.gz`` -> ``la_003``."""
     name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
 
-def read_description(dataset_dir: str | Path) -> dict[str, Any]:
-    """Load ``dataset.json`` and check its keys and their types (not the files it names).
+def entry_images(entry: dict[str, Any]) -> list[str]:
+    """The image paths of a ``training`` entry: one path, or one per channel file (v2)."""
+    image = entry.get("image")
+    if isinstance(image, str):
+        return [image]
+    return list(image) if isinstance(image, list) else []
 
-    Raises:
-        DatasetError: the folder or file is missing, not JSON, or lacks a required key.
-    """
-    root = Path(dataset_dir)
-    path = root / "dataset.json"
-    if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder")
+
+def as_test_entry(entry: Any) -> dict[str, Any]:
+    """A ``test`` entry as an object: MSD lists plain path strings (some releases objects)."""
+    return entry if isinstance(entry, dict) else {"image": entry}
+
+
+def entry_case_id(entry: dict[str, Any]) -> str:
+    """The case id of a ``training`` or ``test`` entry: given (v2), or its first image's name."""
+    if isinstance(entry.get("case_id"), str):
+        return str(entry["case_id"])
+    return case_id_of(entry_images(entry)[0])
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    if not path.parent.is_dir():
+        raise DatasetError(f"{path.parent}: not a folder")
     if not path.is_file():
-        raise DatasetError(f"{path}: missing; an MSD dataset folder needs a dataset.json")
+        raise DatasetError(
+            f"{path}: missing; a dataset folder (MSD or nnU-Net v2) needs a dataset.json"
+        )
     try:
         description = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DatasetError(f"{path}: unreadable JSON ({error})") from None
     if not isinstance(description, dict):
         raise DatasetError(f"{path}: expected a JSON object at the top level")
+    return description
+
+
+def read_description(dataset_dir: str | Path) -> dict[str, Any]:
+    """Load ``dataset.json`` in its MSD form and check its keys and their types (not the files
+    it names). An MSD description comes back as written; an nnU-Net v2 one as
+    ``nnunet.msd_description`` makes it (listing ``imagesTr``/``imagesTs``).
+
+    Raises:
+        DatasetError: the folder or file is missing, not JSON, or lacks a required key.
+    """
+    root = Path(dataset_dir)
+    path = root / "dataset.json"
+    description = _load_json(path)
+    if nnunet.is_nnunet(description):
+        try:
+            description = nnunet.msd_description(root, description)
+        except (ValueError, OSError) as error:
+            raise DatasetError(str(error)) from None
     missing = [key for key in REQUIRED_KEYS if key not in description]
     if missing:
-        raise DatasetError(f"{path}: missing key(s) {', '.join(missing)}")
+        raise DatasetError(
+            f"{path}: missing key(s) {', '.join(missing)} (an MSD dataset.json lists "
+            "'modality', 'labels' and 'training'; an nnU-Net v2 one has 'channel_names', "
+            "'labels' and 'file_ending')"
+        )
     for key in ("modality", "labels"):
         if not isinstance(description[key], dict) or not description[key]:
             raise DatasetError(f"{path}: '{key}' must be a non-empty object")
@@ -104,31 +157,37 @@ def read_description(dataset_dir: str | Path) -> dict[str, Any]:
             f"{path}: 'training' lists no cases; at least one labeled case is needed"
         )
     for index, entry in enumerate(description["training"]):
-        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str)):
+        if not (isinstance(entry, dict) and _is_image(entry.get("image"))):
             raise DatasetError(f"{path}: training[{index}] needs an 'image' path")
         if not isinstance(entry.get("label"), str):
             raise DatasetError(f"{path}: training[{index}] needs a 'label' path")
     if not isinstance(description.get("test", []), list):
         raise DatasetError(f"{path}: 'test' must be a list")
+    for index, entry in enumerate(description.get("test", [])):
+        if not _is_image(as_test_entry(entry).get("image")):
+            raise DatasetError(f"{path}: test[{index}] needs an image path")
     return description
 
 
+def _is_image(image: Any) -> bool:
+    if isinstance(image, list):
+        return bool(image) and all(isinstance(part, str) for part in image)
+    return isinstance(image, str)
+
+
 def resolve_path(root: Path, relative: str) -> Path:
-    """Resolve a path from ``dataset.json`` inside ``root``.
+    """The absolute path of a ``dataset.json`` entry, which must name a place inside ``root``.
+
+    The check is on the path as written, not where symlinks lead: ``imagesTr/`` may be a link
+    to shared storage elsewhere, and its files are read through it.
 
     Raises:
-        DatasetError: the path leaves the dataset folder (``../``, absolute, symlink out).
+        DatasetError: the path is absolute or has a ``..`` part.
     """
-    root = root.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise DatasetError(f"{root / 'dataset.json'}: path {relative!r} escapes the dataset folder")
-    return path
-
-
-def _test_path(entry: Any) -> str:
-    # Some MSD releases list test cases as {"image": ...} objects instead of plain strings.
-    return entry["image"] if isinstance(entry, dict) else str(entry)
+    path = Path(relative)
+    if path.is_absolute() or ".." in path.parts:
+        raise DatasetError(f"{root / 'dataset.json'}: path {relative!r} leaves {OUTSIDE}")
+    return root / path
 
 
 def read_dataset(dataset_dir: str | Path) -> Dataset:
@@ -138,30 +197,31 @@ def read_dataset(dataset_dir: str | Path) -> Dataset:
     themselves (readability, shapes, label values).
 
     Raises:
-        DatasetError: naming ``dataset.json`` and every bad entry.
+        DatasetError: naming ``dataset.json`` and each kind of bad entry once, with its count
+            and the first few entries.
     """
     root = Path(dataset_dir).resolve()
     description = read_description(root)
-    problems: list[str] = []
-    training: list[Case] = []
-    test: list[Case] = []
+    escaping: list[str] = []
+    missing: list[Path] = []
 
     def resolve(relative: str) -> Path:
         try:
             path = resolve_path(root, relative)
-        except DatasetError as error:
-            problems.append(str(error))
+        except DatasetError:
+            escaping.append(repr(relative))
             return root / relative
         if not path.is_file():
-            problems.append(f"{path}: missing (listed in {root / 'dataset.json'})")
+            missing.append(path)
         return path
 
-    for entry in description["training"]:
-        image = resolve(entry["image"])
-        training.append(Case(case_id_of(image), image, resolve(entry["label"])))
-    for entry in description.get("test", []):
-        image = resolve(_test_path(entry))
-        test.append(Case(case_id_of(image), image))
+    def case(entry: dict[str, Any], label: str | None) -> Case:
+        images = tuple(resolve(image) for image in entry_images(entry))
+        return Case(entry_case_id(entry), images, None if label is None else resolve(label))
+
+    training = [case(entry, entry["label"]) for entry in description["training"]]
+    test = [case(as_test_entry(entry), None) for entry in description.get("test", [])]
+    problems = _path_problems(root, escaping, missing)
     counts = Counter(case.case_id for case in training)
     duplicates = sorted(case_id for case_id, count in counts.items() if count > 1)
     if duplicates:
@@ -176,6 +236,34 @@ def read_dataset(dataset_dir: str | Path) -> Dataset:
         training=training,
         test=test,
     )
+
+
+def _path_problems(root: Path, escaping: list[str], missing: list[Path]) -> list[str]:
+    """One message per kind of bad path, however many entries it hits."""
+    problems, description = [], root / "dataset.json"
+    if escaping:
+        problems.append(
+            f"{description}: {len(escaping)} path(s) leave {OUTSIDE}: {first_few(escaping)}"
+        )
+    if missing:
+        links = sorted({str(link) for path in missing for link in _broken_links(root, path)})
+        dangling = f" ({', '.join(links)}: a symlink to nothing)" if links else ""
+        problems.append(
+            f"{description}: {len(missing)} listed file(s) missing{dangling}: "
+            f"{first_few([str(path) for path in missing])}"
+        )
+    return problems
+
+
+def _broken_links(root: Path, path: Path) -> list[Path]:
+    """The folders or file on the way from ``root`` to ``path`` that are dangling symlinks."""
+    found, current = [], root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink() and not current.exists():
+            found.append(current)
+            break
+    return found
 
 
 def _int_key(item: tuple[str, Any]) -> int:

@@ -27,7 +27,7 @@ from c2fnas.data.fingerprint import (
     stamps,
     summarize,
 )
-from c2fnas.data.msd import Dataset, case_id_of, read_dataset
+from c2fnas.data.msd import Dataset, entry_case_id, read_dataset, read_description
 from c2fnas.data.parallel import Progress, run_parallel
 from c2fnas.data.preprocess import Plan
 from c2fnas.files.atomic import check_writable, write_json_atomic
@@ -102,7 +102,8 @@ def preprocess_dataset(
     workers: int = 1,
     progress: Progress | None = None,
 ) -> PreprocessSummary:
-    """Check, fingerprint, plan and cache every training case of an MSD dataset into ``run_dir``.
+    """Check, fingerprint, plan and cache every training case of a dataset (MSD or nnU-Net v2)
+    into ``run_dir``.
 
     Each case must pass the checks of ``c2fnas data check`` (``check.read_checked_case``); a case
     that fails is left out of the statistics and the cache and named in the error at the end.
@@ -159,7 +160,7 @@ def preprocess_dataset(
         else:
             failures.append(_failure(case_id, error))
     if summary.written or summary.skipped:
-        description = json.loads((dataset.root / "dataset.json").read_text())
+        description = read_description(dataset.root)  # nnU-Net v2: in its MSD form
         description["source"] = str(dataset.root)
         write_json_atomic(folder.dataset_copy, description)
         plan.save(run_dir)
@@ -243,7 +244,7 @@ def cached_case_ids(run_dir: str | Path) -> list[str]:
     path = RunFolder(run_dir).dataset_copy
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run `c2fnas preprocess` first")
-    return [case_id_of(entry["image"]) for entry in json.loads(path.read_text())["training"]]
+    return [entry_case_id(entry) for entry in json.loads(path.read_text())["training"]]
 
 
 def parse_spacing(values: Sequence[str]) -> tuple[float, float, float] | str | None:

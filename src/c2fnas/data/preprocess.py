@@ -28,7 +28,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from scipy import ndimage
 
-from c2fnas.data.io import load_image
+from c2fnas.data.io import load_images
 from c2fnas.files.atomic import write_text_atomic
 from c2fnas.files.run_folder import RunFolder
 
@@ -265,13 +265,19 @@ def preprocess_arrays(
     return image, label, properties
 
 
-def preprocess_images(image_path: str | Path, plan: Plan) -> tuple[np.ndarray, dict[str, Any]]:
+def preprocess_images(
+    image_path: str | Path, plan: Plan, *, more_channels: Sequence[str | Path] = ()
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Preprocess a new image file exactly as the cache did (prediction time).
+
+    Args:
+        more_channels: the case's further channel files (nnU-Net's ``CASE_0001``, ...), stacked
+            after ``image_path``'s channels.
 
     Returns:
         image ``(C, x, y, z)`` float32 and its properties for ``restore_prediction``.
     """
-    data, nifti = load_image(image_path)
+    data, nifti = load_images([image_path, *more_channels])
     image, _, properties = preprocess_arrays(data, nifti.affine, plan)
     properties["image"] = str(image_path)
     return image, properties

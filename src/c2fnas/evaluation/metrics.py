@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
-from c2fnas.data.msd import NIFTI_SUFFIXES
+from c2fnas.data.io import IMAGE_SUFFIXES, NiftiError, load_volume
 
 METRICS = ("dice", "hd95", "surface_dice")
 
@@ -43,7 +42,11 @@ class CaseScore:
 def _files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise EvaluationError(f"{folder}: not a folder")
-    return {p.name: p for p in sorted(folder.iterdir()) if p.name.endswith(NIFTI_SUFFIXES)}
+    return {
+        p.name: p
+        for p in sorted(folder.iterdir())
+        if p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.startswith(".")
+    }
 
 
 def paired_files(pred_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
@@ -57,17 +60,15 @@ def paired_files(pred_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
             f"no prediction for {missing or 'none'}; no reference for {extra or 'none'}"
         )
     if not references:
-        raise EvaluationError(f"{label_dir}: no .nii or .nii.gz files")
+        raise EvaluationError(f"{label_dir}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     return [(predictions[name], references[name]) for name in sorted(references)]
 
 
 def _load_pair(prediction: Path, reference: Path) -> tuple[np.ndarray, np.ndarray, list[float]]:
     try:
-        predicted, expected = nib.load(prediction), nib.load(reference)
-    except Exception as error:  # nibabel raises many kinds for a bad file
-        raise EvaluationError(
-            f"{prediction} or {reference}: not readable NIfTI ({error})"
-        ) from None
+        predicted, expected = load_volume(prediction), load_volume(reference)
+    except NiftiError as error:
+        raise EvaluationError(str(error)) from None
     if predicted.shape[:3] != expected.shape[:3]:
         raise EvaluationError(
             f"{prediction}: shape {predicted.shape} differs from {reference}'s {expected.shape}"

@@ -130,6 +130,50 @@ def read_model(folder: Path) -> tuple[Architecture, dict[str, torch.Tensor], dic
     return architecture, weights, info
 
 
+def load_weights(
+    network: nn.Module,
+    weights: dict[str, torch.Tensor],
+    source: Path,
+    found: Architecture | None = None,
+) -> None:
+    """Load ``weights`` (from ``source``) into ``network``, or say in one line why they do not fit.
+
+    PyTorch lists every tensor of another shape, 155 lines for a network of another width. With
+    ``found``, the architecture the weights were saved with, a width other than the network's
+    (``network.architecture``) is named as such: ``width 0.25 expected, 0.125 found``.
+
+    Raises:
+        CheckpointError: the weights do not fit, naming ``source``, the width or the first
+            tensor that differs and how many do.
+    """
+    expected = getattr(network, "architecture", None)
+    if isinstance(expected, Architecture) and found is not None and found.width != expected.width:
+        raise CheckpointError(
+            f"{source}: width {expected.width:g} expected, {found.width:g} found; build the "
+            f"network at width {found.width:g} or use a model of width {expected.width:g}"
+        )
+    try:
+        network.load_state_dict(weights)
+    except RuntimeError:
+        raise CheckpointError(f"{source}: {_misfit(network.state_dict(), weights)}") from None
+
+
+def _misfit(own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> str:
+    """The weights' misfit in one line: the first tensor of another shape and the counts."""
+    differ = [key for key in own if key in weights and own[key].shape != weights[key].shape]
+    missing = len(own.keys() - weights.keys())
+    unexpected = len(weights.keys() - own.keys())
+    text = f"the weights do not fit the network ({len(differ)} tensor(s) of another shape"
+    text += f", {missing} missing, {unexpected} unexpected)"
+    if differ:
+        key = differ[0]
+        text += (
+            f"; first {key}: {list(weights[key].shape)} in the file, {list(own[key].shape)} "
+            "in the network (another width or architecture?)"
+        )
+    return text
+
+
 def model_folder(path: str | Path) -> Path:
     """A model folder, or a training folder's ``best/``."""
     path = Path(path)

@@ -3,7 +3,7 @@
 Stages write under one folder; each module asks this type for a path instead of spelling it::
 
     RUN_DIR/
-      dataset.json  plan.json  fingerprint.json  splits.json  config.yaml  pipeline.json
+      .lock  dataset.json  plan.json  fingerprint.json  splits.json  config.yaml  pipeline.json
       preprocessed/<case>.npz, <case>.json
       train/fold_K/                      a training folder (see ``TrainingFolder``)
       coarse/  trials.db  trials.csv  search.png  best_topology.json  candidates/<topology>/
@@ -25,6 +25,11 @@ class TrainingFolder:
     ``progress.png`` and ``tb/``."""
 
     root: Path
+
+    @property
+    def lock(self) -> Path:
+        """Held by the process training into this folder (``c2fnas.files.lock``)."""
+        return self.root / ".lock"
 
     @property
     def config(self) -> Path:
@@ -111,6 +116,11 @@ class FineFolder(SearchFolder):
 class ScaleFolder:
     root: Path
 
+    @property
+    def lock(self) -> Path:
+        """Held by the process scaling into this folder (``c2fnas.files.lock``)."""
+        return self.root / ".lock"
+
     def width(self, width: float) -> TrainingFolder:
         return TrainingFolder(self.root / f"width_{width:g}")
 
@@ -131,6 +141,11 @@ class RunFolder:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))  # a str is welcome too
+
+    @property
+    def lock(self) -> Path:
+        """Held by every process writing into the run folder (``c2fnas.files.lock``)."""
+        return self.root / ".lock"
 
     @property
     def dataset_copy(self) -> Path:

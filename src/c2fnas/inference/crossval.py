@@ -59,6 +59,7 @@ def predict_out_of_fold(
             predict_case(
                 case.image, loaded[fold], out_path, stride=stride, precision=resolved,
                 device=device, mirror_axes=FLIP_AXES if tta else (),
+                more_channels=case.images[1:],
             )  # fmt: skip
         pairs.append((out_path, case.label))
         if progress is not None:

@@ -16,7 +16,7 @@ import torch
 from nibabel.orientations import io_orientation
 
 from c2fnas.accel.precision import autocast, memory_format
-from c2fnas.data.io import load_nifti, spatial_shape
+from c2fnas.data.io import load_volume, spatial_shape
 from c2fnas.data.preprocess import Plan, canonical_spacing, resampled_shape
 from c2fnas.inference.sliding_window import Stride, window_count
 
@@ -47,7 +47,7 @@ class PredictionEstimate:
 
 def preprocessed_shape(image_path: Path, plan: Plan) -> tuple[int, int, int]:
     """The image's grid at the plan's spacing, before cropping, from its header alone."""
-    image = load_nifti(image_path)
+    image = load_volume(image_path)
     shape = spatial_shape(image)
     canonical = [0, 0, 0]
     for axis, (target, _) in enumerate(io_orientation(image.affine)):

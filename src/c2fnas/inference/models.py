@@ -15,7 +15,7 @@ import torch
 
 from c2fnas.accel.swap import accelerate
 from c2fnas.data.preprocess import Plan
-from c2fnas.files.model_folder import CheckpointError, model_folder, read_model
+from c2fnas.files.model_folder import CheckpointError, load_weights, model_folder, read_model
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
 
@@ -67,10 +67,7 @@ def network_record(
         raise CheckpointError(f"{folder}/model.json: no preprocessing plan recorded")
     plan = Plan.model_validate(info["plan"])
     network = C2FNet(architecture, plan.in_channels, plan.num_classes)
-    try:
-        network.load_state_dict(weights)
-    except RuntimeError as error:
-        raise CheckpointError(f"{folder}: weights do not fit the architecture: {error}") from None
+    load_weights(network, weights, folder)
     patch = tuple(int(side) for side in info["patch"])
     return NetworkRecord(network.eval(), plan, patch, dict(info))  # type: ignore[arg-type]
 

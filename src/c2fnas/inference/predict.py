@@ -12,6 +12,7 @@ each model's argmax on the preprocessed grid and restores the voted labels (near
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +24,9 @@ import torch
 from torch.nn.functional import one_hot
 
 from c2fnas.accel.precision import resolve_precision
-from c2fnas.data.io import write_like
+from c2fnas.data.io import IMAGE_SUFFIXES, write_like
 from c2fnas.data.loader import FLIP_AXES
-from c2fnas.data.msd import NIFTI_SUFFIXES
+from c2fnas.data.nnunet import group_channel_files
 from c2fnas.data.preprocess import Plan, preprocess_images, restore_prediction
 from c2fnas.inference.estimate import estimate_prediction, seconds_per_window
 from c2fnas.inference.export import load_model_file
@@ -133,18 +134,21 @@ def predict_case(
     mirror_axes: Sequence[int] = (),
     postprocessing: Postprocessing | None = None,
     save_probabilities: bool = False,
+    more_channels: Sequence[Path] = (),
 ) -> Path:
-    """Predict one image file and write its label map with the image's shape, affine and header.
+    """Predict one image file and write its label map with the image's shape and geometry, in
+    the format ``out_path``'s suffix names (``io.write_like``).
 
     ``device`` is where the models are (default CPU); ``precision`` is already resolved.
     ``mirror_axes``: test-time mirroring (``FLIP_AXES``, or none). Post-processing
     applies to the label map only; ``save_probabilities`` writes ``<case>.npz`` beside it.
+    ``more_channels``: the case's further channel files (nnU-Net's ``CASE_0001``, ...).
     """
     if ensemble not in ("vote", "mean"):
         raise ValueError(f"unknown ensemble {ensemble!r}; choose vote or mean")
     plan = models[0].plan
     device = device or torch.device("cpu")
-    image, properties = preprocess_images(image_path, plan)
+    image, properties = preprocess_images(image_path, plan, more_channels=more_channels)
     tensor = torch.from_numpy(image)[None].to(device)
     probabilities = [
         predict_probabilities(
@@ -179,10 +183,28 @@ def label_map(classes: np.ndarray, plan: Plan) -> np.ndarray:
 def image_files(in_dir: Path) -> list[Path]:
     if not in_dir.is_dir():
         raise FileNotFoundError(f"{in_dir}: not a folder")
-    files = sorted(p for p in in_dir.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and p.is_file())
+    files = sorted(
+        p
+        for p in in_dir.iterdir()
+        if p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.startswith(".") and p.is_file()
+    )
     if not files:
-        raise FileNotFoundError(f"{in_dir}: no .nii or .nii.gz images")
+        raise FileNotFoundError(f"{in_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
+
+
+def input_cases(files: Sequence[Path], channels: int) -> dict[str, list[Path]]:
+    """The cases among image files: output file name -> the case's files.
+
+    Files named the nnU-Net way (``CASE_0000.nii.gz``, ..., one per channel, every case
+    complete with ``channels`` files) make one case each, written as ``CASE.nii.gz``. Otherwise
+    each file is a case (MSD: a 4D file holds every channel) and its output keeps its name.
+    """
+    by_name = {path.name: path for path in files}
+    groups = group_channel_files(list(by_name), channels)
+    if groups is None:
+        return {name: [path] for name, path in by_name.items()}
+    return {name: [by_name[part] for part in parts] for name, parts in groups.items()}
 
 
 def check_inputs_are_kept(in_dir: Path, out_dir: Path, files: Sequence[Path]) -> None:
@@ -202,6 +224,24 @@ def check_inputs_are_kept(in_dir: Path, out_dir: Path, files: Sequence[Path]) ->
             f"{out_dir}: the label maps would overwrite the input images of {in_dir} "
             f"({', '.join(clashes[:3])}{more}); choose another output folder"
         )
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Make ``out_dir`` and write a scratch file in it, before any model loads: a read-only
+    folder, or a file in its place, would otherwise fail only once every case is computed.
+
+    Raises:
+        ValueError: ``out_dir`` is a file, or cannot be made or written in (with the reason).
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: a file, not a folder; choose a folder for the label maps")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"{out_dir}: cannot write the label maps there ({reason})") from None
 
 
 def check_same_plan(models: Sequence[LoadedModel]) -> None:
@@ -239,10 +279,13 @@ def predict_folder(
     engine: Engine = "torch",
     window_batch: int = 4,
 ) -> PredictionSummary:
-    """Predict every NIfTI image in ``in_dir`` into ``out_dir`` (same file names).
+    """Predict every image in ``in_dir`` into ``out_dir``, each in its own format and with its
+    file name; nnU-Net channel files (``CASE_0000.nii.gz``, ...) as one case ``CASE.nii.gz``
+    (``input_cases``).
 
     A case that fails is logged and listed in ``PredictionSummary.failed``; the others still run.
-    An ``out_dir`` that would overwrite an input image is refused before anything is loaded.
+    An ``out_dir`` that would overwrite an input image, or that cannot be written, is refused
+    before anything is loaded.
     Before the first case, the windows per case and the estimated time are logged.
 
     Args:
@@ -261,6 +304,7 @@ def predict_folder(
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     files = image_files(in_dir)
     check_inputs_are_kept(in_dir, out_dir, files)
+    check_output_folder(out_dir)
     stride = per_axis(stride)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     carried = None
@@ -274,20 +318,22 @@ def predict_folder(
     resolved = engine_precision(precision, loaded, device)
     mirror_axes = FLIP_AXES if tta else ()
     first = loaded[0]
+    cases = input_cases(files, first.plan.in_channels)
     estimate = estimate_prediction(
-        files, first.plan, first.patch, stride, len(loaded) * 2 ** len(mirror_axes),
+        [paths[0] for paths in cases.values()], first.plan, first.patch, stride,
+        len(loaded) * 2 ** len(mirror_axes),
         seconds_per_window(first.network, first.plan.in_channels, first.patch, window_batch,
                            resolved, device),
     )  # fmt: skip
     log.info("predict: %s", estimate.describe())
     summary = PredictionSummary()
-    for done, image_path in enumerate(files, start=1):
+    for done, (name, paths) in enumerate(cases.items(), start=1):
         try:
             summary.written.append(
                 predict_case(
-                    image_path,
+                    paths[0],
                     loaded,
-                    out_dir / image_path.name,
+                    out_dir / name,
                     ensemble,
                     stride,
                     resolved,
@@ -296,12 +342,13 @@ def predict_folder(
                     mirror_axes=mirror_axes,
                     postprocessing=chosen,
                     save_probabilities=save_probabilities,
+                    more_channels=paths[1:],
                 )  # fmt: skip
             )
         except Exception as error:  # noqa: BLE001 - one bad case must not stop the others
-            log.error("%s: prediction failed: %s", image_path, error)
-            summary.failed[image_path.name] = f"{type(error).__name__}: {error}"
+            log.error("%s: prediction failed: %s", paths[0], error)
+            summary.failed[name] = f"{type(error).__name__}: {error}"
         if progress is not None:
-            progress(image_path.name, done, len(files))
+            progress(name, done, len(cases))
     summary.seconds = time.perf_counter() - started
     return summary

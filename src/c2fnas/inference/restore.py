@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from nibabel.orientations import apply_orientation, ornt_transform
 
+from c2fnas.data.msd import case_id_of
 from c2fnas.data.preprocess import CANONICAL, resample_linear
 from c2fnas.files.atomic import replacing
 
@@ -50,9 +51,8 @@ def restore_probabilities(probabilities: np.ndarray, properties: dict[str, Any])
 
 
 def probabilities_path(label_path: Path) -> Path:
-    """``case.npz`` beside the label map ``case.nii.gz``."""
-    name = label_path.name.removesuffix(".gz").removesuffix(".nii")
-    return label_path.with_name(name + PROBABILITY_SUFFIX)
+    """``case.npz`` beside the label map ``case.nii.gz`` (or ``case.nrrd``, ...)."""
+    return label_path.with_name(case_id_of(label_path) + PROBABILITY_SUFFIX)
 
 
 def write_probabilities(

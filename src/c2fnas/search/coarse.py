@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -48,6 +49,10 @@ class CoarseSettings:
             Dice from this many iterations on and stops the weak ones. Not under torchrun.
         score: ``best`` scores a candidate by its best periodic validation Dice, ``final`` by
             its last one (``SearchConfig.score``).
+        scoring: the candidates' training settings that change their scores (``width``, the
+            schedule, ... : ``evaluate.candidate_scoring``). They do not name the study; a
+            resume with other values is refused (``study.open_study``). Empty for evaluators
+            that train nothing (toy objectives).
     """
 
     budget: int = 50
@@ -60,6 +65,7 @@ class CoarseSettings:
     poll_seconds: float = 10.0
     prune_min_iterations: int = 0
     score: str = "best"
+    scoring: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Checked here, not after the first candidate has trained for hours.
@@ -192,7 +198,9 @@ def run_under_torchrun(job: CoarseJob, factory: EvaluatorFactory) -> Snapshot | 
 
 def open_search(job: CoarseJob) -> TrialStore:
     """Open or resume the store, refusing a store or run folder that holds another search."""
-    store = open_study(job.run_dir, "coarse", job.study, job.identity(), job.open_store)
+    store = open_study(
+        job.run_dir, "coarse", job.study, job.identity(), job.open_store, job.settings.scoring
+    )
     store.study.set_user_attr("last_settings", asdict(job.settings))
     return store
 

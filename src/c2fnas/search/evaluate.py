@@ -25,7 +25,7 @@ import optuna
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.search.coarse import CoarseJob, CoarseSettings
 from c2fnas.search.report import code_text
-from c2fnas.search.study import RunFolderError
+from c2fnas.search.study import RunFolderError, scoring_settings
 from c2fnas.search.worker import CandidateFailed, Evaluate, TrialContext
 from c2fnas.space import Architecture
 
@@ -43,9 +43,23 @@ def settings_from_config(config: RunConfig, strategy: str, **overrides: object) 
         "clusters": config.search.clusters,
         "explore": config.search.random_cluster_probability,
         "score": config.search.score,
+        "scoring": candidate_scoring(config),
     }
     values.update(overrides)
     return CoarseSettings(**values)  # type: ignore[arg-type]
+
+
+def candidate_scoring(config: RunConfig) -> dict[str, object]:
+    """What changes a coarse candidate's score beyond the study's name: the search's training
+    settings (``study.scoring_settings``), the candidates' width, and the validations that
+    score it (how often: ``best`` picks among them, the pruner reads them; the window step)."""
+    stride = config.training.stride
+    return {
+        **scoring_settings(config),
+        "width": config.search.width,
+        "validate_every": config.training.validate_every,
+        "validation_stride": stride if isinstance(stride, int) else list(stride),
+    }
 
 
 def candidate_score(result: TrainResult, score: str) -> float:

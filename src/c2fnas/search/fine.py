@@ -31,7 +31,7 @@ from c2fnas.files.run_folder import FineFolder, RunFolder
 from c2fnas.search.report import write_trials_csv
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
 from c2fnas.search.strategies import Code, Finished
-from c2fnas.search.study import dataset_identity, open_study, run_study
+from c2fnas.search.study import dataset_identity, open_study, run_study, scoring_settings
 from c2fnas.search.worker import (
     Evaluate,
     TrialContext,
@@ -137,6 +137,13 @@ class FineJob:
         """What a resumed search must share with the stored one (names and guards its study)."""
         return {"dataset": self.dataset, **_settings_identity(self.settings, self.topology)}
 
+    def scoring(self) -> dict[str, object]:
+        """What changes a colouring's score beyond the study's name: the supernet's training
+        (``study.scoring_settings`` at twice the search iterations) and the scoring stride.
+        Checked, not named, so that fine studies stored before keep their names
+        (``c2fnas.search.study``)."""
+        return {**scoring_settings(self.config(), 2), "stride": self.settings.stride}
+
     def open_store(self) -> TrialStore:
         return TrialStore(
             self.storage,
@@ -240,9 +247,9 @@ def supernet_scorer(job: FineJob) -> Evaluate:
     config = job.config()
     plan = Plan.load(job.run_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    _, weights, _ = model_folder.read_model(job.folder.supernet.last)
+    found, weights, _ = model_folder.read_model(job.folder.supernet.last)
     supernet = Supernet(job.topology, plan.in_channels, plan.num_classes)
-    supernet.load_state_dict(weights)
+    model_folder.load_weights(supernet, weights, job.folder.supernet.last, found)
     accelerate(supernet).to(device).eval()
     folds = splits.load_or_create(job.run_dir, cached_case_ids(job.run_dir))
     cases = list(loader.validation_cases(job.run_dir, folds[SEARCH_FOLD].val))
@@ -299,7 +306,7 @@ def write_outputs(snapshot: Snapshot, job: FineJob) -> Architecture | None:
 
 def open_search(job: FineJob) -> TrialStore:
     """Open or resume the store, refusing a store or run folder that holds another search."""
-    return open_study(job.run_dir, "fine", job.study, job.identity(), job.open_store)
+    return open_study(job.run_dir, "fine", job.study, job.identity(), job.open_store, job.scoring())
 
 
 def run_fine(

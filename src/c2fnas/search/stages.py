@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from c2fnas.files.lock import folder_lock
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.search import coarse, fine
 from c2fnas.search.estimate import ComputeEstimate, estimate_search_compute, search_fold_windows
@@ -124,6 +126,7 @@ def fine_stage(
     storage: str | None = None,
     workers: int = 1,
     gpus: int = 0,
+    grace_period: int = 600,
     supernet_progress: TrainingCallback | None = None,
     on_progress: SnapshotCallback | None = None,
 ) -> Snapshot | None:
@@ -131,11 +134,23 @@ def fine_stage(
     stage's best at ``search.width``), then score ``search.fine_candidates`` colourings with it.
 
     Under torchrun every rank trains the supernet and rank 0 alone scores; other ranks return
-    None.
+    None. A run folder or store holding a fine search of other settings is refused before the
+    supernet trains, not after.
+
+    Raises:
+        FolderBusy: another process is training the supernet in this run folder.
     """
-    job = fine.make_job(run_dir, topology or searched_topology(run_dir, config), config, storage)
+    job = fine.make_job(
+        run_dir, topology or searched_topology(run_dir, config), config, storage,
+        heartbeat_interval=max(1, grace_period // 10), grace_period=grace_period,
+    )  # fmt: skip
+    fine.open_search(job).close()
     if not fine.supernet_trained(job):
-        fine.train_supernet(job, progress=supernet_progress)
+        # One command trains it (every rank of a torchrun job, under rank 0's lock); scorers
+        # on other machines join once it is trained, so only its training folder is locked.
+        lock = folder_lock(job.folder.supernet.lock) if _rank() == 0 else nullcontext()
+        with lock:
+            fine.train_supernet(job, progress=supernet_progress)
     if _under_torchrun() and _rank() != 0:
         return None
     return fine.run_fine(job, workers, gpus, on_progress)

@@ -23,6 +23,7 @@ from c2fnas.files.atomic import write_json_atomic
 from c2fnas.files.model_folder import (
     CHECKSUMS,
     CheckpointError,
+    load_weights,
     read_json,
     read_model,
     read_tensors,
@@ -140,8 +141,8 @@ def read_checkpoint(
     folder: Path, network: nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
     """Load weights, optimizer and global RNG states in place; return ``state.json``."""
-    _, weights, _ = read_model(folder)
-    network.load_state_dict(weights)
+    architecture, weights, _ = read_model(folder)
+    load_weights(network, weights, folder, found=architecture)
     state: dict[str, Any] = read_json(folder / "state.json")
     optimizer_tensors, rng_tensors = (
         read_tensors(folder / name, recorded_checksum(state, name))
