@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from c2fnas.cli import app
 from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.pipeline import DEFAULT_STAGES, Pipeline
+from c2fnas.space import C2FNAS_PANC, Architecture
 from c2fnas.training.config import load_config
 from tests.training.synthetic import TINY as TINY_ARCHITECTURE
 
@@ -133,6 +134,14 @@ def _check(dataset_dir, run_dir):
     )  # fmt: skip
 
 
+def test_an_unknown_search_mode_is_refused_before_anything_runs(tmp_path):
+    dataset_dir = make_synthetic_dataset(tmp_path / "data", cases=3, shape=(16, 16, 16))
+    result = runner.invoke(app, ["run", str(dataset_dir), "--run", str(tmp_path / "run"),
+                                 "--preset", "smoke", "--search", "maybe"])  # fmt: skip
+    assert result.exit_code == 2 and "choose coarse, fine, none" in result.output
+    assert not (tmp_path / "run" / "pipeline.json").exists()
+
+
 def test_another_dataset_in_a_used_run_folder_is_refused(tmp_path):
     first = make_synthetic_dataset(tmp_path / "first", cases=2, shape=(16, 16, 16))
     second = make_synthetic_dataset(tmp_path / "second", cases=3, shape=(16, 16, 16))
@@ -212,6 +221,28 @@ def test_a_given_architecture_skips_the_search_and_trains_the_folds_asked_for(da
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fine", "none"])
+def test_a_forced_search_mode_runs_only_its_stages_on_c2fnas_pancs_topology(
+    dataset, tmp_path, mode
+):
+    run_dir = tmp_path / mode
+    result = _run(dataset, run_dir, "--search", mode, "--folds", "0")
+    assert result.exit_code == 0, result.output
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert "coarse" not in state and not (run_dir / "coarse").exists()
+    assert ("fine" in state) == (mode == "fine")
+    trained = Architecture.load(run_dir / "train" / "fold_0" / "best" / "architecture.json")
+    assert trained.levels == C2FNAS_PANC.levels
+    if mode == "none":
+        assert trained.ops == C2FNAS_PANC.ops
+    assert len(list((run_dir / "predictions").glob("*.nii.gz"))) == 2
+    other = _run(dataset, run_dir, "--search", "coarse", "--folds", "0")
+    assert other.exit_code == 1 and f"search.mode {mode} -> coarse" in " ".join(
+        other.stderr.split()
+    )
+
+
+@pytest.mark.slow
 def test_without_a_preset_the_run_is_planned_and_preprocessed_as_planned(dataset, tmp_path):
     architecture = tmp_path / "tiny.json"
     TINY_ARCHITECTURE.save(architecture)
@@ -250,9 +281,9 @@ def test_a_configuration_saved_before_a_setting_existed_still_resumes(tmp_path):
     old = config.to_yaml().replace("  folds:\n  - 0\n  - 1\n  - 2\n  - 3\n  - 4\n", "")
     assert "folds" not in old
     pipeline.folder.config.write_text(old)
-    assert pipeline._same_config(pipeline.folder.config)
+    assert pipeline._changed_settings(pipeline.folder.config) == []
     pipeline.folder.config.write_text(old.replace("seed: 0", "seed: 1"))
-    assert not pipeline._same_config(pipeline.folder.config)
+    assert pipeline._changed_settings(pipeline.folder.config) == ["training.seed 1 -> 0"]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,6 +27,9 @@ from c2fnas.files.lock import FolderBusy, folder_lock
 from c2fnas.files.run_folder import RunFolder, TrainingFolder
 from c2fnas.progress import bar_with
 from c2fnas.space import Architecture, ArchitectureError
+
+if TYPE_CHECKING:
+    from c2fnas.training.config import SearchMode
 
 app = typer.Typer(
     name="c2fnas",
@@ -336,6 +339,26 @@ def _is_number(text: str) -> bool:
     return True
 
 
+SEARCH_HELP = (
+    "coarse (both stages), fine (the fine stage alone on C2FNAS-Panc's topology) or none "
+    "(C2FNAS-Panc trained as it is), whatever the budget buys; default: under --time-budget, "
+    "what can pay (see `c2fnas plan`), the paper's search without one."
+)
+
+
+def _search_mode(search: str | None) -> SearchMode | None:
+    from typing import get_args
+
+    from c2fnas.training.config import SearchMode
+
+    if search is None:
+        return None
+    modes = get_args(SearchMode)
+    if search not in modes:
+        raise UserError(f"--search {search}: choose {', '.join(modes)}")
+    return search  # type: ignore[return-value]
+
+
 @app.command("plan")
 def plan(
     dataset_dir: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
@@ -353,6 +376,7 @@ def plan(
     gpus: Annotated[
         int | None, typer.Option(help="GPUs (search workers; default: all visible).")
     ] = None,
+    search: Annotated[str | None, typer.Option(help=SEARCH_HELP)] = None,
 ) -> None:
     """Plan a run from the data, the device and a time budget: writes RUN/plan.yaml for --config."""
     import torch  # heavy: see the module docstring
@@ -362,6 +386,7 @@ def plan(
     try:
         budget = parse_duration(time_budget) if time_budget is not None else None
         architecture = Architecture.load(arch) if arch is not None else None
+        forced = _search_mode(search)
         if device not in (None, "cpu", "cuda"):
             raise UserError(f"--device {device}: choose cpu or cuda")
         if device == "cuda" and not torch.cuda.is_available():
@@ -374,7 +399,7 @@ def plan(
         with _holding(RunFolder(run).lock), bar:
             planned = plan_run(
                 dataset_dir, run, budget, architecture, target,
-                gpus=gpus if gpus is not None else _gpu_count(), progress=update,
+                gpus=gpus if gpus is not None else _gpu_count(), progress=update, search=forced,
             )  # fmt: skip
             path = planned.write(run)
     except (DatasetError, PlanError, BudgetError, OSError) as error:
@@ -925,6 +950,7 @@ def run(
         int,
         typer.Option(help="Seconds without heartbeat before a search worker counts as dead."),
     ] = 600,
+    search: Annotated[str | None, typer.Option(help=SEARCH_HELP)] = None,
 ) -> None:
     """Every stage from data to evaluated predictions; rerun the same command to resume.
 
@@ -938,6 +964,7 @@ def run(
     try:
         dataset_dir, more_folds = _folder_and_numbers(dataset_dir, ctx.args, "--folds", bool(folds))
         chosen = tuple(sorted({*(folds or []), *(int(fold) for fold in more_folds)})) or None
+        forced = _search_mode(search)
     except (UserError, ValueError) as error:
         raise _fail(str(error)) from None
     with _holding(RunFolder(run_dir).lock):  # planning writes into the folder too
@@ -949,12 +976,14 @@ def run(
                 bar, update = _progress_bar()
                 with bar:
                     run_config, planned_seconds = planned_config(
-                        dataset_dir, run_dir, budget, arch, chosen, gpus, update
+                        dataset_dir, run_dir, budget, arch, chosen, gpus, update, forced
                     )
             elif time_budget is not None:
                 raise UserError("--time-budget plans the run: leave out --preset and --config")
             else:
                 run_config = load_config(preset or "paper", config)
+                if forced is not None:
+                    run_config = run_config.with_fields("search", mode=forced)
         except (ValueError, OSError, UserError) as error:  # ConfigError, PlanError, DatasetError
             raise _fail(str(error)) from None
         bar, progress = _pipeline_progress()

@@ -40,9 +40,9 @@ from c2fnas.inference.predict import predict_folder
 from c2fnas.planning import plan_run
 from c2fnas.report import write_report
 from c2fnas.search.stages import coarse_stage, final_architecture, fine_stage, scale_stage
-from c2fnas.space import Architecture
+from c2fnas.space import C2FNAS_PANC, Architecture
 from c2fnas.training import train
-from c2fnas.training.config import RunConfig, load_config
+from c2fnas.training.config import RunConfig, SearchMode, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def planned_config(
     folds: Sequence[int] | None = None,
     gpus: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
+    search: SearchMode | None = None,
 ) -> tuple[RunConfig, dict[str, float] | None]:
     """The configuration ``c2fnas run`` uses when given neither a preset nor a file: the run
     folder's ``plan.yaml`` when it has one (a resumed run keeps its plan), otherwise a new plan
@@ -82,9 +83,16 @@ def planned_config(
     path = RunFolder(run_dir).plan_config
     if path.is_file():
         logger.info("using the plan made before: %s", path)
-        return load_config("paper", path), None
+        config = load_config("paper", path)
+        if search is not None and search != config.search.mode:
+            raise PipelineError(
+                f"{path} plans --search {config.search.mode}, not {search}: rerun without "
+                "--search to resume it, or use a new run folder"
+            )
+        return config, None
     given = Architecture.load(architecture) if architecture is not None else None
-    plan = plan_run(dataset_dir, run_dir, budget, given, gpus=gpus, folds=folds, progress=progress)
+    plan = plan_run(dataset_dir, run_dir, budget, given, gpus=gpus, folds=folds,
+                    progress=progress, search=search)  # fmt: skip
     plan.write(run_dir)
     return plan.config, dict(plan.seconds)
 
@@ -205,8 +213,8 @@ class Pipeline:
         if self.planned_seconds is not None:
             write_json_atomic(self.state_path, {**self.state(), "planned": self.planned_seconds})
         self._save_architecture()
-        if self.architecture is not None:
-            stages = [stage for stage in stages if stage not in SEARCH_STAGES]
+        skipped = self._searched_elsewhere()
+        stages = [stage for stage in stages if stage not in skipped]
         ran = False
         for stage in STAGES:
             if stage not in stages:
@@ -308,22 +316,32 @@ class Pipeline:
     def _save_config(self) -> None:
         path = self.folder.config
         text = self.config.to_yaml()
-        if path.is_file() and not self._same_config(path):
+        changed = self._changed_settings(path) if path.is_file() else []
+        if changed:
             done = [s for s, v in self.state()["stages"].items() if v.get("done")]
             if any(stage not in ("check", "preprocess") for stage in done):
                 raise PipelineError(
-                    f"{path}: this run was started with another configuration; use the same "
-                    "preset and --config to resume, or a new run folder"
+                    f"{path}: this run was started with another configuration ("
+                    f"{'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); use the "
+                    "same preset, --config and --search to resume, or a new run folder"
                 )
         path.write_text(text)
 
-    def _same_config(self, path: Path) -> bool:
-        """Whether ``path`` holds this run's configuration: compared by value, so a file written
-        before a setting was added (and holds its default) still matches."""
+    def _changed_settings(self, path: Path) -> list[str]:
+        """The settings in which ``path`` differs from this run's configuration (``section.name
+        old -> new``): compared by value, so a file written before a setting was added (and
+        holds its default) still matches."""
         try:
-            return load_config("paper", path) == self.config
-        except ValueError:  # ConfigError: unreadable, or a setting this version does not know
-            return False
+            saved = load_config("paper", path).model_dump(mode="json")
+        except ValueError as error:  # ConfigError: unreadable, or a setting not known here
+            return [f"unreadable: {error}"]
+        current = self.config.model_dump(mode="json")
+        return [
+            f"{section}.{name} {value} -> {current[section][name]}"
+            for section, values in saved.items()
+            for name, value in values.items()
+            if current[section][name] != value
+        ]
 
     # --- stages ----------------------------------------------------------------------------
 
@@ -362,9 +380,12 @@ class Pipeline:
         return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
 
     def stage_fine(self) -> dict[str, Any]:
+        transferred = None  # the coarse stage's best
+        if self.config.search.mode == "fine":
+            transferred = Architecture.coarse(C2FNAS_PANC.levels, self.config.search.width)
         snapshot = fine_stage(
-            self.run_dir, self.config, storage=self.storage, workers=self.workers,
-            gpus=self.gpus, grace_period=self.grace_period,
+            self.run_dir, self.config, topology=transferred, storage=self.storage,
+            workers=self.workers, gpus=self.gpus, grace_period=self.grace_period,
             supernet_progress=self._view("train", "supernet"),
             on_progress=self._view("search", "fine search", self.config.search.fine_candidates),
         )  # fmt: skip
@@ -374,10 +395,19 @@ class Pipeline:
             raise PipelineError(f"fine: no colouring was scored; see {candidates}")
         return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
 
+    def _searched_elsewhere(self) -> tuple[str, ...]:
+        """The search stages this run leaves out: both with a given architecture or under
+        ``search.mode: none``, the coarse one under ``fine`` (C2FNAS-Panc's topology)."""
+        if self.architecture is not None or self.config.search.mode == "none":
+            return SEARCH_STAGES
+        return ("coarse",) if self.config.search.mode == "fine" else ()
+
     def final_architecture(self) -> Architecture:
-        if self.architecture is not None:  # at the run's width (search.width)
-            given = Architecture.load(self.folder.given_architecture)
-            return given.with_width(self.config.search.width)
+        width = self.config.search.width  # the run's width
+        if self.architecture is not None:
+            return Architecture.load(self.folder.given_architecture).with_width(width)
+        if self.config.search.mode == "none":
+            return C2FNAS_PANC.with_width(width)
         return final_architecture(self.run_dir)
 
     def stage_scale(self) -> dict[str, Any]:

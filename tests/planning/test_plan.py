@@ -156,3 +156,21 @@ def test_hippocampus_plan(hippocampus, tmp_path, panc_path):
     assert any(c.setting == "folds" for c in plan.choices)
     assert sum(plan.seconds.values()) <= 0.9 * 3600
     _check_written(plan, tmp_path / "run")
+
+
+def test_the_plan_records_what_it_searches_and_why(isotropic, tmp_path):
+    plan = plan_run(isotropic, tmp_path / "run", budget=3 * 3600, device=CPU,
+                    memory_bytes=8 * GIB, search="fine")  # fmt: skip
+    assert plan.config.search.mode == "fine"
+    assert plan.seconds["coarse"] == 0 and plan.seconds["fine"] > 0
+    row = next(c for c in plan.choices if c.setting == "search")
+    assert row.value.startswith("fine stage on C2FNAS-Panc's topology")
+    assert row.reason.startswith("forced (--search fine)")
+    none = plan_run(isotropic, tmp_path / "none", budget=3 * 3600, device=CPU,
+                    memory_bytes=8 * GIB, search="none")  # fmt: skip
+    assert none.config.search.mode == "none" and none.seconds["fine"] == 0
+    assert none.config.training.iterations > plan.config.training.iterations
+    with pytest.raises(PlanError, match="--search coarse with an architecture"):
+        plan_run(isotropic, tmp_path / "arch", budget=3600, device=CPU, memory_bytes=8 * GIB,
+                 architecture=Architecture.coarse((0, 0, 1, 1, 2, 3, 2, 2, 1, 0, 0, 0)),
+                 search="coarse")  # fmt: skip

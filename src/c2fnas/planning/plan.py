@@ -33,13 +33,13 @@ from c2fnas.nn import C2FNet
 from c2fnas.nn.profile import estimate_cost
 from c2fnas.planning import geometry, memory, schedule
 from c2fnas.search.estimate import CHEAP_STEP_MACS
-from c2fnas.space import Architecture
-from c2fnas.training.config import RunConfig, load_config
+from c2fnas.space import C2FNAS_PANC, Architecture
+from c2fnas.training.config import RunConfig, SearchMode, load_config
 from c2fnas.training.measure import Measurement, measure_step
 
 log = logging.getLogger(__name__)
 
-REFERENCE_LEVELS = (0, 0, 1, 1, 2, 3, 2, 2, 1, 0, 0, 0)
+REFERENCE_LEVELS = C2FNAS_PANC.levels
 """C2FNAS-Panc's topology (paper Fig. 5): the typical U-shaped candidate a search's costs are
 measured on."""
 ITERATIONS_BEFORE_WIDTH = 20000
@@ -48,8 +48,12 @@ paper's search schedule (20000 iterations, what the paper deemed enough to rank 
 SECONDS_PER_MEGAVOXEL = 1.0
 """Checking and preprocessing, per million source voxels and channel (Hippocampus on one core:
 0.37 s; resampling oblique or larger volumes costs more)."""
-TEST_IMAGES = "imagesTs"
 MIRROR_PASSES = 8  # test-time mirroring: every flip of the three axes
+PREDICTION_SECONDS_PER_CASE = 1.3
+"""What predicting one case costs beyond its windows and its preprocessing: reading it, restoring
+the probabilities to its geometry, writing, and (out of fold) scoring the post-processing choice.
+The 60-minute Hippocampus run (``benchmarks/results/hippocampus_run_panc.json``, AMD EPYC with
+AVX2) planned 13.7 s for 40 out-of-fold cases with mirroring and spent 65.3 s: 1.3 s a case."""
 TTA_SHARE = 0.05
 """Under a budget, prediction mirrors when that costs at most this share of the budget."""
 
@@ -153,6 +157,7 @@ def plan_run(
     folds: Sequence[int] | None = None,
     memory_bytes: int | None = None,
     progress: Progress | None = None,
+    search: SearchMode | None = None,
 ) -> RunPlan:
     """Plan a run of ``c2fnas run`` for the dataset in ``dataset_dir``.
 
@@ -165,6 +170,9 @@ def plan_run(
         folds: the folds the run trains (``c2fnas run --folds``); default all five, or under a
             budget the most that each train ``schedule.MIN_FOLD_ITERATIONS`` iterations.
         memory_bytes: the memory of one device (default: measured, see ``device_memory``).
+        search: what to search whatever the budget buys (``c2fnas plan --search``); default:
+            without ``architecture``, what ``schedule.choose_search`` finds can pay under a
+            budget, the paper's full search without one.
 
     Raises:
         DatasetError: ``dataset.json`` is unusable.
@@ -190,26 +198,35 @@ def plan_run(
     )  # fmt: skip
     fitting = [n for n in map(context.network, widths) if n.batch >= memory.MIN_BATCH]
     narrowest = context.measured(fitting[0])
-    search, workers = architecture is None, max(1, gpus)
-    if folds is None and budget is not None:
-        context = _choose_folds(context, narrowest, budget, search, workers)
-    chosen = _choose_width(context, narrowest, fitting[1:], budget, search, workers)
+    workers = max(1, gpus)
+    if architecture is not None and search not in (None, "none"):
+        raise PlanError(f"--search {search} with an architecture to train: nothing is searched")
+    mode: SearchMode = "none" if architecture is not None else search or "coarse"
+    search_reason = None
+    if budget is not None and architecture is None:
+        choice = _choose_search(context, narrowest, budget, workers, folds is not None, search)
+        context = replace(context, folds=tuple(range(choice.folds))) if folds is None else context
+        mode, search_reason = choice.mode, choice.reason
+    elif budget is not None and folds is None:
+        context = _choose_folds(context, narrowest, budget, mode, workers)
+    chosen = _choose_width(context, narrowest, fitting[1:], budget, mode, workers)
     try:
-        planned, tta = _schedule(context, chosen, budget, search, workers)
+        planned, tta = _schedule(context, chosen, budget, mode, workers)
     except schedule.BudgetError as error:
         if chosen is narrowest:
             raise PlanError(str(error)) from None
         chosen = narrowest  # the measured step of the wider network was slower than estimated
-        planned, tta = _schedule(context, chosen, budget, search, workers)
+        planned, tta = _schedule(context, chosen, budget, mode, workers)
     choices = [
         Choice("spacing", _values(spacing, "mm"), spacing_reason),
         Choice("patch", _values(patch), patch_reason),
         Choice("stride", _values(context.stride), _stride_reason(context.stride)),
         _folds_choice(context.folds, folds is not None, budget),
         *_network_choices(chosen, narrowest, context),
-        *_schedule_choices(planned, budget, architecture, workers, tta),
+        *_schedule_choices(planned, budget, architecture, workers, tta, mode, search_reason),
     ]
-    config = _configure(chosen, context, planned, tta).with_fields("data", spacing=list(spacing))
+    config = _configure(chosen, context, planned, tta, mode)
+    config = config.with_fields("data", spacing=list(spacing))
     return RunPlan(
         config, spacing, context.stride, budget, planned.seconds, context.folds, tuple(choices)
     )
@@ -272,12 +289,13 @@ class _Context:
         test_cases = _test_images(self.dataset)
         folds = len(self.folds)
         out_of_fold = validation_cases * folds  # the postprocess stage's cross-validation
+        overhead = PREDICTION_SECONDS_PER_CASE
         return schedule.Costs(
             step=network.measurement.step_seconds * schedule.STEP_OVERHEAD,
             validation=validation_cases * windows * window,
             fine_score=validation_cases * window_count(volume, self.patch, fine_stride) * window,
-            prediction=out_of_fold * (windows * window * passes + per_case)
-            + test_cases * (folds * windows * window * passes + per_case),
+            prediction=out_of_fold * (windows * window * passes + per_case + overhead)
+            + test_cases * (folds * windows * window * passes + per_case + overhead),
             data=per_case * len(self.dataset.training),
         )
 
@@ -287,7 +305,7 @@ def _choose_width(
     narrowest: _Network,
     wider: Sequence[_Network],
     budget: float | None,
-    search: bool,
+    search: SearchMode,
     workers: int,
 ) -> _Network:
     """The widest network that fits the memory (without a budget) or that still trains
@@ -310,8 +328,33 @@ def _choose_width(
     return context.measured(chosen) if chosen is not narrowest and cheap else chosen
 
 
+def _choose_search(
+    context: _Context,
+    narrowest: _Network,
+    budget: float,
+    workers: int,
+    folds_given: bool,
+    forced: SearchMode | None,
+) -> schedule.SearchChoice:
+    """What to search (``schedule.choose_search``) and, unless given, how many folds, from the
+    narrowest network's costs (prediction counted without mirroring).
+
+    Raises:
+        PlanError: not even training without a search fits (or the forced search does not).
+    """
+
+    def costs_of(folds: int) -> schedule.Costs:
+        return replace(context, folds=tuple(range(folds))).costs(narrowest)
+
+    given = len(context.folds) if folds_given else None
+    try:
+        return schedule.choose_search(budget, costs_of, workers, given, forced)
+    except schedule.BudgetError as error:
+        raise PlanError(str(error)) from None
+
+
 def _choose_folds(
-    context: _Context, narrowest: _Network, budget: float, search: bool, workers: int
+    context: _Context, narrowest: _Network, budget: float, search: SearchMode, workers: int
 ) -> _Context:
     """The context with the most folds that each train ``schedule.MIN_FOLD_ITERATIONS``
     iterations with the narrowest network (prediction counted without mirroring)."""
@@ -341,7 +384,7 @@ def _folds_choice(folds: tuple[int, ...], given: bool, budget: float | None) -> 
 
 
 def _schedule(
-    context: _Context, network: _Network, budget: float | None, search: bool, workers: int
+    context: _Context, network: _Network, budget: float | None, search: SearchMode, workers: int
 ) -> tuple[schedule.Schedule, bool]:
     """The schedule, and whether prediction mirrors: on GPUs without a budget (the paper
     preset's choice), and under a budget when mirroring stays within ``TTA_SHARE`` of it."""
@@ -398,12 +441,12 @@ def _extrapolate(measured: _Network, other: _Network) -> _Network:
 
 
 def _test_images(dataset: Dataset) -> int:
-    folder = dataset.root / TEST_IMAGES
-    return sum(1 for _ in folder.glob("*.nii*")) if folder.is_dir() else 0
+    """The test cases whose image files are there (an nnU-Net case is one file per channel)."""
+    return sum(all(path.is_file() for path in case.images) for case in dataset.test)
 
 
 def _configure(
-    network: _Network, context: _Context, planned: schedule.Schedule, tta: bool
+    network: _Network, context: _Context, planned: schedule.Schedule, tta: bool, mode: SearchMode
 ) -> RunConfig:
     training = planned.training
     config = load_config("paper")
@@ -418,13 +461,18 @@ def _configure(
         checkpoint_every=training.checkpoint_every, stride=list(context.stride), tta=tta,
         tensorboard=not cpu, folds=list(context.folds),
     )  # fmt: skip
-    search: dict[str, Any] = {"width": network.width, "fine_stride": max(context.patch) // 2}
+    search: dict[str, Any] = {
+        "width": network.width, "fine_stride": max(context.patch) // 2, "mode": mode,
+    }  # fmt: skip
     if planned.search is not None:
         search.update(
-            coarse_networks=planned.search.coarse_networks, clusters=planned.search.clusters,
             iterations=planned.search.iterations, milestones=list(planned.search.milestones),
             fine_candidates=planned.search.fine_candidates,
         )  # fmt: skip
+        if planned.search.coarse_networks:
+            search.update(
+                coarse_networks=planned.search.coarse_networks, clusters=planned.search.clusters
+            )
     return config.with_fields("search", **search)
 
 
@@ -510,6 +558,8 @@ def _schedule_choices(
     architecture: Architecture | None,
     workers: int,
     tta: bool,
+    mode: SearchMode,
+    search_reason: str | None,
 ) -> list[Choice]:
     training = planned.training
     if budget is None:
@@ -545,18 +595,23 @@ def _schedule_choices(
         )
         return rows
     search = planned.search
-    assert search is not None
-    value = (
-        f"{search.coarse_networks} networks in {search.clusters} clusters x "
-        f"{search.iterations} it; {search.fine_candidates} colourings"
-    )
-    if budget is None:
-        reason = "the paper's search"
+    if mode == "none" or search is None:
+        rows.append(Choice("search", "none: C2FNAS-Panc", search_reason or "--search none"))
+        return rows
+    supernet = f"supernet {2 * search.iterations} it, {search.fine_candidates} colourings"
+    if mode == "fine":
+        value = f"fine stage on C2FNAS-Panc's topology: {supernet}"
+        share = schedule.FINE_ONLY_SHARE
     else:
-        reason = (
-            f"{schedule.SEARCH_SHARE:.0%} of the networks' time, {workers} worker(s); "
-            "candidates train half the final schedule, the supernet twice that"
+        value = (
+            f"{search.coarse_networks} networks in {search.clusters} clusters x "
+            f"{search.iterations} it; {supernet}"
         )
+        share = schedule.SEARCH_SHARE
+    if budget is None:
+        reason = "the paper's search" if mode == "coarse" else f"--search {mode}"
+    else:
+        reason = f"{search_reason}; {share:.0%} of the networks' time, {workers} worker(s)"
     rows.append(Choice("search", value, reason))
     return rows
 

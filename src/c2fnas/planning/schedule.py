@@ -7,8 +7,10 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import get_args
 
 from c2fnas.data.splits import NUM_FOLDS
+from c2fnas.training.config import SearchMode
 
 PAPER_ITERATIONS = 40000  # deployment schedule; more would not be the paper's any more
 PAPER_VALIDATIONS = 40  # every 1000 of 40000 iterations
@@ -31,6 +33,19 @@ PAPER_COARSE_NETWORKS = 50
 MIN_COARSE_NETWORKS = 4
 NETWORKS_PER_CLUSTER = 6  # the paper's 50 networks over 8 clusters
 MAX_CLUSTERS = 8
+SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
+MIN_SEARCH_CLUSTERS = 2
+"""Algorithm 1 differs from random search only with two clusters or more: with one, its initial
+networks and its ranking picks are all uniform draws from the 924 topologies."""
+MIN_RANKING_ITERATIONS = 1000
+"""The shortest candidate schedule whose scores rank topologies usefully. Provisional: set from
+``benchmarks/search_landscape.py``'s fidelity ladder once it has run."""
+MIN_SUPERNET_ITERATIONS = 2000
+"""The shortest supernet schedule whose scores rank colourings usefully. Provisional: set from
+``benchmarks/search_landscape.py``'s supernet part once it has run."""
+FINE_ONLY_SHARE = 0.25
+"""Of the time left for networks, what a fine stage alone gets: its supernet trains about one
+fold's schedule (as in a full search, where it trains twice a coarse candidate's half)."""
 MIN_ITERATIONS = 100
 """Fewer iterations teach a network nothing: a budget that allows fewer is refused."""
 MIN_FOLD_ITERATIONS = 5000
@@ -84,6 +99,9 @@ class TrainingSchedule:
 
 @dataclass(frozen=True)
 class SearchSchedule:
+    """``coarse_networks`` and ``clusters`` are 0 for a fine stage alone; ``iterations`` is a
+    coarse candidate's schedule, half the supernet's."""
+
     coarse_networks: int
     clusters: int
     iterations: int
@@ -100,6 +118,7 @@ class SearchSchedule:
 class Schedule:
     training: TrainingSchedule
     search: SearchSchedule | None
+    """None when no search is planned (``none``, or an architecture is given)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Estimated seconds per part: data, coarse, fine, training, prediction."""
 
@@ -165,8 +184,10 @@ def fit_search(
 
     Search candidates train half the final schedule (the paper's 20000 of 40000 iterations),
     the supernet twice that; the fine stage scores at most ``FINE_SCORING_SHARE`` of the
-    time's worth of colourings. The coarse stage gets what is left, shortening every
-    candidate's schedule when fewer than ``MIN_COARSE_NETWORKS`` networks would fit.
+    time's worth of colourings. The coarse stage gets what is left. Where that makes fewer
+    networks than ``MIN_SEARCH_CLUSTERS`` clusters need, candidates train shorter so that they
+    fit, down to ``MIN_RANKING_ITERATIONS``; where even that fails, shorter still so that
+    ``MIN_COARSE_NETWORKS`` fit (a search ``choose_search`` does not choose by itself).
 
     Raises:
         BudgetError: not even ``MIN_COARSE_NETWORKS`` networks of ``MIN_ITERATIONS`` fit.
@@ -183,22 +204,59 @@ def fit_search(
         * workers
         / (iterations * per_iteration)
     )
-    if networks < MIN_COARSE_NETWORKS:
-        networks = MIN_COARSE_NETWORKS
-        rounds = math.ceil(networks / workers) + 2  # coarse rounds, then the supernet (2x)
-        iterations = math.floor((seconds - scoring) / (rounds * per_iteration))
+    clustered = MIN_SEARCH_CLUSTERS * NETWORKS_PER_CLUSTER
+    for floor in (clustered, MIN_COARSE_NETWORKS):
+        if networks >= floor:
+            break
+        rounds = math.ceil(floor / workers) + 2  # coarse rounds, then the supernet (2x)
+        shorter = math.floor((seconds - scoring) / (rounds * per_iteration))
+        if floor == MIN_COARSE_NETWORKS or shorter >= MIN_RANKING_ITERATIONS:
+            networks, iterations = floor, min(iterations, shorter)
+            break
+    networks = min(networks, PAPER_COARSE_NETWORKS)
+    keep = max(f for f in (clustered, MIN_COARSE_NETWORKS) if f <= networks)
+    planned = search_run(networks, iterations, candidates, costs, final.validate_every, workers)
+    while planned.coarse_seconds + planned.fine_seconds > seconds and iterations >= MIN_ITERATIONS:
+        # the rounding of validations per candidate: fewer networks down to the floor they
+        # reached, then shorter candidates
+        if networks > keep:
+            networks -= 1
+        else:
+            iterations -= max(1, iterations // 100)
+        planned = search_run(networks, iterations, candidates, costs, final.validate_every, workers)
     if iterations < MIN_ITERATIONS:
         raise BudgetError(
             f"{seconds / 60:.1f} min for the search allow {MIN_COARSE_NETWORKS} networks of "
             f"{max(0, iterations)} iterations; at least {MIN_ITERATIONS} are needed (give "
             "--arch to train a published network without a search, or a larger budget)"
         )
-    networks = min(networks, PAPER_COARSE_NETWORKS)
-    planned = search_run(networks, iterations, candidates, costs, final.validate_every, workers)
-    while planned.coarse_seconds + planned.fine_seconds > seconds and networks > 1:
-        networks -= 1  # the rounding of validations per candidate
-        planned = search_run(networks, iterations, candidates, costs, final.validate_every, workers)
     return planned
+
+
+def fit_fine(seconds: float, costs: Costs, final: TrainingSchedule) -> SearchSchedule:
+    """A fine stage alone that takes ``seconds``: the longest supernet (at most twice the
+    paper's candidate schedule), after at most ``FINE_SCORING_SHARE`` of the time's worth of
+    colourings.
+
+    Raises:
+        BudgetError: the supernet would train fewer than ``MIN_ITERATIONS``.
+    """
+    per_iteration = costs.step + costs.validation / final.validate_every
+    candidates = max(
+        1,
+        min(PAPER_FINE_CANDIDATES, math.floor(FINE_SCORING_SHARE * seconds / costs.fine_score)),
+    )
+    supernet = math.floor((seconds - candidates * costs.fine_score) / per_iteration)
+    iterations = min(supernet // 2, PAPER_ITERATIONS // 2)
+    while iterations >= MIN_ITERATIONS:
+        planned = search_run(0, iterations, candidates, costs, final.validate_every, 1)
+        if planned.fine_seconds <= seconds:
+            return planned
+        iterations -= max(1, iterations // 100)  # the rounding of validations
+    raise BudgetError(
+        f"{seconds / 60:.1f} min for the fine stage allow a supernet of {max(0, supernet)} "
+        f"iterations; at least {2 * MIN_ITERATIONS} are needed"
+    )
 
 
 def search_run(
@@ -207,7 +265,7 @@ def search_run(
     """The estimated time of a search of this size."""
     candidate = training_run(iterations, costs, math.ceil(iterations / validate_every))
     supernet = training_run(2 * iterations, costs, math.ceil(2 * iterations / validate_every))
-    clusters = max(1, min(MAX_CLUSTERS, networks // NETWORKS_PER_CLUSTER))
+    clusters = max(1, min(MAX_CLUSTERS, networks // NETWORKS_PER_CLUSTER)) if networks else 0
     return SearchSchedule(
         coarse_networks=networks,
         clusters=clusters,
@@ -218,9 +276,12 @@ def search_run(
     )
 
 
-def fit_budget(budget: float, costs: Costs, search: bool, folds: int, workers: int = 1) -> Schedule:
+def fit_budget(
+    budget: float, costs: Costs, search: SearchMode, folds: int, workers: int = 1
+) -> Schedule:
     """Split ``SAFETY`` x ``budget`` seconds: data and prediction first (fixed costs), then the
-    search (``SEARCH_SHARE`` of the rest, if any) and the ``folds`` training runs.
+    search (``SEARCH_SHARE`` of the rest for ``coarse``, ``FINE_ONLY_SHARE`` for ``fine``) and
+    the ``folds`` training runs.
 
     Raises:
         BudgetError: the budget does not cover the fixed costs, or too few iterations fit.
@@ -231,14 +292,18 @@ def fit_budget(budget: float, costs: Costs, search: bool, folds: int, workers: i
             f"a budget of {budget / 60:.1f} min does not cover preprocessing "
             f"({costs.data / 60:.1f} min) and prediction ({costs.prediction / 60:.1f} min)"
         )
-    search_seconds = SEARCH_SHARE * networks if search else 0.0
-    training = fit_training((networks - search_seconds) / folds, costs)
-    search_schedule = fit_search(search_seconds, costs, training, workers) if search else None
+    share = {"coarse": SEARCH_SHARE, "fine": FINE_ONLY_SHARE, "none": 0.0}[search]
+    training = fit_training((1 - share) * networks / folds, costs)
+    search_schedule = None
+    if search == "coarse":
+        search_schedule = fit_search(share * networks, costs, training, workers)
+    elif search == "fine":
+        search_schedule = fit_fine(share * networks, costs, training)
     return Schedule(training, search_schedule, _seconds(costs, training, search_schedule, folds))
 
 
 def fit_folds(
-    budget: float, costs_of: Callable[[int], Costs], search: bool, workers: int = 1
+    budget: float, costs_of: Callable[[int], Costs], search: SearchMode, workers: int = 1
 ) -> tuple[int, Schedule]:
     """The most folds (of ``NUM_FOLDS``) whose training runs each still get
     ``MIN_FOLD_ITERATIONS`` iterations in ``budget``, and their schedule; one fold when even
@@ -261,15 +326,16 @@ def fit_folds(
 
 
 def paper_schedule(
-    costs: Costs, search: bool, folds: int, workers: int = 1, fine_candidates: int = 2000
+    costs: Costs, search: SearchMode, folds: int, workers: int = 1, fine_candidates: int = 2000
 ) -> Schedule:
     """The paper's schedule, with its estimated time on the measured device."""
     training = training_run(PAPER_ITERATIONS, costs)
     search_schedule = None
-    if search:
+    if search != "none":
+        networks = PAPER_COARSE_NETWORKS if search == "coarse" else 0
         search_schedule = search_run(
-            PAPER_COARSE_NETWORKS, PAPER_ITERATIONS // 2, fine_candidates, costs,
-            training.validate_every, workers,
+            networks, PAPER_ITERATIONS // 2, fine_candidates, costs, training.validate_every,
+            workers,
         )  # fmt: skip
     return Schedule(training, search_schedule, _seconds(costs, training, search_schedule, folds))
 
@@ -284,3 +350,103 @@ def _seconds(
         "training": folds * training.seconds,
         "prediction": costs.prediction,
     }
+
+
+@dataclass(frozen=True)
+class SearchChoice:
+    """What the plan searches, for how many folds, with which schedule, and why."""
+
+    mode: SearchMode
+    folds: int
+    schedule: Schedule
+    reason: str
+
+
+def choose_search(
+    budget: float,
+    costs_of: Callable[[int], Costs],
+    workers: int = 1,
+    folds: int | None = None,
+    forced: SearchMode | None = None,
+) -> SearchChoice:
+    """Search only where a search can pay: a coarse stage when the budget buys Algorithm 1 at
+    least ``MIN_SEARCH_CLUSTERS`` clusters of candidates trained at least
+    ``MIN_RANKING_ITERATIONS``; else the fine stage alone when its supernet trains at least
+    ``MIN_SUPERNET_ITERATIONS``; else no search. ``forced`` takes that mode whatever it buys,
+    and the reason then says what to expect of it.
+
+    Args:
+        costs_of: the run's costs when it trains that many folds.
+        folds: train this many folds (default: the most that each train
+            ``MIN_FOLD_ITERATIONS``, see ``fit_folds``).
+
+    Raises:
+        BudgetError: not even training without a search fits (or the forced mode does not).
+    """
+
+    def planned(mode: SearchMode) -> tuple[int, Schedule]:
+        if folds is None:
+            return fit_folds(budget, costs_of, mode, workers)
+        return folds, fit_budget(budget, costs_of(folds), mode, folds, workers)
+
+    if forced:
+        count, schedule = planned(forced)
+        problem = _search_problem(forced, schedule)
+        reason = f"forced (--search {forced}): {_search_summary(forced, schedule)}"
+        if problem:
+            reason += f"; expect little of it: {problem}"
+        return SearchChoice(forced, count, schedule, reason)
+    skipped = []
+    for mode in SEARCH_MODES:
+        try:
+            count, schedule = planned(mode)
+        except BudgetError as error:
+            if mode == "none":
+                raise
+            skipped.append(f"no {mode} stage: {error}")
+            continue
+        problem = _search_problem(mode, schedule)
+        if problem is None:
+            return SearchChoice(
+                mode, count, schedule, "; ".join([*skipped, _search_summary(mode, schedule)])
+            )
+        skipped.append(f"no {mode} stage: {problem}")
+    raise AssertionError("unreachable: 'none' has no problem")  # pragma: no cover
+
+
+def _search_problem(mode: SearchMode, planned: Schedule) -> str | None:
+    """Why ``planned``'s search cannot pay, or None when it can."""
+    search = planned.search
+    if search is None:
+        return None
+    if mode == "coarse" and search.clusters < MIN_SEARCH_CLUSTERS:
+        return (
+            f"{search.coarse_networks} networks make {search.clusters} cluster(s), and "
+            f"Algorithm 1 needs {MIN_SEARCH_CLUSTERS} "
+            f"({MIN_SEARCH_CLUSTERS * NETWORKS_PER_CLUSTER} networks) to be more than random "
+            "search"
+        )
+    if mode == "coarse" and search.iterations < MIN_RANKING_ITERATIONS:
+        return (
+            f"candidates would train {search.iterations} iterations, and scores rank "
+            f"topologies only from {MIN_RANKING_ITERATIONS}"
+        )
+    if mode == "fine" and 2 * search.iterations < MIN_SUPERNET_ITERATIONS:
+        return (
+            f"the supernet would train {2 * search.iterations} iterations, and ranks "
+            f"colourings only from {MIN_SUPERNET_ITERATIONS}"
+        )
+    return None
+
+
+def _search_summary(mode: SearchMode, planned: Schedule) -> str:
+    search = planned.search
+    if mode == "none" or search is None:
+        return "C2FNAS-Panc trained without a search"
+    supernet = f"a supernet of {2 * search.iterations} iterations scoring {search.fine_candidates}"
+    if mode == "fine":
+        return f"the fine stage alone on C2FNAS-Panc's topology: {supernet} colourings"
+    return (
+        f"{search.coarse_networks} networks in {search.clusters} clusters x "
+        f"{search.iterations} iterations, then {supernet} colourings"
+    )

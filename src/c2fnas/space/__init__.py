@@ -4,7 +4,7 @@ A network is a topology (the level of each of the 12 cells), an op per cell (its
 a width multiplier. See ``Architecture``.
 """
 
-from c2fnas.space.architecture import SCHEMA_VERSION, Architecture, ArchitectureError
+from c2fnas.space.architecture import C2FNAS_PANC, SCHEMA_VERSION, Architecture, ArchitectureError
 from c2fnas.space.ops import OPS, Op
 from c2fnas.space.topology import (
     NUM_CELLS,
@@ -19,6 +19,7 @@ from c2fnas.space.topology import (
 )
 
 __all__ = [
+    "C2FNAS_PANC",
     "NUM_CELLS",
     "NUM_LEVELS",
     "OPS",

@@ -154,3 +154,13 @@ class Architecture:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json(), encoding="utf-8")
+
+
+C2FNAS_PANC = Architecture(
+    levels=(0, 0, 1, 1, 2, 3, 2, 2, 1, 0, 0, 0),
+    ops=("2d", "p3d", "3d", "3d", "3d", "2d", "3d", "3d", "p3d", "3d", "2d", "3d"),
+    name="c2fnas-panc",
+)
+"""The paper's searched network for pancreas tumours (Fig. 5), as in
+``architectures/c2fnas-panc.json``: what a plan without a search trains, and whose topology a
+plan with the fine stage alone colours."""

@@ -24,6 +24,8 @@ from c2fnas.data.splits import NUM_FOLDS
 
 PRESETS = ("paper", "cpu", "smoke")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+SearchMode = Literal["coarse", "fine", "none"]
+"""What a run searches; see ``SearchConfig.mode``."""
 
 
 class ConfigError(ValueError):
@@ -132,6 +134,10 @@ class SearchConfig(_Strict):
     """Width multiplier of every searched and finally trained network (paper: 1.0)."""
     scale_widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
     """The third stage's grid (paper Sec. 5.3), used when ``c2fnas run`` includes ``scale``."""
+    mode: SearchMode = "coarse"
+    """``coarse``: Algorithm 1, then the fine stage on its best topology (the paper); ``fine``:
+    the fine stage alone on C2FNAS-Panc's topology; ``none``: C2FNAS-Panc trained without a
+    search. ``c2fnas plan`` chooses it from the budget (``planning.schedule.choose_search``)."""
     score: Literal["best", "final"] = "best"
     """What scores a coarse candidate: its best periodic validation Dice (``best``, the
     default), or the Dice of its final weights (``final``, as in the paper). The default keeps
