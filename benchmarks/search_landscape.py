@@ -691,8 +691,9 @@ def cheap_scores(trajectory: dict[str, dict[str, float]], every: int) -> dict[st
             scores[f"hard Dice @{budget}"] = points[budget]["hard"]
             scores[f"soft Dice @{budget}"] = points[budget]["soft"]
             scores[f"-loss @{budget}"] = -points[budget]["loss"]
-            last3 = [points[k]["hard"] for k in sorted(points) if k <= budget][-3:]
-            scores[f"mean of last 3 hard @{budget}"] = statistics.mean(last3)
+            so_far = [points[k]["hard"] for k in sorted(points) if k <= budget]
+            scores[f"best hard so far @{budget} (search.score best)"] = max(so_far)
+            scores[f"mean of last 3 hard @{budget}"] = statistics.mean(so_far[-3:])
     return scores
 
 

@@ -1,16 +1,17 @@
 import json
+from typing import get_args
 
 import optuna
 import pytest
 
 from c2fnas.data.splits import SEARCH_FOLD
-from c2fnas.search.coarse import CoarseSettings, make_job
+from c2fnas.search.coarse import CANDIDATE_SCORES, CoarseSettings, make_job
 from c2fnas.search.evaluate import TrainingEvaluator, settings_from_config
 from c2fnas.search.strategies import RandomSearch
 from c2fnas.search.worker import run_worker
 from c2fnas.space import Architecture, u_shaped_topologies
 from c2fnas.training import RunConfig
-from c2fnas.training.config import load_config
+from c2fnas.training.config import CandidateScore, load_config
 from c2fnas.training.loop import TrainResult, fit
 from tests.training.out_of_memory import RunsOutOfMemory
 from tests.training.synthetic import TINY, batches, validation
@@ -103,8 +104,10 @@ def test_a_candidate_out_of_memory_is_retried_with_micro_batches(run_dir, monkey
     assert json.loads(last.read_text())["micro_batch"] == 2
 
 
-@pytest.mark.parametrize(("score", "expected"), [("best", 0.6), ("final", 0.45)])
-def test_a_candidate_is_scored_by_its_best_or_its_final_validation(
+@pytest.mark.parametrize(
+    ("score", "expected"), [("best", 0.6), ("final", 0.45), ("last3", (0.3 + 0.6 + 0.45) / 3)]
+)
+def test_a_candidate_is_scored_by_its_best_its_final_or_its_last_validations(
     run_dir, monkeypatch, score, expected
 ):
     """Best validation 0.6 at iteration 4, the final weights 0.45 at iteration 6."""
@@ -125,7 +128,9 @@ def test_a_candidate_is_scored_by_its_best_or_its_final_validation(
         number, iterations = 0, 0
 
     assert settings.score == score
-    assert evaluate(Architecture.coarse(u_shaped_topologies()[0]), Context()) == expected
+    assert evaluate(Architecture.coarse(u_shaped_topologies()[0]), Context()) == pytest.approx(
+        expected
+    )
 
 
 def test_the_final_score_is_part_of_the_search_identity_the_default_is_not():
@@ -138,5 +143,6 @@ def test_the_final_score_is_part_of_the_search_identity_the_default_is_not():
 
 
 def test_an_unknown_score_is_refused_before_any_candidate_trains():
-    with pytest.raises(ValueError, match="score 'last': choose 'best' or 'final'"):
+    with pytest.raises(ValueError, match="score 'last': choose best, final, last3"):
         CoarseSettings(strategy="c2f", score="last")
+    assert get_args(CandidateScore) == CANDIDATE_SCORES  # the config's choices, the same

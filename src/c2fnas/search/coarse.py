@@ -28,6 +28,10 @@ from c2fnas.search.worker import (
     run_worker,
 )
 
+CANDIDATE_SCORES = ("best", "final", "last3")
+"""``SearchConfig.score``'s choices (repeated here, where no torch is imported; a test keeps the
+two the same)."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,7 +52,7 @@ class CoarseSettings:
             successive-halving pruner (reduction factor 3) compares candidates' validation
             Dice from this many iterations on and stops the weak ones. Not under torchrun.
         score: ``best`` scores a candidate by its best periodic validation Dice, ``final`` by
-            its last one (``SearchConfig.score``).
+            its last one, ``last3`` by the mean of its last three (``SearchConfig.score``).
         scoring: the candidates' training settings that change their scores (``width``, the
             schedule, ... : ``evaluate.candidate_scoring``). They do not name the study; a
             resume with other values is refused (``study.open_study``). Empty for evaluators
@@ -69,8 +73,8 @@ class CoarseSettings:
 
     def __post_init__(self) -> None:
         # Checked here, not after the first candidate has trained for hours.
-        if self.score not in ("best", "final"):
-            raise ValueError(f"score {self.score!r}: choose 'best' or 'final'")
+        if self.score not in CANDIDATE_SCORES:
+            raise ValueError(f"score {self.score!r}: choose {', '.join(CANDIDATE_SCORES)}")
 
     def make_strategy(self) -> Strategy:
         """Raises ``ValueError`` for an unknown strategy name."""

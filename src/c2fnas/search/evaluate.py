@@ -16,6 +16,7 @@ fit. Otherwise small GPUs would bias the search toward light topologies.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from c2fnas.data.splits import SEARCH_FOLD
-from c2fnas.search.coarse import CoarseJob, CoarseSettings
+from c2fnas.search.coarse import CANDIDATE_SCORES, CoarseJob, CoarseSettings
 from c2fnas.search.report import code_text
 from c2fnas.search.study import RunFolderError, scoring_settings
 from c2fnas.search.worker import CandidateFailed, Evaluate, TrialContext
@@ -63,13 +64,15 @@ def candidate_scoring(config: RunConfig) -> dict[str, object]:
 
 
 def candidate_score(result: TrainResult, score: str) -> float:
-    """The mean validation Dice of the best periodic validation (``best``) or of the last one,
-    the final weights (``final``)."""
+    """The mean validation Dice of the best periodic validation (``best``), of the last one, the
+    final weights (``final``), or the mean of the last three (``last3``; fewer if fewer ran)."""
     if score == "final":
         return float(result.history["dice"][-1][2])
     if score == "best":
         return float(result.best_mean)
-    raise ValueError(f"score {score!r}: choose 'best' or 'final'")
+    if score == "last3":
+        return statistics.mean(float(entry[2]) for entry in result.history["dice"][-3:])
+    raise ValueError(f"score {score!r}: choose {', '.join(CANDIDATE_SCORES)}")
 
 
 def dataset_channels(run_dir: Path) -> tuple[int, int]:

@@ -25,6 +25,8 @@ from c2fnas.data.splits import NUM_FOLDS
 PRESETS = ("paper", "cpu", "smoke")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 SearchMode = Literal["coarse", "fine", "none"]
+CandidateScore = Literal["best", "final", "last3"]
+"""What scores a coarse candidate; see ``SearchConfig.score``."""
 """What a run searches; see ``SearchConfig.mode``."""
 
 
@@ -138,11 +140,12 @@ class SearchConfig(_Strict):
     """``coarse``: Algorithm 1, then the fine stage on its best topology (the paper); ``fine``:
     the fine stage alone on C2FNAS-Panc's topology; ``none``: C2FNAS-Panc trained without a
     search. ``c2fnas plan`` chooses it from the budget (``planning.schedule.choose_search``)."""
-    score: Literal["best", "final"] = "best"
+    score: CandidateScore = "best"
     """What scores a coarse candidate: its best periodic validation Dice (``best``, the
-    default), or the Dice of its final weights (``final``, as in the paper). The default keeps
-    the scores of trial stores written before the setting existed comparable with new ones;
-    ``benchmarks/search_study.py`` measures whether the choice changes the ranking."""
+    default), the Dice of its final weights (``final``, as in the paper), or the mean of its last
+    three validations (``last3``: less of one validation's luck). The default keeps the scores of
+    trial stores written before the setting existed comparable with new ones;
+    ``benchmarks/search_landscape.py`` measures how well each ranks topologies."""
 
 
 class RunConfig(_Strict):
