@@ -7,7 +7,7 @@ from c2fnas.data.check import check_dataset
 from c2fnas.data.io import load_image, load_label
 from c2fnas.data.msd import read_dataset
 from c2fnas.data.pipeline import preprocess_dataset
-from c2fnas.data.preprocess import ChannelNormalization, Plan, preprocess_arrays, restore_prediction
+from c2fnas.data.preprocess import ChannelNormalization, Plan, preprocess_arrays
 
 pytestmark = pytest.mark.realdata
 
@@ -36,11 +36,11 @@ def test_cases_preprocess_cleanly(hippocampus, tmp_path):
     for case in kinds.values():
         image, nifti = load_image(case.image)
         label, _ = load_label(case.label)
-        pre_image, pre_label, properties = preprocess_arrays(image, nifti.affine, plan, label)
+        pre_image, pre_label, geometry = preprocess_arrays(image, nifti.affine, plan, label)
         assert np.isfinite(pre_image).all() and pre_image.dtype == np.float32
         assert abs(pre_image[pre_image != pre_image.min()].mean()) < 0.5
         assert set(np.unique(pre_label)) <= {0, 1, 2} and (pre_label > 0).sum() > 100
-        np.testing.assert_array_equal(restore_prediction(pre_label, properties), label)
+        np.testing.assert_array_equal(geometry.restore_label(pre_label), label)
 
 
 def test_a_small_run(hippocampus, tmp_path):

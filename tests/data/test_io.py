@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from c2fnas.data.check import _crashed, check_dataset
-from c2fnas.data.io import NiftiError, load_image, load_label, write_like
+from c2fnas.data.io import NiftiError, load_image, load_label, load_volume, write_like
 from c2fnas.files.atomic import temporary_path
 
 from .conftest import save
@@ -27,7 +27,7 @@ def reference(tmp_path, shape=(5, 6, 7, 2)):
 def test_write_like_keeps_the_reference_geometry(tmp_path):
     path, affine = reference(tmp_path)
     label = np.random.default_rng(0).integers(0, 3, size=(5, 6, 7)).astype(np.int64)
-    out = write_like(label, path, tmp_path / "out" / "pred.nii.gz")
+    out = write_like(label, load_volume(path), tmp_path / "out" / "pred.nii.gz")
     written = nib.load(str(out))
     assert written.shape == (5, 6, 7) and written.get_data_dtype() == np.uint8
     np.testing.assert_allclose(written.affine, affine)
@@ -39,7 +39,7 @@ def test_write_like_keeps_the_reference_geometry(tmp_path):
 def test_write_like_rejects_a_wrong_shape(tmp_path):
     path, _ = reference(tmp_path)
     with pytest.raises(NiftiError, match="differs"):
-        write_like(np.zeros((5, 6, 8), np.uint8), path, tmp_path / "pred.nii.gz")
+        write_like(np.zeros((5, 6, 8), np.uint8), load_volume(path), tmp_path / "pred.nii.gz")
 
 
 def test_temporary_path_keeps_the_suffixes(tmp_path):

@@ -6,7 +6,14 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from c2fnas.data.io import MAX_VOXELS, NiftiError, load_image, load_label, write_like
+from c2fnas.data.io import (
+    MAX_VOXELS,
+    NiftiError,
+    load_image,
+    load_label,
+    load_volume,
+    write_like,
+)
 from c2fnas.data.itk import affine_from_itk, itk_from_affine
 
 SHAPE = (7, 9, 5)  # X, Y, Z
@@ -48,7 +55,8 @@ def test_itk_images_read_as_nibabel_reads_the_same_image(tmp_path, suffix):
 def test_a_label_is_written_back_with_the_exact_geometry(tmp_path, suffix):
     sitk.WriteImage(itk_image(voxels()), str(tmp_path / f"image{suffix}"))
     label = np.random.default_rng(1).integers(0, 3, SHAPE).astype(np.uint8)
-    out = write_like(label, tmp_path / f"image{suffix}", tmp_path / "out" / f"pred{suffix}")
+    reference = load_volume(tmp_path / f"image{suffix}")
+    out = write_like(label, reference, tmp_path / "out" / f"pred{suffix}")
     written, source = sitk.ReadImage(str(out)), sitk.ReadImage(str(tmp_path / f"image{suffix}"))
     # the source file's geometry as SimpleITK reads it, to the last bits (NRRD stores spacing x
     # direction, so reading it back may differ from the source there)
@@ -74,7 +82,8 @@ def test_the_affine_round_trip_keeps_an_oblique_geometry(tmp_path):
     nifti = nib.Nifti1Image(voxels(), affine)
     nib.save(nifti, tmp_path / "image.nii.gz")
     label = np.ones(SHAPE, np.uint8)
-    written = sitk.ReadImage(str(write_like(label, tmp_path / "image.nii.gz", tmp_path / "p.nrrd")))
+    out = write_like(label, load_volume(tmp_path / "image.nii.gz"), tmp_path / "p.nrrd")
+    written = sitk.ReadImage(str(out))
     np.testing.assert_allclose(written.GetOrigin(), ORIGIN, atol=1e-4)
     np.testing.assert_allclose(written.GetSpacing(), SPACING, atol=1e-6)
     np.testing.assert_allclose(written.GetDirection(), DIRECTION, atol=1e-6)

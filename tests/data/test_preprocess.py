@@ -3,16 +3,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from c2fnas.data.cache import load_case
-from c2fnas.data.io import load_image
+from c2fnas.data.geometry import CaseGeometry, canonical_spacing
+from c2fnas.data.io import load_image, load_images
 from c2fnas.data.msd import read_dataset
-from c2fnas.data.preprocess import (
-    ChannelNormalization,
-    Plan,
-    canonical_spacing,
-    preprocess_arrays,
-    preprocess_images,
-    restore_prediction,
-)
+from c2fnas.data.preprocess import ChannelNormalization, Plan, preprocess_arrays
 
 from .conftest import save
 
@@ -60,12 +54,12 @@ def test_restore_is_exact_at_the_original_spacing():
     image, label = blob_case()
     affine = oblique_affine()
     plan = mr_plan(canonical_spacing(affine))
-    pre_image, pre_label, properties = preprocess_arrays(image, affine, plan, label)
-    assert properties["resampled_shape"] == properties["canonical_shape"]
-    assert pre_image.shape[1:] == pre_label.shape == tuple(properties["shape"])
-    assert sorted(properties["canonical_shape"]) == sorted(image.shape[1:])
+    pre_image, pre_label, geometry = preprocess_arrays(image, affine, plan, label)
+    assert geometry.resampled_shape == geometry.canonical_shape
+    assert pre_image.shape[1:] == pre_label.shape == geometry.shape
+    assert sorted(geometry.canonical_shape) == sorted(image.shape[1:])
     assert pre_label.shape != label.shape  # cropped and reoriented, so the inverse has work
-    restored = restore_prediction(pre_label, properties)
+    restored = geometry.restore_label(pre_label)
     assert restored.dtype == pre_label.dtype
     np.testing.assert_array_equal(restored, label)
 
@@ -73,8 +67,8 @@ def test_restore_is_exact_at_the_original_spacing():
 def test_geometry_with_resampling_is_right():
     image, label = blob_case(shape=(31, 27, 11), margin=1)
     affine = oblique_affine()
-    pre_image, pre_label, properties = preprocess_arrays(image, affine, mr_plan((1, 1, 1)), label)
-    grid = np.asarray(properties["affine"])
+    pre_image, pre_label, geometry = preprocess_arrays(image, affine, mr_plan((1, 1, 1)), label)
+    grid = geometry.affine
     # canonical RAS voxel order: each grid axis runs mostly along +world axis i
     assert np.all(np.argmax(np.abs(grid[:3, :3]), axis=0) == [0, 1, 2])
     assert np.all(np.diag(grid[:3, :3]) > 0)
@@ -83,9 +77,9 @@ def test_geometry_with_resampling_is_right():
     distance = np.linalg.norm(world_centroid(pre_label, grid) - world_centroid(label, affine))
     assert distance < 0.5
     # the original extent in mm is kept: 31 * 0.7, 27 * 1.3, 11 * 2.5 in some canonical order
-    extents = sorted(np.array(properties["resampled_shape"], dtype=float))
+    extents = sorted(np.array(geometry.resampled_shape, dtype=float))
     np.testing.assert_allclose(extents, sorted([31 * 0.7, 27 * 1.3, 11 * 2.5]), atol=0.6)
-    restored = restore_prediction(pre_label, properties)
+    restored = geometry.restore_label(pre_label)
     assert restored.shape == label.shape
     dice = 2 * np.sum((restored > 0) & (label > 0)) / (np.sum(restored > 0) + np.sum(label > 0))
     assert dice > 0.85
@@ -93,9 +87,11 @@ def test_geometry_with_resampling_is_right():
 
 def test_restore_rejects_a_wrong_shape():
     image, label = blob_case()
-    _, pre_label, properties = preprocess_arrays(image, oblique_affine(), mr_plan((1, 1, 1)))
+    _, _, geometry = preprocess_arrays(image, oblique_affine(), mr_plan((1, 1, 1)))
     with pytest.raises(ValueError, match="prediction shape"):
-        restore_prediction(np.zeros((3, 3, 3), np.uint8), properties)
+        geometry.restore_label(np.zeros((3, 3, 3), np.uint8))
+    with pytest.raises(ValueError, match="prediction shape"):
+        geometry.restore_probabilities(np.zeros((2, 3, 3, 3), np.float32))
 
 
 def test_non_finite_images_are_refused():
@@ -107,8 +103,8 @@ def test_non_finite_images_are_refused():
 
 def test_crop_to_nonzero_and_mr_zscore():
     image, label = blob_case(margin=3)
-    pre_image, _, properties = preprocess_arrays(image, np.eye(4), mr_plan((1, 1, 1)), label)
-    assert properties["crop_box"] == [[3, 12], [3, 19], [3, 6]]
+    pre_image, _, geometry = preprocess_arrays(image, np.eye(4), mr_plan((1, 1, 1)), label)
+    assert geometry.crop_box == ((3, 12), (3, 19), (3, 6))
     inside = pre_image[0][image[0, 3:12, 3:19, 3:6] != 0]
     assert abs(inside.mean()) < 1e-5 and abs(inside.std() - 1) < 1e-4
 
@@ -138,20 +134,20 @@ def test_four_d_image_and_channel_mismatch(tmp_path):
         modalities={0: "T1", 1: "T2"},
         labels=LABELS,
     )
-    pre, properties = preprocess_images(path, two)
-    assert pre.shape == (2, 5, 6, 7) and properties["original_shape"] == [5, 6, 7]
+    pre, _, geometry = preprocess_arrays(image, np.eye(4), two)
+    assert pre.shape == (2, 5, 6, 7) and geometry.original_shape == (5, 6, 7)
     with pytest.raises(ValueError, match="2 channel"):
-        preprocess_images(path, mr_plan((1, 1, 1)))
+        preprocess_arrays(image, np.eye(4), mr_plan((1, 1, 1)))
 
 
-def test_preprocess_images_matches_the_cache(synthetic, run_dir):
+def test_prediction_time_preprocessing_matches_the_cache(synthetic, run_dir):
     case = read_dataset(synthetic).training[2]
-    image, properties = preprocess_images(case.image, Plan.load(run_dir))
-    cached, label, cached_properties = load_case(run_dir, case.case_id)
+    data, reference = load_images(case.images)
+    image, _, geometry = preprocess_arrays(data, reference.affine, Plan.load(run_dir))
+    cached, label, properties = load_case(run_dir, case.case_id)
     np.testing.assert_array_equal(image, cached)
-    assert properties["crop_box"] == cached_properties["crop_box"]
-    restored = restore_prediction(label, cached_properties)
-    assert restored.shape == tuple(properties["original_shape"])
+    assert CaseGeometry.from_properties(properties) == geometry
+    assert geometry.restore_label(label).shape == geometry.original_shape
 
 
 def test_plan_round_trip_and_digest(tmp_path):

@@ -1,6 +1,7 @@
 """Prediction from non-NIfTI images (written back in their format) and nnU-Net channel files."""
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from c2fnas.data import cache
+from c2fnas.data import cache, io
 from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.preprocess import ChannelNormalization
 from c2fnas.inference.predict import LoadedModel, predict_folder
@@ -67,3 +68,36 @@ def test_nnunet_channel_files_are_predicted_as_one_case(tmp_path):
     assert set(seen) == {2}
     written, source = nib.load(tmp_path / "out" / "case.nii.gz"), nib.load(image_path)
     np.testing.assert_array_equal(written.affine, source.affine)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_each_input_file_is_read_once(tmp_path, monkeypatch, channels):
+    """Estimating, preprocessing and writing share one read of every file: the estimate reads
+    headers only (``io.read_grid``), the written label map takes the read image's header."""
+    image_path, _ = write_case(tmp_path / "data", "case.nii.gz", (20, 20, 20), (1.0, 1.2, 1.5))
+    inputs = tmp_path / "imagesTs"
+    inputs.mkdir()
+    if channels == 1:
+        (inputs / "nifti.nii.gz").write_bytes(image_path.read_bytes())
+        sitk.WriteImage(sitk.ReadImage(str(image_path)), str(inputs / "itk.nrrd"))
+    else:
+        for channel in range(channels):
+            (inputs / f"case_000{channel}.nii.gz").write_bytes(image_path.read_bytes())
+    plan = PLAN.model_copy(
+        update={
+            "modalities": dict.fromkeys(range(channels), "MR"),
+            "normalization": [ChannelNormalization(scheme="mr")] * channels,
+        }
+    )
+    reads: list[str] = []
+    load_volume = io.load_volume
+
+    def counted(path):
+        reads.append(Path(path).name)
+        return load_volume(path)
+
+    monkeypatch.setattr(io, "load_volume", counted)
+    model = LoadedModel(lambda x: torch.zeros(x.shape[0], 3, *x.shape[2:]), plan, (16, 16, 16))
+    result = predict_folder([], inputs, tmp_path / "out", models=[model], stride=16)
+    assert not result.failed and len(result.written) == 3 - channels
+    assert sorted(reads) == sorted(path.name for path in inputs.iterdir())

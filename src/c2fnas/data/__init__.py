@@ -6,7 +6,8 @@ Modules (see ``docs/design.md``, "Data API"):
 - ``msd``: ``read_dataset`` parses ``dataset.json`` (MSD, or nnU-Net v2 through ``nnunet``);
   ``convert``: ``convert_dataset`` writes one layout as the other.
 - ``check``: ``check_dataset`` finds every problem of a dataset folder, case by case.
-- ``preprocess``: ``Plan``, ``preprocess_images``, ``restore_prediction``.
+- ``preprocess``: ``Plan``, ``preprocess_arrays``; ``geometry``: ``CaseGeometry`` and its
+  ``restore`` (the inverse, for label maps and probabilities).
 - ``fingerprint`` and ``pipeline``: ``preprocess_dataset`` caches a dataset into a run folder.
 - ``cache``: ``load_case``; ``io``: image reading (NIfTI; ITK formats through ``itk``) and
   ``write_like``.

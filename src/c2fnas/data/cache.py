@@ -2,8 +2,9 @@
 
 The ``.npz`` holds ``image`` float32 ``(C, X, Y, Z)``, ``label`` uint8 ``(X, Y, Z)`` and
 ``locations`` int32 ``(N, 4)`` (a seeded sample of foreground voxels, rows ``[value, x, y, z]``,
-used for foreground oversampling). The ``.json`` holds the properties that undo preprocessing, plus
-the source files' size and mtime, the plan (and its digest), the ``.npz`` size and the CRC-32 of
+used for foreground oversampling). The ``.json`` holds the properties that undo preprocessing
+(``CaseGeometry.properties``; ``CaseGeometry.from_properties`` reads them back), plus the source
+files' size and mtime, the plan (and its digest), the ``.npz`` size and the CRC-32 of
 each of its arrays (``verified_properties`` checks them before training). The ``.json`` is written
 last, so a case counts as done only when both files are complete; every write goes to a temporary
 file first and is moved into place with ``os.replace``.
@@ -67,7 +68,7 @@ def preprocess_case(case: Case, plan: Plan, run_dir: str | Path) -> dict[str, An
         raise ValueError(
             f"{case.label}: shape {label.shape} differs from the image's {image.shape[1:]}"
         )
-    image, label, properties = preprocess_arrays(image, nifti.affine, plan, label)
+    image, label, geometry = preprocess_arrays(image, nifti.affine, plan, label)
     assert label is not None
     locations = foreground_locations(label, zlib.crc32(case.case_id.encode()))
     buffer = io.BytesIO()
@@ -76,7 +77,7 @@ def preprocess_case(case: Case, plan: Plan, run_dir: str | Path) -> dict[str, An
     write_bytes_atomic(npz_path, buffer.getvalue())
     with zipfile.ZipFile(buffer) as archive:
         checksums = member_checksums(archive)
-    properties.update(
+    properties = geometry.properties() | dict(
         case_id=case.case_id,
         source={"images": [str(path) for path in case.images], "label": str(case.label)},
         stamps=stamps(case),

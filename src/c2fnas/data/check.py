@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from c2fnas.data.geometry import canonical_spacing
 from c2fnas.data.io import (
     GEOMETRY_TOLERANCE_MM,
     NiftiError,
@@ -38,7 +39,6 @@ from c2fnas.data.msd import (
     resolve_path,
 )
 from c2fnas.data.parallel import Progress, run_parallel
-from c2fnas.data.preprocess import canonical_spacing
 
 COLUMNS = ("case", "kind", "shape", "spacing (mm)", "ch", "labels", "status")
 

@@ -16,9 +16,10 @@ import numpy as np
 from nibabel.orientations import io_orientation
 
 from c2fnas.data.check import read_checked_case
+from c2fnas.data.geometry import canonical_spacing
 from c2fnas.data.io import file_stamp
 from c2fnas.data.msd import Case, Dataset
-from c2fnas.data.preprocess import ChannelNormalization, Plan, canonical_spacing
+from c2fnas.data.preprocess import ChannelNormalization, Plan
 
 CT_PERCENTILES = (0.5, 99.5)
 SAMPLES_TOTAL = 20_000  # foreground intensities kept over the whole dataset, per channel

@@ -40,6 +40,7 @@ DETACHED_SUFFIXES = (".nhdr", ".mhd")  # a header file naming a separate data fi
 # any CT or MR volume (a 1024 x 1024 x 2048 scan) and beyond what preprocessing one case holds.
 MAX_VOXELS = 2**31
 GEOMETRY_TOLERANCE_MM = 1e-3  # affines that differ by less are one grid
+ITK_GEOMETRY = "itk_geometry"  # key in the ``extra`` of an image read from an ITK format
 
 # What nibabel and gzip raise for truncated, corrupt or non-NIfTI files.
 READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
@@ -56,7 +57,8 @@ def is_itk_file(path: str | Path) -> bool:
 
 def load_volume(path: str | Path) -> nib.Nifti1Image:
     """Open an image file as a nibabel image (NIfTI: header only, data read lazily; the ITK
-    formats are read whole and carry their geometry in the RAS affine).
+    formats are read whole and carry their geometry in the RAS affine, and exactly in
+    ``extra[ITK_GEOMETRY]``, a SimpleITK reader holding no voxels).
 
     Raises:
         NiftiError: unreadable, not an image, over ``MAX_VOXELS`` voxels, or a header claiming
@@ -64,13 +66,19 @@ def load_volume(path: str | Path) -> nib.Nifti1Image:
     """
     if is_itk_file(path):
         return _load_itk(Path(path))
+    image = _open_nifti(path)
+    _check_stored_size(image, Path(path))
+    return image
+
+
+def _open_nifti(path: str | Path) -> nib.Nifti1Image:
+    """A NIfTI file's header; its voxels are read lazily, on first use."""
     try:
         image = nib.load(str(path))
     except READ_ERRORS as error:
         raise NiftiError(f"{path}: not a readable NIfTI file ({error})") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise NiftiError(f"{path}: not a NIfTI file ({type(image).__name__})")
-    _check_stored_size(image, Path(path))
     return image
 
 
@@ -146,9 +154,32 @@ def _load_itk(path: Path) -> nib.Nifti1Image:
         array = itk.array_from_image(reader.Execute())
     except RuntimeError as error:
         raise NiftiError(f"{path}: cannot read the voxel data ({_itk_reason(error)})") from None
-    image = nib.Nifti1Image(array, itk.image_affine(reader))
+    # The reader keeps the exact origin, spacing and direction (no voxels) for ``write_like``.
+    image = nib.Nifti1Image(array, itk.image_affine(reader), extra={ITK_GEOMETRY: reader})
     image.set_qform(image.affine, code=1)
     return image
+
+
+def read_grid(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """An image file's spatial shape and affine from its header alone (no voxels read).
+
+    Raises:
+        NiftiError: unreadable, or not a 3D or 4D image.
+    """
+    if not is_itk_file(path):
+        image = _open_nifti(path)
+        image_channels(image, path)
+        return spatial_shape(image), np.asarray(image.affine)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise NiftiError(f"{path}: not a readable image ({_itk_reason(error)})") from None
+    if reader.GetDimension() != 3:
+        raise NiftiError(f"{path}: expected a 3D image, got {reader.GetDimension()} dimensions")
+    shape = tuple(int(size) for size in reader.GetSize())
+    return shape, itk.image_affine(reader)  # type: ignore[return-value]
 
 
 def _itk_reason(error: RuntimeError) -> str:
@@ -182,6 +213,7 @@ def read_image_array(image: nib.Nifti1Image, path: str | Path) -> np.ndarray:
         raise NiftiError(f"{path}: cannot read the voxel data ({error})") from None
     except MemoryError:
         raise NiftiError(f"{path}: not enough memory for {image.shape} voxels") from None
+    image.uncache()  # the image may live on as a reference for writing: it keeps no voxels
     data = data.reshape(spatial_shape(image) + (channels,))
     return np.ascontiguousarray(np.moveaxis(data, -1, 0))
 
@@ -255,7 +287,7 @@ def file_stamp(path: str | Path) -> list[int]:
     return [int(stat.st_size), int(stat.st_mtime_ns)]
 
 
-def write_like(label: np.ndarray, reference_image_path: str | Path, out_path: str | Path) -> Path:
+def write_like(label: np.ndarray, reference: nib.Nifti1Image, out_path: str | Path) -> Path:
     """Write a label map in the geometry of the reference image, atomically.
 
     A NIfTI output keeps a NIfTI reference's affine and header (qform, sform and their codes);
@@ -264,7 +296,8 @@ def write_like(label: np.ndarray, reference_image_path: str | Path, out_path: st
 
     Args:
         label: integer array ``(X, Y, Z)`` with the reference's spatial shape.
-        reference_image_path: the original image (3D or 4D) the label belongs to.
+        reference: the original image (3D or 4D) the label belongs to, as ``load_volume`` read
+            it; only its header is used (no file is opened).
         out_path: its suffix picks the format (``IMAGE_SUFFIXES``).
 
     Raises:
@@ -273,20 +306,16 @@ def write_like(label: np.ndarray, reference_image_path: str | Path, out_path: st
     out_path = Path(out_path)
     if not out_path.name.lower().endswith(IMAGE_SUFFIXES):
         raise NiftiError(f"{out_path}: not an image file name ({', '.join(IMAGE_SUFFIXES)})")
-    reference = load_volume(reference_image_path)
     if tuple(label.shape) != spatial_shape(reference):
         raise NiftiError(
-            f"{reference_image_path}: prediction shape {tuple(label.shape)} differs from the "
+            f"{out_path}: prediction shape {tuple(label.shape)} differs from the "
             f"image's {spatial_shape(reference)}"
         )
     dtype = np.uint8 if label.size == 0 or int(label.max()) <= 255 else np.int16
     label = np.asarray(label, dtype=dtype)
     if is_itk_file(out_path):
-        geometry: sitk.ImageFileReader | np.ndarray = np.asarray(reference.affine)
-        if is_itk_file(reference_image_path):
-            geometry = sitk.ImageFileReader()
-            geometry.SetFileName(str(reference_image_path))
-            geometry.ReadImageInformation()
+        reader = reference.extra.get(ITK_GEOMETRY)
+        geometry = np.asarray(reference.affine) if reader is None else reader
         return _write_itk(itk.image_from_array(label, geometry), out_path)
     header = reference.header.copy()
     header.set_data_dtype(dtype)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from nibabel.orientations import io_orientation
 
 from c2fnas.accel.precision import autocast, memory_format
-from c2fnas.data.io import load_volume, spatial_shape
-from c2fnas.data.preprocess import Plan, canonical_spacing, resampled_shape
+from c2fnas.data.geometry import CaseGeometry
+from c2fnas.data.io import read_grid
+from c2fnas.data.preprocess import Plan
 from c2fnas.inference.sliding_window import Stride, window_count
 
 
@@ -47,12 +47,8 @@ class PredictionEstimate:
 
 def preprocessed_shape(image_path: Path, plan: Plan) -> tuple[int, int, int]:
     """The image's grid at the plan's spacing, before cropping, from its header alone."""
-    image = load_volume(image_path)
-    shape = spatial_shape(image)
-    canonical = [0, 0, 0]
-    for axis, (target, _) in enumerate(io_orientation(image.affine)):
-        canonical[int(target)] = shape[axis]
-    return resampled_shape(canonical, canonical_spacing(image.affine), plan.spacing)
+    shape, affine = read_grid(image_path)
+    return CaseGeometry.uncropped(shape, affine, plan.spacing).resampled_shape
 
 
 @torch.no_grad()

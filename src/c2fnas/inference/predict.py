@@ -24,16 +24,16 @@ import torch
 from torch.nn.functional import one_hot
 
 from c2fnas.accel.precision import resolve_precision
-from c2fnas.data.io import IMAGE_SUFFIXES, write_like
+from c2fnas.data.io import IMAGE_SUFFIXES, load_images, write_like
 from c2fnas.data.loader import FLIP_AXES
 from c2fnas.data.nnunet import group_channel_files
-from c2fnas.data.preprocess import Plan, preprocess_images, restore_prediction
+from c2fnas.data.preprocess import Plan, preprocess_arrays
 from c2fnas.inference.estimate import estimate_prediction, seconds_per_window
 from c2fnas.inference.export import load_model_file
 from c2fnas.inference.models import Engine, LoadedModel, load_model
 from c2fnas.inference.onnx_engine import load_onnx_model
 from c2fnas.inference.postprocess import Postprocessing, find_postprocessing
-from c2fnas.inference.restore import restore_probabilities, write_probabilities
+from c2fnas.inference.probabilities import write_probabilities
 from c2fnas.inference.sliding_window import per_axis, predict_probabilities
 
 __all__ = ["LoadedModel", "load_model", "load_models", "predict_case", "predict_folder"]
@@ -143,12 +143,15 @@ def predict_case(
     ``mirror_axes``: test-time mirroring (``FLIP_AXES``, or none). Post-processing
     applies to the label map only; ``save_probabilities`` writes ``<case>.npz`` beside it.
     ``more_channels``: the case's further channel files (nnU-Net's ``CASE_0001``, ...).
+    Each file is read once: its header is kept as the reference the label map is written like.
     """
     if ensemble not in ("vote", "mean"):
         raise ValueError(f"unknown ensemble {ensemble!r}; choose vote or mean")
     plan = models[0].plan
     device = device or torch.device("cpu")
-    image, properties = preprocess_images(image_path, plan, more_channels=more_channels)
+    data, reference = load_images([image_path, *more_channels])  # the case's one read
+    image, _, geometry = preprocess_arrays(data, reference.affine, plan)
+    del data  # free the file's voxels before the network runs; `image` is all it needs
     tensor = torch.from_numpy(image)[None].to(device)
     probabilities = [
         predict_probabilities(
@@ -160,16 +163,16 @@ def predict_case(
     restored = None
     if ensemble == "vote" and len(models) > 1:
         voted = ensemble_labels(probabilities, "vote").cpu().numpy()
-        classes = restore_prediction(voted, properties)
+        classes = geometry.restore_label(voted)
     else:
-        restored = restore_probabilities(mean, properties)
+        restored = geometry.restore_probabilities(mean)
         classes = restored.argmax(0)
     label = label_map(classes, plan)
     if postprocessing is not None:
         label = postprocessing.apply(label)
-    written = write_like(label, image_path, out_path)
+    written = write_like(label, reference, out_path)
     if save_probabilities:
-        restored = restored if restored is not None else restore_probabilities(mean, properties)
+        restored = restored if restored is not None else geometry.restore_probabilities(mean)
         write_probabilities(restored, sorted(plan.labels), out_path)
     return written
 
