@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from c2fnas.accel.precision import autocast, memory_format, resolve_precision
+from c2fnas.accel.precision import resolve_precision
 from c2fnas.accel.swap import accelerate
 from c2fnas.data import loader, splits
 from c2fnas.data.pipeline import cached_case_ids
@@ -65,6 +65,7 @@ from c2fnas.search.strategies import topology_clusters
 from c2fnas.space import Architecture, distance
 from c2fnas.training import RunConfig
 from c2fnas.training.loop import TrainingDiverged, fit
+from c2fnas.training.measure import network_step
 from c2fnas.training.run import stream_seed, train
 from c2fnas.training.validation import dice_per_class
 
@@ -388,27 +389,11 @@ def matched_dynunet_base(in_channels: int, classes: int, patch: tuple[int, ...],
 
 def step_seconds(network: nn.Module, config: RunConfig, classes: int, steps: int = 8) -> float:
     """Median seconds of a training step of ``network`` on random data, as ``fit`` runs it."""
-    from monai.losses import DiceCELoss
-
     device = torch.device("cpu")
     precision = resolve_precision(config.training.precision, device)
-    network = accelerate(network).to(device, memory_format=memory_format(device))
-    optimizer = torch.optim.SGD(network.parameters(), lr=1e-3, momentum=0.9)
-    loss_of = DiceCELoss(to_onehot_y=True, softmax=True)
-    generator = torch.Generator().manual_seed(0)
-    shape = (config.data.batch_size, 1, *config.data.patch)
-    image = torch.randn(shape, generator=generator).to(memory_format=memory_format(device))
-    label = torch.randint(0, classes, (shape[0], 1, *shape[2:]), generator=generator)
-    times = []
-    for _ in range(steps + 2):
-        start = time.perf_counter()
-        with autocast(precision, device):
-            logits = network(image)
-        loss = loss_of(logits.float(), label)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
+    _, step = network_step(network, 1, classes, config.data.patch, config.data.batch_size,
+                           precision, device)  # fmt: skip
+    times = [step() for _ in range(steps + 2)]
     return statistics.median(times[2:])
 
 

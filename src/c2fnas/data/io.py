@@ -140,7 +140,12 @@ def _decompressed_size(path: Path, needed: int) -> int:
     return total
 
 
-def _load_itk(path: Path) -> nib.Nifti1Image:
+def _itk_header(path: str | Path) -> sitk.ImageFileReader:
+    """A SimpleITK reader that has read ``path``'s header (no voxels) of a 3D image.
+
+    Raises:
+        NiftiError: unreadable, or not 3D.
+    """
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -149,6 +154,11 @@ def _load_itk(path: Path) -> nib.Nifti1Image:
         raise NiftiError(f"{path}: not a readable image ({_itk_reason(error)})") from None
     if reader.GetDimension() != 3:
         raise NiftiError(f"{path}: expected a 3D image, got {reader.GetDimension()} dimensions")
+    return reader
+
+
+def _load_itk(path: Path) -> nib.Nifti1Image:
+    reader = _itk_header(path)
     _check_voxels(path, (*reader.GetSize(), reader.GetNumberOfComponents()))
     try:
         array = itk.array_from_image(reader.Execute())
@@ -170,14 +180,7 @@ def read_grid(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
         image = _open_nifti(path)
         image_channels(image, path)
         return spatial_shape(image), np.asarray(image.affine)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise NiftiError(f"{path}: not a readable image ({_itk_reason(error)})") from None
-    if reader.GetDimension() != 3:
-        raise NiftiError(f"{path}: expected a 3D image, got {reader.GetDimension()} dimensions")
+    reader = _itk_header(path)
     shape = tuple(int(size) for size in reader.GetSize())
     return shape, itk.image_affine(reader)  # type: ignore[return-value]
 

@@ -38,8 +38,23 @@ def training_step(
 ) -> tuple[torch.nn.Module, Callable[[], float]]:
     """The accelerated network and a function that takes one SGD step of it on fixed random
     data (Dice + cross-entropy, as training) and returns its seconds."""
+    return network_step(
+        C2FNet(architecture, in_channels, classes), in_channels, classes, patch, batch,
+        precision, device,
+    )  # fmt: skip
+
+
+def network_step(
+    network: torch.nn.Module,
+    in_channels: int,
+    classes: int,
+    patch: Sequence[int],
+    batch: int,
+    precision: str,
+    device: torch.device,
+) -> tuple[torch.nn.Module, Callable[[], float]]:
+    """``training_step`` for any network (e.g. a benchmark's peer), ``accelerate``d first."""
     generator = torch.Generator().manual_seed(0)
-    network = C2FNet(architecture, in_channels, classes)
     network = accelerate(network).to(device, memory_format=memory_format(device))
     optimizer = torch.optim.SGD(network.parameters(), lr=1e-3, momentum=0.9)
     loss_of = DiceCELoss(to_onehot_y=True, softmax=True)
