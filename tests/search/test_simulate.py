@@ -24,6 +24,7 @@ def test_a_topology_scores_as_its_nearest_trained_one_and_ties_average():
         expected = 0.2 if near_first < near_second else 0.8 if near_second < near_first else 0.5
         assert surrogate.values[code] == pytest.approx(expected)
     assert surrogate.best == 0.8
+    assert surrogate.upper_quartile == pytest.approx(0.65)  # within the trained scores
 
 
 def test_noise_is_added_per_evaluation_with_the_given_deviation():

@@ -84,7 +84,9 @@ class Surrogate:
         ordered = sorted(self.scores.values())
         self.best = ordered[-1]
         self.upper_quartile = (
-            float(statistics.quantiles(ordered, n=4)[-1]) if len(ordered) > 1 else ordered[0]
+            float(statistics.quantiles(ordered, n=4, method="inclusive")[-1])
+            if len(ordered) > 1
+            else ordered[0]
         )
 
     def _nearest(self, code: Code) -> float:
