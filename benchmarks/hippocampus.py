@@ -56,6 +56,8 @@ from c2fnas.data.msd import read_dataset
 from c2fnas.data.pipeline import cached_case_ids, preprocess_dataset
 from c2fnas.data.preprocess import Plan
 from c2fnas.evaluation.metrics import evaluate_folders, summarize
+from c2fnas.files.run_folder import RunFolder
+from c2fnas.files.run_state import PredictResult, RunState, TrainResult
 from c2fnas.inference.postprocess import Postprocessing
 from c2fnas.inference.predict import predict_folder
 from c2fnas.nn import C2FNet
@@ -357,9 +359,11 @@ def run_mode(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - started
     if finished.returncode:
         raise SystemExit(f"c2fnas run failed (exit {finished.returncode}); see {output.name}")
-    state = json.loads((run_dir / "pipeline.json").read_text())
-    stages = state["stages"]
-    fold_dice = stages["train"]["fold_dice"]
+    state = RunState.read(RunFolder(run_dir).pipeline_state)
+    trained = state.result("train", TrainResult)
+    predicted = state.result("predict", PredictResult)
+    assert trained is not None, "c2fnas run finished without its train stage"
+    fold_dice = list(trained.fold_dice)
     plan = load_config("paper", run_dir / "plan.yaml")
     report = {
         "command": " ".join(["c2fnas", *command[3:]]),
@@ -367,15 +371,15 @@ def run_mode(args: argparse.Namespace) -> None:
         "budget_seconds": budget,
         "wall_seconds": round(wall, 1),
         "within_budget_plus_10_percent": wall <= 1.1 * budget,
-        "folds": stages["train"]["folds"],
+        "folds": list(trained.folds or range(5)),
         "fold_dice": fold_dice,
         "mean_fold_dice": sum(fold_dice) / len(fold_dice),
         "iterations_per_fold": plan.training.iterations,
         "patch": list(plan.data.patch),
         "width": plan.search.width,
-        "test_cases_predicted": stages.get("predict", {}).get("cases"),
-        "spent_seconds": {stage: info["seconds"] for stage, info in stages.items()},
-        "planned_seconds": state.get("planned"),
+        "test_cases_predicted": predicted.cases if predicted is not None else None,
+        "spent_seconds": {stage: record.seconds for stage, record in state.stages.items()},
+        "planned_seconds": dict(state.planned) if state.planned is not None else None,
         "machine": machine.describe(),
     }
     out = args.out or RESULTS / f"hippocampus_run_{kind}.json"

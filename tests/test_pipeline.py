@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nib
@@ -11,7 +12,8 @@ from typer.testing import CliRunner
 
 from c2fnas.cli import app
 from c2fnas.data.synth import make_synthetic_dataset
-from c2fnas.pipeline import DEFAULT_STAGES, Pipeline
+from c2fnas.files.run_state import RESULT_TYPES, RunState
+from c2fnas.pipeline import DEFAULT_STAGES, STAGES, Pipeline, dataset_identity
 from c2fnas.space import C2FNAS_PANC, Architecture
 from c2fnas.training.config import load_config
 from tests.training.synthetic import TINY as TINY_ARCHITECTURE
@@ -103,6 +105,26 @@ def test_a_changed_configuration_is_refused_on_resume(dataset, finished_run):
     result = runner.invoke(app, [*arguments, "--config", str(other)])
     assert result.exit_code == 1
     assert "another configuration" in result.stderr.replace("\n", " ")
+
+
+def test_a_run_folder_written_before_the_run_state_resumes(dataset, tmp_path):
+    """``pipeline.json`` as ``c2fnas run`` wrote it before ``RunState`` (no version), for a
+    run of this very dataset: every finished stage is skipped and its result summarised."""
+    old = Path(__file__).parent / "files" / "data" / "pipeline_v0.json"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(old, run_dir / "pipeline.json")
+    recorded = RunState.read(run_dir / "pipeline.json").dataset
+    assert recorded is not None and recorded.sha256 == dataset_identity(dataset / "data").sha256
+    finished = [stage for stage in DEFAULT_STAGES if stage != "report"]  # report always reruns
+    result = _run(dataset, run_dir, *(f"--stages={stage}" for stage in finished))
+    assert result.exit_code == 0, result.output
+    assert all(f"{stage}: done before, skipped" in result.stderr for stage in finished)
+    assert "fold Dice 0.082, 0.066, 0.069, 0.071, 0.063" in result.stdout
+    assert "largest component kept for classes [1]" in result.stdout
+    state = RunState.read(run_dir / "pipeline.json")
+    assert state.stages == RunState.read(old).stages  # nothing ran, nothing rewritten
+    assert state.dataset is not None and state.dataset.path == str(dataset / "data")
 
 
 def test_a_bad_dataset_stops_at_the_check_naming_the_case(tmp_path):
@@ -299,10 +321,10 @@ def test_run_takes_folds_either_way_and_passes_the_grace_period(tmp_path, monkey
 
     def run(self, stages):
         seen.update(folds=self.folds, grace_period=self.grace_period)
-        return {"stages": {}}
+        return RunState()
 
     monkeypatch.setattr(Pipeline, "run", run)
-    monkeypatch.setattr("c2fnas.cli._print_run_summary", lambda run_dir, state: None)
+    monkeypatch.setattr("c2fnas.cli.plan_run.print_run_summary", lambda run_dir, state: None)
     data = str(tmp_path / "data")
     arguments = ["run", *(data if token == "DATA" else token for token in order)]
     arguments += ["--run", str(tmp_path / "run"), "--preset", "smoke", "--grace-period", "120"]
@@ -329,3 +351,8 @@ def test_the_pipeline_passes_its_grace_period_to_both_searches(tmp_path, monkeyp
     pipeline.stage_coarse()
     pipeline.stage_fine()
     assert calls == {"coarse": 90, "fine": 90}
+
+
+def test_every_stage_has_one_method_and_one_result_type(tmp_path):
+    pipeline = Pipeline(tmp_path, tmp_path / "run", load_config("smoke"))
+    assert tuple(pipeline._stages()) == STAGES == tuple(RESULT_TYPES)

@@ -4,13 +4,14 @@ Stages, in order: ``check``, ``preprocess``, ``coarse``, ``fine``, ``scale`` (on
 ``train`` (the final architecture on the 5 folds), ``postprocess`` (out-of-fold predictions of
 the training cases choose ``postprocessing.json``), ``predict`` (``imagesTs`` with the fold
 ensemble, majority vote, post-processed), ``evaluate`` (when ``labelsTs`` exists next to
-``imagesTs``) and ``report``. ``RUN_DIR/pipeline.json`` records each finished stage and its
-time; a rerun skips the finished stages and resumes the unfinished one (every stage is resumable
-by itself).
+``imagesTs``) and ``report``. ``RUN_DIR/pipeline.json`` (``c2fnas.files.run_state``) records
+each finished stage, its time and its result; a rerun skips the finished stages and resumes the
+unfinished one (every stage is resumable by itself).
 
 ``pipeline.json`` also records the dataset the run belongs to (``dataset_identity``), and
 ``config.yaml`` the configuration: a rerun with another dataset or configuration is refused
-rather than skipping every stage and reporting the old results.
+rather than skipping every stage and reporting the old results. Given no configuration, the
+pipeline plans the run first (``c2fnas.planning``) and records the plan's estimate there too.
 """
 
 from __future__ import annotations
@@ -31,9 +32,24 @@ from c2fnas.data.preprocess import Plan
 from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.evaluation.metrics import evaluate_folders, summarize
 from c2fnas.evaluation.report import write_csv, write_summary
-from c2fnas.files.atomic import write_json_atomic, write_text_atomic
+from c2fnas.files.atomic import write_text_atomic
 from c2fnas.files.lock import folder_lock
 from c2fnas.files.run_folder import RunFolder
+from c2fnas.files.run_state import (
+    CheckResult,
+    DatasetIdentity,
+    EvaluateResult,
+    PostprocessResult,
+    PredictResult,
+    PreprocessResult,
+    ReportResult,
+    RunState,
+    RunStateError,
+    ScaleResult,
+    SearchResult,
+    StageResult,
+    TrainResult,
+)
 from c2fnas.inference.crossval import predict_out_of_fold
 from c2fnas.inference.postprocess import choose_from_files
 from c2fnas.inference.predict import predict_folder
@@ -47,54 +63,15 @@ from c2fnas.training.config import RunConfig, SearchMode, load_config
 logger = logging.getLogger(__name__)
 
 STAGES = (
-    "check",
-    "preprocess",
-    "coarse",
-    "fine",
-    "scale",
-    "train",
-    "postprocess",
-    "predict",
-    "evaluate",
-    "report",
-)
+    "check", "preprocess", "coarse", "fine", "scale", "train", "postprocess", "predict",
+    "evaluate", "report",
+)  # fmt: skip
 DEFAULT_STAGES = tuple(stage for stage in STAGES if stage != "scale")
 SEARCH_STAGES = ("coarse", "fine")
 
 
 class PipelineError(Exception):
     """A stage cannot run; the message names the stage and the reason."""
-
-
-def planned_config(
-    dataset_dir: Path,
-    run_dir: Path,
-    budget: float | None = None,
-    architecture: Path | None = None,
-    folds: Sequence[int] | None = None,
-    gpus: int = 0,
-    progress: Callable[[str, int, int], None] | None = None,
-    search: SearchMode | None = None,
-) -> tuple[RunConfig, dict[str, float] | None]:
-    """The configuration ``c2fnas run`` uses when given neither a preset nor a file: the run
-    folder's ``plan.yaml`` when it has one (a resumed run keeps its plan), otherwise a new plan
-    from the data, this machine and ``budget`` (``c2fnas.planning``), written there. Returns it
-    with the plan's estimated seconds per part (None for a plan made earlier)."""
-    path = RunFolder(run_dir).plan_config
-    if path.is_file():
-        logger.info("using the plan made before: %s", path)
-        config = load_config("paper", path)
-        if search is not None and search != config.search.mode:
-            raise PipelineError(
-                f"{path} plans --search {config.search.mode}, not {search}: rerun without "
-                "--search to resume it, or use a new run folder"
-            )
-        return config, None
-    given = Architecture.load(architecture) if architecture is not None else None
-    plan = plan_run(dataset_dir, run_dir, budget, given, gpus=gpus, folds=folds,
-                    progress=progress, search=search)  # fmt: skip
-    plan.write(run_dir)
-    return plan.config, dict(plan.seconds)
 
 
 def description_digest(description: dict[str, Any]) -> str:
@@ -108,18 +85,18 @@ def description_digest(description: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def dataset_identity(dataset_dir: Path) -> dict[str, Any]:
+def dataset_identity(dataset_dir: Path) -> DatasetIdentity:
     """What ``pipeline.json`` records of a run's dataset: folder, case count and digest.
 
     Raises:
         DatasetError: ``dataset.json`` is missing or unusable (the message names it).
     """
     description = read_description(dataset_dir)
-    return {
-        "path": str(Path(dataset_dir).resolve()),
-        "cases": len(description["training"]),
-        "sha256": description_digest(description),
-    }
+    return DatasetIdentity(
+        path=str(Path(dataset_dir).resolve()),
+        cases=len(description["training"]),
+        sha256=description_digest(description),
+    )
 
 
 @dataclass
@@ -129,7 +106,12 @@ class Pipeline:
     Attributes:
         dataset_dir: the MSD folder.
         run_dir: every output goes below it.
-        config: the resolved configuration (saved as ``RUN_DIR/config.yaml``).
+        config: the resolved configuration (saved as ``RUN_DIR/config.yaml``); None plans the
+            run in ``run``: the run folder's ``plan.yaml`` when it has one (a resumed run keeps
+            its plan), otherwise a new plan from the data, this machine and ``budget``.
+        budget: wall-clock seconds a new plan fits the run into (None: the paper's schedule);
+            only read when planning.
+        search: forces ``search.mode`` (and so what the plan searches).
         workers: local search workers (one per GPU on GPU machines).
         storage: trial store URL or journal file shared by search workers (default: SQLite files).
         grace_period: seconds without a heartbeat after which a search worker counts as dead
@@ -139,8 +121,6 @@ class Pipeline:
             with another architecture is refused.
         folds: the folds to train (default: the configuration's ``training.folds``, all five
             unless a plan chose fewer); prediction ensembles the folds trained.
-        planned_seconds: the plan's estimate per part, recorded so the report sets the time
-            spent against it.
         on_stage: called as ``(stage, "start" | "done" | "skip", seconds)``.
         progress: ``progress(kind, label, total)`` returns the progress callback of one piece of
             work: kind ``data`` -> ``(stage, done, total)``, ``train`` -> ``(done, total,
@@ -149,49 +129,57 @@ class Pipeline:
 
     dataset_dir: Path
     run_dir: Path
-    config: RunConfig
+    config: RunConfig | None = None
+    budget: float | None = None
+    search: SearchMode | None = None
     workers: int = 1
     gpus: int = 0
     storage: str | None = None
     grace_period: int = 600
     architecture: Path | None = None
     folds: tuple[int, ...] | None = None
-    planned_seconds: dict[str, float] | None = None
     on_stage: Callable[[str, str, float], None] | None = None
     progress: Callable[[str, str, int | None], Callable[..., None]] | None = None
 
     # --- bookkeeping -----------------------------------------------------------------------
 
     @property
+    def run_config(self) -> RunConfig:
+        """The configuration (``config``, or the plan ``run`` made)."""
+        assert self.config is not None, "the run is planned in Pipeline.run"
+        return self.config
+
+    @property
     def fold_ids(self) -> tuple[int, ...]:
         """The folds this call trains."""
-        return self.config.training.folds if self.folds is None else self.folds
+        return self.run_config.training.folds if self.folds is None else self.folds
 
     @property
     def folder(self) -> RunFolder:
         return RunFolder(self.run_dir)
 
-    @property
-    def state_path(self) -> Path:
-        return self.folder.pipeline_state
-
-    def state(self) -> dict[str, Any]:
-        if not self.state_path.is_file():
-            return {"stages": {}}
+    def state(self) -> RunState:
         try:
-            return dict(json.loads(self.state_path.read_text()))
-        except json.JSONDecodeError as error:
-            raise PipelineError(
-                f"{self.state_path}: unreadable ({error}); delete it to rerun all"
-            ) from None
+            return RunState.read(self.folder.pipeline_state)
+        except RunStateError as error:
+            raise PipelineError(str(error)) from None
 
-    def _mark(self, stage: str, seconds: float, **extra: Any) -> None:
-        state = self.state()
-        state["stages"][stage] = {"done": True, "seconds": round(seconds, 1), **extra}
-        write_json_atomic(self.state_path, state)
+    def _stages(self) -> dict[str, Callable[[], StageResult]]:
+        return {
+            "check": self.stage_check,
+            "preprocess": self.stage_preprocess,
+            "coarse": self.stage_coarse,
+            "fine": self.stage_fine,
+            "scale": self.stage_scale,
+            "train": self.stage_train,
+            "postprocess": self.stage_postprocess,
+            "predict": self.stage_predict,
+            "evaluate": self.stage_evaluate,
+            "report": self.stage_report,
+        }
 
-    def run(self, stages: Sequence[str] = DEFAULT_STAGES) -> dict[str, Any]:
-        """Run ``stages`` (skipping those done before); returns ``pipeline.json``'s state.
+    def run(self, stages: Sequence[str] = DEFAULT_STAGES) -> RunState:
+        """Run ``stages`` (skipping those done before); returns the run's state.
 
         Holds the run folder's lock for the whole run: a second ``c2fnas run`` (or any command
         writing into the folder) is refused with ``FolderBusy``, naming this process, rather
@@ -200,45 +188,75 @@ class Pipeline:
         with folder_lock(self.folder.lock):
             return self._run(stages)
 
-    def _run(self, stages: Sequence[str]) -> dict[str, Any]:
+    def _run(self, stages: Sequence[str]) -> RunState:
         unknown = sorted(set(stages) - set(STAGES))
         if unknown:
             raise PipelineError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        planned = self._plan() if self.config is None else None
+        if self.search is not None and self.search != self.run_config.search.mode:
+            self.config = self.run_config.with_fields("search", mode=self.search)
         bad_folds = sorted(set(self.fold_ids) - set(range(NUM_FOLDS)))
         if bad_folds or not self.fold_ids:
             raise PipelineError(f"folds {bad_folds or '(none)'}: choose from 0..{NUM_FOLDS - 1}")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_dataset()
         self._save_config()
-        if self.planned_seconds is not None:
-            write_json_atomic(self.state_path, {**self.state(), "planned": self.planned_seconds})
+        if planned is not None:
+            self.state().with_planned(planned).write(self.folder.pipeline_state)
         self._save_architecture()
         skipped = self._searched_elsewhere()
-        stages = [stage for stage in stages if stage not in skipped]
+        calls = self._stages()
         ran = False
         for stage in STAGES:
-            if stage not in stages:
+            if stage not in stages or stage in skipped:
                 continue
             if not ran and self._done(stage):
                 self._notify(stage, "skip", 0.0)
                 continue
             self._notify(stage, "start", 0.0)
             start = time.perf_counter()
-            extra = getattr(self, f"stage_{stage}")() or {}
+            result = calls[stage]()
             seconds = time.perf_counter() - start
-            self._mark(stage, seconds, **extra)
+            self.state().with_stage(stage, seconds, result).write(self.folder.pipeline_state)
             self._notify(stage, "done", seconds)
             # what follows was made from this stage's old outputs: make it again
             ran = stage not in ("check", "report")
         return self.state()
 
+    def _plan(self) -> dict[str, float] | None:
+        """Set ``config`` to the run folder's plan, or to a new one (written there); returns the
+        new plan's estimated seconds per part (None for a plan made before)."""
+        path = self.folder.plan_config
+        if path.is_file():
+            logger.info("using the plan made before: %s", path)
+            self.config = load_config("paper", path)
+            if self.search is not None and self.search != self.config.search.mode:
+                raise PipelineError(
+                    f"{path} plans --search {self.config.search.mode}, not {self.search}: rerun "
+                    "without --search to resume it, or use a new run folder"
+                )
+            return None
+        try:
+            given = Architecture.load(self.architecture) if self.architecture else None
+            plan = plan_run(
+                self.dataset_dir, self.run_dir, self.budget, given, gpus=self.gpus,
+                folds=self.folds, progress=self._view("data", "plan"), search=self.search,
+            )  # fmt: skip
+        except (ValueError, OSError) as error:  # PlanError, BudgetError, DatasetError
+            raise PipelineError(f"plan: {error}") from None
+        plan.write(self.run_dir)
+        self.config = plan.config
+        return dict(plan.seconds)
+
     def _done(self, stage: str) -> bool:
-        record = self.state()["stages"].get(stage, {})
-        if stage == "report" or not record.get("done"):
+        state = self.state()
+        if stage == "report" or stage not in state.stages:
             return False
-        if stage == "train":  # done for the folds asked for now?
-            return set(self.fold_ids) <= set(record.get("folds", range(NUM_FOLDS)))
-        return True
+        trained = state.result("train", TrainResult)
+        if stage != "train" or trained is None:
+            return True
+        # done for the folds asked for now? (older runs trained all five)
+        return set(self.fold_ids) <= set(trained.folds or range(NUM_FOLDS))
 
     def _view(self, kind: str, label: str, total: int | None = None) -> Callable[..., None] | None:
         return self.progress(kind, label, total) if self.progress is not None else None
@@ -248,9 +266,9 @@ class Pipeline:
         if self.on_stage is not None:
             self.on_stage(stage, event, seconds)
 
-    def _recorded_dataset(self, state: dict[str, Any]) -> dict[str, Any] | None:
-        if "dataset" in state:
-            return dict(state["dataset"])
+    def _recorded_dataset(self, state: RunState) -> DatasetIdentity | None:
+        if state.dataset is not None:
+            return state.dataset
         # Run folders from before the record: preprocess's copy of dataset.json names its source.
         copy = self.folder.dataset_copy
         try:
@@ -259,11 +277,11 @@ class Pipeline:
             return None
         except (OSError, ValueError) as error:
             raise PipelineError(f"{copy}: unreadable ({error}); use a new run folder") from None
-        return {
-            "path": description.get("source", "?"),
-            "cases": len(description.get("training", [])),
-            "sha256": description_digest(description),
-        }
+        return DatasetIdentity(
+            path=description.get("source", "?"),
+            cases=len(description.get("training", [])),
+            sha256=description_digest(description),
+        )
 
     def _check_dataset(self) -> None:
         """Refuse a run folder whose finished stages belong to another dataset; record this one."""
@@ -273,19 +291,18 @@ class Pipeline:
         state = self.state()
         current = dataset_identity(self.dataset_dir)
         recorded = self._recorded_dataset(state)
-        started = any(entry.get("done") for entry in state["stages"].values())
-        if started and recorded is not None and recorded["sha256"] != current["sha256"]:
+        if state.stages and recorded is not None and recorded.sha256 != current.sha256:
             raise PipelineError(
-                f"{self.run_dir} holds the run of the dataset {recorded['path']} "
-                f"({recorded['cases']} training cases, dataset.json sha256 "
-                f"{recorded['sha256'][:12]}); {current['path']} has {current['cases']} training "
-                f"cases, sha256 {current['sha256'][:12]}. Use a new run folder for another "
+                f"{self.run_dir} holds the run of the dataset {recorded.path} "
+                f"({recorded.cases} training cases, dataset.json sha256 "
+                f"{recorded.sha256[:12]}); {current.path} has {current.cases} training "
+                f"cases, sha256 {current.sha256[:12]}. Use a new run folder for another "
                 "dataset or a changed dataset.json"
             )
-        if recorded is not None and recorded["path"] != current["path"]:
-            logger.info("%s: the dataset moved to %s", recorded["path"], current["path"])
-        if state.get("dataset") != current:
-            write_json_atomic(self.state_path, {**state, "dataset": current})
+        if recorded is not None and recorded.path != current.path:
+            logger.info("%s: the dataset moved to %s", recorded.path, current.path)
+        if state.dataset != current:
+            state.with_dataset(current).write(self.folder.pipeline_state)
 
     def _save_architecture(self) -> None:
         """Copy the given architecture into the run folder; refuse another one on a rerun."""
@@ -306,7 +323,7 @@ class Pipeline:
                 f"{self.run_dir} was started with the architecture in {copy}, not the one in "
                 f"{self.architecture}; use a new run folder for another architecture"
             )
-        if self.state()["stages"].get("coarse", {}).get("done"):
+        if "coarse" in self.state().stages:
             raise PipelineError(
                 f"{self.run_dir} holds a search; use a new run folder to train a given architecture"
             )
@@ -315,16 +332,15 @@ class Pipeline:
 
     def _save_config(self) -> None:
         path = self.folder.config
-        text = self.config.to_yaml()
+        text = self.run_config.to_yaml()
         changed = self._changed_settings(path) if path.is_file() else []
-        if changed:
-            done = [s for s, v in self.state()["stages"].items() if v.get("done")]
-            if any(stage not in ("check", "preprocess") for stage in done):
-                raise PipelineError(
-                    f"{path}: this run was started with another configuration ("
-                    f"{'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); use the "
-                    "same preset, --config and --search to resume, or a new run folder"
-                )
+        finished = self.state().stages
+        if changed and any(stage not in ("check", "preprocess") for stage in finished):
+            raise PipelineError(
+                f"{path}: this run was started with another configuration ("
+                f"{'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); use the "
+                "same preset, --config and --search to resume, or a new run folder"
+            )
         path.write_text(text)
 
     def _changed_settings(self, path: Path) -> list[str]:
@@ -335,7 +351,7 @@ class Pipeline:
             saved = load_config("paper", path).model_dump(mode="json")
         except ValueError as error:  # ConfigError: unreadable, or a setting not known here
             return [f"unreadable: {error}"]
-        current = self.config.model_dump(mode="json")
+        current = self.run_config.model_dump(mode="json")
         return [
             f"{section}.{name} {value} -> {current[section][name]}"
             for section, values in saved.items()
@@ -345,7 +361,7 @@ class Pipeline:
 
     # --- stages ----------------------------------------------------------------------------
 
-    def stage_check(self) -> dict[str, Any]:
+    def stage_check(self) -> CheckResult:
         report = check_dataset(self.dataset_dir, progress=self._view("data", "check"))
         if not report.ok:
             problems = list(report.problems) + [
@@ -357,125 +373,127 @@ class Pipeline:
                 f"check: {self.dataset_dir} has problems (run `c2fnas data check` for the table):"
                 f"\n  {shown}{more}"
             )
-        return {"cases": len(report.cases)}
+        return CheckResult(cases=len(report.cases))
 
-    def stage_preprocess(self) -> dict[str, Any]:
+    def stage_preprocess(self) -> PreprocessResult:
         summary = preprocess_dataset(
-            self.dataset_dir, self.run_dir, self.config.data.spacing,
-            workers=max(1, self.config.data.workers),
+            self.dataset_dir, self.run_dir, self.run_config.data.spacing,
+            workers=max(1, self.run_config.data.workers),
             progress=self._view("data", "preprocess"),
         )  # fmt: skip
-        return {"cases": len(summary.written) + len(summary.skipped)}
+        return PreprocessResult(cases=len(summary.written) + len(summary.skipped))
 
-    def stage_coarse(self) -> dict[str, Any]:
+    def stage_coarse(self) -> SearchResult:
+        search = self.run_config.search
         snapshot = coarse_stage(
-            self.run_dir, self.config, storage=self.storage, workers=self.workers,
+            self.run_dir, self.run_config, storage=self.storage, workers=self.workers,
             gpus=self.gpus, grace_period=self.grace_period,
-            on_progress=self._view("search", "coarse search", self.config.search.coarse_networks),
+            on_progress=self._view("search", "coarse search", search.coarse_networks),
         )  # fmt: skip
         assert snapshot is not None, "c2fnas run is not started under torchrun"
         if snapshot.best is None:
             trials = self.folder.coarse.trials_csv
             raise PipelineError(f"coarse: no candidate finished; see {trials}")
-        return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
+        return SearchResult(evaluated=snapshot.evaluated, best_dice=snapshot.best.score)
 
-    def stage_fine(self) -> dict[str, Any]:
+    def stage_fine(self) -> SearchResult:
         transferred = None  # the coarse stage's best
-        if self.config.search.mode == "fine":
-            transferred = Architecture.coarse(C2FNAS_PANC.levels, self.config.search.width)
+        if self.run_config.search.mode == "fine":
+            transferred = Architecture.coarse(C2FNAS_PANC.levels, self.run_config.search.width)
         snapshot = fine_stage(
-            self.run_dir, self.config, topology=transferred, storage=self.storage,
+            self.run_dir, self.run_config, topology=transferred, storage=self.storage,
             workers=self.workers, gpus=self.gpus, grace_period=self.grace_period,
             supernet_progress=self._view("train", "supernet"),
-            on_progress=self._view("search", "fine search", self.config.search.fine_candidates),
+            on_progress=self._view("search", "fine search", self.run_config.search.fine_candidates),
         )  # fmt: skip
         assert snapshot is not None, "c2fnas run is not started under torchrun"
         if snapshot.best is None:
             candidates = self.folder.fine.candidates_csv
             raise PipelineError(f"fine: no colouring was scored; see {candidates}")
-        return {"evaluated": snapshot.evaluated, "best_dice": snapshot.best.score}
+        return SearchResult(evaluated=snapshot.evaluated, best_dice=snapshot.best.score)
 
     def _searched_elsewhere(self) -> tuple[str, ...]:
         """The search stages this run leaves out: both with a given architecture or under
         ``search.mode: none``, the coarse one under ``fine`` (C2FNAS-Panc's topology)."""
-        if self.architecture is not None or self.config.search.mode == "none":
+        if self.architecture is not None or self.run_config.search.mode == "none":
             return SEARCH_STAGES
-        return ("coarse",) if self.config.search.mode == "fine" else ()
+        return ("coarse",) if self.run_config.search.mode == "fine" else ()
 
     def final_architecture(self) -> Architecture:
-        width = self.config.search.width  # the run's width
+        width = self.run_config.search.width  # the run's width
         if self.architecture is not None:
             return Architecture.load(self.folder.given_architecture).with_width(width)
-        if self.config.search.mode == "none":
+        if self.run_config.search.mode == "none":
             return C2FNAS_PANC.with_width(width)
         return final_architecture(self.run_dir)
 
-    def stage_scale(self) -> dict[str, Any]:
-        rows = scale_stage(self.run_dir, self.config, architecture=self.final_architecture())
-        return {"widths": len(rows)}
+    def stage_scale(self) -> ScaleResult:
+        rows = scale_stage(self.run_dir, self.run_config, architecture=self.final_architecture())
+        return ScaleResult(widths=len(rows))
 
-    def stage_train(self) -> dict[str, Any]:
+    def stage_train(self) -> TrainResult:
         architecture = self.final_architecture()
-        recorded = self.state()["stages"].get("train", {})
-        folds = sorted(set(self.fold_ids) | set(recorded.get("folds", [])))
+        folds = sorted(set(self.fold_ids) | set(self.trained_folds()))
         dice = []
         for fold in folds:
             result = train(
-                architecture, self.run_dir, fold, self.config, resume=True,
+                architecture, self.run_dir, fold, self.run_config, resume=True,
                 progress=self._view("train", f"fold {fold}"),
             )  # fmt: skip
             dice.append(result.best_mean)
-        return {"folds": folds, "fold_dice": dice}
+        return TrainResult(folds=tuple(folds), fold_dice=tuple(dice))
 
     def trained_folds(self) -> list[int]:
         """The folds whose training finished (the ensemble's members)."""
-        record = self.state()["stages"].get("train", {})
-        if not record.get("done"):
+        trained = self.state().result("train", TrainResult)
+        if trained is None:
             return []
-        return list(record.get("folds", range(NUM_FOLDS)))  # older runs trained all five
+        return list(trained.folds or range(NUM_FOLDS))  # older runs trained all five
 
     @property
     def test_images(self) -> Path:
         return self.dataset_dir / "imagesTs"
 
-    def stage_postprocess(self) -> dict[str, Any]:
-        training = self.config.training
+    def stage_postprocess(self) -> PostprocessResult:
+        training = self.run_config.training
         pairs = predict_out_of_fold(
             self.run_dir, self.dataset_dir, self.trained_folds(), training.stride,
             training.precision, training.tta, self._view("predict", "out-of-fold"),
         )  # fmt: skip
         labels = sorted(Plan.load(self.run_dir).labels)[1:]
         chosen = choose_from_files(pairs, labels, self.folder.postprocessing)
-        return {"largest_component": list(chosen.largest_component), "cases": len(pairs)}
+        return PostprocessResult(
+            largest_component=tuple(chosen.largest_component), cases=len(pairs)
+        )
 
-    def stage_predict(self) -> dict[str, Any]:
+    def stage_predict(self) -> PredictResult:
         if not self.test_images.is_dir() or not any(self.test_images.glob("*.nii*")):
             logger.info("no images in %s: nothing to predict", self.test_images)
-            return {"cases": 0}
+            return PredictResult(cases=0)
         models = [self.folder.fold(fold).root for fold in self.trained_folds()]
         summary = predict_folder(
             models, self.test_images, self.folder.predictions, ensemble="vote",
-            stride=self.config.training.stride, precision=self.config.training.precision,
-            progress=self._view("predict", "predict"), tta=self.config.training.tta,
+            stride=self.run_config.training.stride, precision=self.run_config.training.precision,
+            progress=self._view("predict", "predict"), tta=self.run_config.training.tta,
             postprocess="auto" if self.folder.postprocessing.is_file() else "none",
         )  # fmt: skip
         if summary.failed:
             failed = "; ".join(f"{name}: {reason}" for name, reason in summary.failed.items())
             raise PipelineError(f"predict: {len(summary.failed)} case(s) failed: {failed}")
-        return {"cases": len(summary.written)}
+        return PredictResult(cases=len(summary.written))
 
-    def stage_evaluate(self) -> dict[str, Any]:
+    def stage_evaluate(self) -> EvaluateResult:
         labels = self.dataset_dir / "labelsTs"
         predictions = self.folder.predictions
         if not labels.is_dir() or not predictions.is_dir():
             logger.info("no labelsTs or no predictions: nothing to evaluate")
-            return {"evaluated": False}
+            return EvaluateResult(evaluated=False)
         scores = evaluate_folders(predictions, labels)
         summary = summarize(scores)
         write_csv(scores, self.folder.evaluation_cases)
         write_summary(summary, self.folder.evaluation_summary)
-        return {"evaluated": True, "mean_dice": summary["mean_dice"]}
+        return EvaluateResult(evaluated=True, mean_dice=summary["mean_dice"])  # type: ignore[arg-type]
 
-    def stage_report(self) -> dict[str, Any]:
+    def stage_report(self) -> ReportResult:
         paths = write_report(self.run_dir)
-        return {"files": [str(path) for path in paths]}
+        return ReportResult(files=tuple(str(path) for path in paths))

@@ -31,6 +31,7 @@ from c2fnas.data.splits import NUM_FOLDS, load_or_create
 from c2fnas.evaluation.metrics import dice as dice_score
 from c2fnas.files.atomic import write_text_atomic
 from c2fnas.files.run_folder import RunFolder, TrainingFolder
+from c2fnas.files.run_state import RunState
 from c2fnas.inference.postprocess import Postprocessing
 from c2fnas.nn.profile import profile_architecture
 from c2fnas.plots import plot_architecture
@@ -40,28 +41,6 @@ from c2fnas.training.config import read_config
 from c2fnas.training.report import RunLog
 
 Table = tuple[list[str], list[list[str]]]
-
-
-PLANNED_PARTS = {
-    "data": ("check", "preprocess"),
-    "coarse": ("coarse",),
-    "fine": ("fine",),
-    "training": ("scale", "train"),
-    "prediction": ("postprocess", "predict", "evaluate", "report"),
-}
-"""The parts of a plan's time estimate (``c2fnas.planning``) and the stages that spend it."""
-
-
-def planned_against_spent(state: dict[str, Any]) -> list[tuple[str, float, float]]:
-    """``(part, planned seconds, spent seconds)`` of a planned run (empty without a plan)."""
-    planned = state.get("planned") or {}
-    stages = state.get("stages", {})
-    return [
-        (part, float(planned.get(part, 0.0)),
-         sum(float(stages.get(stage, {}).get("seconds", 0.0)) for stage in members))
-        for part, members in PLANNED_PARTS.items()
-        if part in planned
-    ]  # fmt: skip
 
 
 WORST_CASES = 15
@@ -197,8 +176,8 @@ def write_report(run_dir: Path) -> list[Path]:
 
 
 def _stage_times(document: Document, folder: RunFolder) -> None:
-    state = _read_json(folder.pipeline_state) or {"stages": {}}
-    parts = planned_against_spent(state)
+    state = RunState.read(folder.pipeline_state)
+    parts = state.planned_against_spent()
     if parts:
         document.heading("Time planned against spent")
         planned, spent = sum(p for _, p, _ in parts), sum(s for _, _, s in parts)
@@ -209,11 +188,10 @@ def _stage_times(document: Document, folder: RunFolder) -> None:
             "Planned: the estimate of `plan.yaml` (`c2fnas plan`); spent: the stages' times "
             "in `pipeline.json`."
         )
-    rows = [[stage, _f(info.get("seconds"), 1)] for stage, info in state["stages"].items()]
+    rows = [[stage, _f(record.seconds, 1)] for stage, record in state.stages.items()]
     if rows:
         document.heading("Time per stage")
-        total = sum(float(info.get("seconds", 0)) for info in state["stages"].values())
-        document.table(["stage", "seconds"], [*rows, ["**total**", f"{total:.1f}"]])
+        document.table(["stage", "seconds"], [*rows, ["**total**", f"{state.seconds:.1f}"]])
 
 
 def _minutes(seconds: float) -> str:

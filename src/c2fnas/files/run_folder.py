@@ -186,7 +186,7 @@ class RunFolder:
 
     @property
     def pipeline_state(self) -> Path:
-        """The finished stages of ``c2fnas run``, with their times."""
+        """The finished stages of ``c2fnas run``; read and written by ``RunState`` alone."""
         return self.root / "pipeline.json"
 
     def fold(self, fold: int) -> TrainingFolder:

@@ -1,0 +1,278 @@
+"""``RUN_DIR/pipeline.json``: what ``c2fnas run`` has finished, as one typed value.
+
+``RunState`` is the only reader and writer of the file. It holds the dataset the run belongs to
+(``DatasetIdentity``), the plan's estimated seconds per part, and one ``StageRecord`` per
+finished stage: its seconds and its result, a small type per stage whose ``summary()`` is the
+line ``c2fnas run`` prints for it. The value is frozen: ``with_stage`` and friends return a new
+one, and ``write`` saves it atomically.
+
+The file (schema ``VERSION``)::
+
+    {"version": 1,
+     "dataset": {"path": "/data/Task04_Hippocampus", "cases": 260, "sha256": "..."},
+     "planned": {"data": 60.0, "training": 3600.0, ...},
+     "stages": {"check": {"done": true, "seconds": 1.2, "cases": 260}, ...}}
+
+Files written before the version (version 0) have the same layout and still load; a stage
+record that lacks a field (older runs recorded fewer) takes the field's default.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from c2fnas.files.atomic import write_json_atomic
+
+VERSION = 1
+
+
+class RunStateError(ValueError):
+    """``pipeline.json`` is unreadable or from a newer version; the message names the file."""
+
+
+@dataclass(frozen=True)
+class DatasetIdentity:
+    """The dataset a run belongs to: its folder, training cases and ``dataset.json`` digest."""
+
+    path: str
+    cases: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    cases: int = 0
+
+    def summary(self) -> str:
+        return f"{self.cases} cases"
+
+
+@dataclass(frozen=True)
+class PreprocessResult:
+    cases: int = 0
+
+    def summary(self) -> str:
+        return f"{self.cases} cases"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The coarse or the fine stage: candidates evaluated, best validation Dice."""
+
+    evaluated: int = 0
+    best_dice: float | None = None
+
+    def summary(self) -> str:
+        best = "-" if self.best_dice is None else f"{self.best_dice:.3f}"
+        return f"{self.evaluated} evaluated, best Dice {best}"
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    widths: int = 0
+
+    def summary(self) -> str:
+        return f"{self.widths} widths"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The folds trained (None: all five, as runs recorded before the folds were) and each
+    fold's best mean validation Dice, in the same order."""
+
+    folds: tuple[int, ...] | None = None
+    fold_dice: tuple[float, ...] = ()
+
+    def summary(self) -> str:
+        return "fold Dice " + ", ".join(f"{dice:.3f}" for dice in self.fold_dice)
+
+
+@dataclass(frozen=True)
+class PostprocessResult:
+    """The classes whose largest component alone is kept, chosen on ``cases`` out-of-fold
+    predictions."""
+
+    largest_component: tuple[int, ...] = ()
+    cases: int = 0
+
+    def summary(self) -> str:
+        if not self.largest_component:
+            return "none"
+        return f"largest component kept for classes {list(self.largest_component)}"
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    cases: int = 0
+
+    def summary(self) -> str:
+        return f"{self.cases} cases"
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """Whether there were test labels to score against, and the ensemble's mean Dice."""
+
+    evaluated: bool = False
+    mean_dice: float | None = None
+
+    def summary(self) -> str:
+        if not self.evaluated or self.mean_dice is None:
+            return "no labelsTs: not evaluated"
+        return f"test mean Dice {self.mean_dice:.4f} (fold ensemble)"
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    files: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        return ", ".join(Path(file).name for file in self.files)
+
+
+StageResult = (
+    CheckResult | PreprocessResult | SearchResult | ScaleResult | TrainResult
+    | PostprocessResult | PredictResult | EvaluateResult | ReportResult
+)  # fmt: skip
+
+RESULT_TYPES: dict[str, type[StageResult]] = {
+    "check": CheckResult,
+    "preprocess": PreprocessResult,
+    "coarse": SearchResult,
+    "fine": SearchResult,
+    "scale": ScaleResult,
+    "train": TrainResult,
+    "postprocess": PostprocessResult,
+    "predict": PredictResult,
+    "evaluate": EvaluateResult,
+    "report": ReportResult,
+}
+"""Every stage of ``c2fnas run``, in order, with the type of its result."""
+
+PLANNED_PARTS = {
+    "data": ("check", "preprocess"),
+    "coarse": ("coarse",),
+    "fine": ("fine",),
+    "training": ("scale", "train"),
+    "prediction": ("postprocess", "predict", "evaluate", "report"),
+}
+"""The parts of a plan's time estimate (``c2fnas.planning``) and the stages that spend it."""
+
+Result = TypeVar("Result", bound=StageResult)
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One finished stage: its wall-clock seconds and its result."""
+
+    seconds: float
+    result: StageResult
+
+    def summary(self) -> str:
+        return self.result.summary()
+
+
+@dataclass(frozen=True)
+class RunState:
+    """The finished stages of a run (in the order they finished), its dataset and its plan's
+    estimate per part (None for a run with a preset or a configuration file)."""
+
+    stages: Mapping[str, StageRecord] = field(default_factory=dict)
+    dataset: DatasetIdentity | None = None
+    planned: Mapping[str, float] | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> RunState:
+        """The state saved in ``path``; an empty one when there is no file yet.
+
+        Raises:
+            RunStateError: the file is unreadable, from a newer version, or names an unknown
+                stage (the message names the file and says to delete it to rerun all).
+        """
+        if not path.is_file():
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+            return cls._from_json(data)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            raise RunStateError(f"{path}: unreadable ({error}); delete it to rerun all") from None
+
+    @classmethod
+    def _from_json(cls, data: dict[str, Any]) -> RunState:
+        version = data.get("version", 0)
+        if version > VERSION:
+            raise ValueError(f"version {version}, newer than this c2fnas reads ({VERSION})")
+        stages = {}
+        for stage, record in data["stages"].items():
+            if stage not in RESULT_TYPES:
+                raise ValueError(f"unknown stage {stage!r}")
+            if record.get("done", True):
+                stages[stage] = StageRecord(
+                    float(record.get("seconds", 0.0)), _result(RESULT_TYPES[stage], record)
+                )
+        dataset = DatasetIdentity(**data["dataset"]) if "dataset" in data else None
+        planned = data.get("planned")
+        planned = {part: float(seconds) for part, seconds in planned.items()} if planned else None
+        return cls(stages, dataset, planned)
+
+    def write(self, path: Path) -> None:
+        data: dict[str, Any] = {"version": VERSION}
+        if self.dataset is not None:
+            data["dataset"] = asdict(self.dataset)
+        if self.planned is not None:
+            data["planned"] = dict(self.planned)
+        data["stages"] = {
+            stage: {"done": True, "seconds": round(record.seconds, 1), **asdict(record.result)}
+            for stage, record in self.stages.items()
+        }
+        write_json_atomic(path, data)
+
+    def with_stage(self, stage: str, seconds: float, result: StageResult) -> RunState:
+        """This state with ``stage`` finished (an earlier record of it replaced in its place)."""
+        if not isinstance(result, RESULT_TYPES[stage]):
+            raise TypeError(f"stage {stage}: a {RESULT_TYPES[stage].__name__}, not {result!r}")
+        return replace(self, stages={**self.stages, stage: StageRecord(seconds, result)})
+
+    def with_dataset(self, dataset: DatasetIdentity) -> RunState:
+        return replace(self, dataset=dataset)
+
+    def with_planned(self, planned: Mapping[str, float]) -> RunState:
+        return replace(self, planned=dict(planned))
+
+    def result(self, stage: str, kind: type[Result]) -> Result | None:
+        """The result of ``stage`` when it finished, else None."""
+        record = self.stages.get(stage)
+        if record is None:
+            return None
+        assert isinstance(record.result, kind), f"{stage} records a {type(record.result)}"
+        return record.result
+
+    @property
+    def seconds(self) -> float:
+        """The seconds of every finished stage together."""
+        return sum(record.seconds for record in self.stages.values())
+
+    def planned_against_spent(self) -> list[tuple[str, float, float]]:
+        """``(part, planned seconds, spent seconds)`` of a planned run (empty without a plan)."""
+        planned = self.planned or {}
+        return [
+            (part, planned[part],
+             sum(self.stages[stage].seconds for stage in members if stage in self.stages))
+            for part, members in PLANNED_PARTS.items()
+            if part in planned
+        ]  # fmt: skip
+
+
+def _result(kind: type[Result], record: dict[str, Any]) -> Result:
+    """``kind`` from a stage record's fields (lists become tuples; missing ones: defaults)."""
+    names = {item.name for item in fields(kind)}
+    values: dict[str, Any] = {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in record.items()
+        if name in names
+    }
+    return kind(**values)

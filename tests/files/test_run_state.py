@@ -1,0 +1,111 @@
+"""``pipeline.json`` as ``RunState``: today's files and older ones load, a round trip is exact,
+and what cannot be read is refused naming the file."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from c2fnas.files.run_state import (
+    RESULT_TYPES,
+    VERSION,
+    CheckResult,
+    DatasetIdentity,
+    EvaluateResult,
+    PostprocessResult,
+    RunState,
+    RunStateError,
+    SearchResult,
+    TrainResult,
+)
+
+DATA = Path(__file__).parent / "data"
+BEFORE_THE_VERSION = DATA / "pipeline_v0.json"
+"""Written by ``c2fnas run`` (smoke preset, ``tests/test_pipeline.py``'s TINY) before
+``RunState``: no version, records as ``{"done": true, "seconds": ..., **result}``."""
+
+
+def test_a_file_written_before_the_version_loads_with_every_result():
+    state = RunState.read(BEFORE_THE_VERSION)
+    assert list(state.stages) == [stage for stage in RESULT_TYPES if stage != "scale"]
+    assert state.dataset == DatasetIdentity(
+        "/tmp/oldrun/data", 5, "55cf4672a48003b3f8a682d92a937ead5fb06149bf3a4727a0314bc9cef44be4"
+    )
+    assert state.planned is None
+    trained = state.result("train", TrainResult)
+    assert trained is not None and trained.folds == (0, 1, 2, 3, 4) and len(trained.fold_dice) == 5
+    assert state.stages["coarse"].seconds == 52.7
+    assert state.result("postprocess", PostprocessResult) == PostprocessResult((1,), 5)
+    summaries = {stage: record.summary() for stage, record in state.stages.items()}
+    assert summaries["check"] == "7 cases"
+    assert summaries["fine"] == "2 evaluated, best Dice 0.136"
+    assert summaries["train"] == "fold Dice 0.082, 0.066, 0.069, 0.071, 0.063"
+    assert summaries["postprocess"] == "largest component kept for classes [1]"
+    assert summaries["evaluate"] == "test mean Dice 0.0836 (fold ensemble)"
+    assert summaries["report"] == "report.md, report.html"
+
+
+def test_a_written_state_reads_back_equal_and_keeps_the_old_layout(tmp_path):
+    state = RunState.read(BEFORE_THE_VERSION).with_planned({"data": 60.0, "training": 600.0})
+    path = tmp_path / "pipeline.json"
+    state.write(path)
+    assert RunState.read(path) == state
+    written = json.loads(path.read_text())
+    assert written["version"] == VERSION
+    old = json.loads(BEFORE_THE_VERSION.read_text())
+    assert written["stages"] == old["stages"] and written["dataset"] == old["dataset"]
+
+
+def test_records_lacking_fields_take_their_defaults(tmp_path):
+    """Runs from before the folds were recorded trained all five: ``folds`` is None."""
+    path = tmp_path / "pipeline.json"
+    path.write_text('{"stages": {"train": {"done": true, "seconds": 5}, "evaluate": {}}}')
+    state = RunState.read(path)
+    assert state.result("train", TrainResult) == TrainResult(folds=None, fold_dice=())
+    assert state.stages["evaluate"].summary() == "no labelsTs: not evaluated"
+    assert state.result("coarse", SearchResult) is None
+
+
+def test_a_missing_file_is_an_empty_state(tmp_path):
+    state = RunState.read(tmp_path / "pipeline.json")
+    assert state == RunState() and not state.stages and state.seconds == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{not json", "unreadable"),
+        (json.dumps({"version": VERSION + 1, "stages": {}}), "newer than this c2fnas"),
+        ('{"stages": {"polish": {"done": true}}}', "unknown stage 'polish'"),
+        ('{"stages": {"check": {"done": true, "cases": "many", "seconds": "x"}}}', "unreadable"),
+    ],
+)
+def test_an_unreadable_file_is_refused_naming_it(tmp_path, text, reason):
+    path = tmp_path / "pipeline.json"
+    path.write_text(text)
+    with pytest.raises(RunStateError, match=reason) as error:
+        RunState.read(path)
+    assert str(path) in str(error.value) and "delete it to rerun all" in str(error.value)
+
+
+def test_with_stage_replaces_the_record_and_checks_its_type():
+    state = RunState().with_stage("check", 1.0, CheckResult(3))
+    state = state.with_stage("evaluate", 2.0, EvaluateResult(True, 0.5))
+    again = state.with_stage("check", 4.0, CheckResult(4))
+    assert list(again.stages) == ["check", "evaluate"] and again.seconds == 6.0
+    assert state.stages["check"].seconds == 1.0  # frozen: the old value is unchanged
+    with pytest.raises(TypeError, match="TrainResult"):
+        state.with_stage("train", 1.0, CheckResult(3))  # type: ignore[arg-type]
+
+
+def test_time_planned_against_spent_adds_the_stages_of_each_part():
+    state = (
+        RunState()
+        .with_stage("check", 10.0, CheckResult(3))
+        .with_stage("train", 500.0, TrainResult((0,), (0.5,)))
+        .with_planned({"data": 60.0, "training": 600.0, "prediction": 60.0})
+    )
+    assert state.planned_against_spent() == [
+        ("data", 60.0, 10.0), ("training", 600.0, 500.0), ("prediction", 60.0, 0.0),
+    ]  # fmt: skip
+    assert RunState().planned_against_spent() == []
