@@ -80,7 +80,7 @@ def test_the_v2_layout_gives_the_same_cache(two_channels, tmp_path):
     case_ids = [f"synth_{i:03d}" for i in range(4)]
     assert cached_case_ids(tmp_path / "v2_run") == case_ids
     assert_same_cache(tmp_path / "msd_run", tmp_path / "v2_run", case_ids)
-    assert dataset_identity(v2)["cases"] == 4
+    assert dataset_identity(v2).cases == 4
 
 
 def test_v2_test_images_are_grouped_by_case(two_channels, tmp_path):
