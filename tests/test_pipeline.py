@@ -356,3 +356,11 @@ def test_the_pipeline_passes_its_grace_period_to_both_searches(tmp_path, monkeyp
 def test_every_stage_has_one_method_and_one_result_type(tmp_path):
     pipeline = Pipeline(tmp_path, tmp_path / "run", load_config("smoke"))
     assert tuple(pipeline._stages()) == STAGES == tuple(RESULT_TYPES)
+
+
+def test_hidden_files_alone_in_imagests_leave_nothing_to_predict(tmp_path):
+    """A ``._CASE.nii.gz`` from a Mac is no test image: no model is asked to predict it."""
+    (tmp_path / "imagesTs").mkdir()
+    (tmp_path / "imagesTs" / "._case.nii.gz").write_bytes(b"\0\5\26\7 AppleDouble")
+    result = Pipeline(dataset_dir=tmp_path, run_dir=tmp_path / "run").stage_predict()
+    assert result.cases == 0

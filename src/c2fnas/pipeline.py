@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from c2fnas.data.check import check_dataset
-from c2fnas.data.msd import read_description
+from c2fnas.data.io import image_files_in
+from c2fnas.data.msd import TEST_IMAGES, read_description
 from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.preprocess import Plan
 from c2fnas.data.splits import NUM_FOLDS
@@ -363,6 +364,9 @@ class Pipeline:
 
     def stage_check(self) -> CheckResult:
         report = check_dataset(self.dataset_dir, progress=self._view("data", "check"))
+        for case in report.cases:
+            for warning in case.warnings:
+                logger.warning("check: %s: %s", case.case_id, warning)
         if not report.ok:
             problems = list(report.problems) + [
                 f"{case.case_id}: {'; '.join(case.problems)}" for case in report.bad_cases
@@ -452,7 +456,7 @@ class Pipeline:
 
     @property
     def test_images(self) -> Path:
-        return self.dataset_dir / "imagesTs"
+        return self.dataset_dir / TEST_IMAGES
 
     def stage_postprocess(self) -> PostprocessResult:
         training = self.run_config.training
@@ -467,7 +471,7 @@ class Pipeline:
         )
 
     def stage_predict(self) -> PredictResult:
-        if not self.test_images.is_dir() or not any(self.test_images.glob("*.nii*")):
+        if not self.test_images.is_dir() or not image_files_in(self.test_images):
             logger.info("no images in %s: nothing to predict", self.test_images)
             return PredictResult(cases=0)
         models = [self.folder.fold(fold).root for fold in self.trained_folds()]

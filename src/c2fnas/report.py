@@ -23,8 +23,8 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from c2fnas.data.io import IMAGE_SUFFIXES, load_label
-from c2fnas.data.msd import DatasetError, read_dataset
+from c2fnas.data.io import image_files_in, load_label
+from c2fnas.data.msd import DatasetError, case_id_of, read_dataset
 from c2fnas.data.pipeline import cached_case_ids
 from c2fnas.data.preprocess import Plan
 from c2fnas.data.splits import NUM_FOLDS, load_or_create
@@ -427,12 +427,7 @@ def _prediction_files(folder: Path) -> dict[str, Path]:
     """Label maps in ``folder`` by case id (the file name without its image suffix)."""
     if not folder.is_dir():
         return {}
-    files = {}
-    for path in sorted(folder.iterdir()):
-        suffix = next((s for s in IMAGE_SUFFIXES if path.name.endswith(s)), None)
-        if suffix is not None and not path.name.startswith("."):
-            files[path.name[: -len(suffix)]] = path
-    return files
+    return {case_id_of(path): path for path in image_files_in(folder)}
 
 
 def _mean(values: list[float]) -> float:

@@ -1,5 +1,6 @@
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -114,3 +115,48 @@ def test_synthetic_and_uint8_float_images_pass(synthetic, tmp_path):
     description["training"] = [entry, entry2]
     (tmp_path / "dataset.json").write_text(json.dumps(description))
     assert check_dataset(tmp_path).ok
+
+
+def test_an_image_of_imagests_that_dataset_json_does_not_list_is_checked(tmp_path):
+    """``predict`` reads every image of ``imagesTs``: a broken one stops the run at the check."""
+    entry = make_case(tmp_path, "a")
+    description = {"modality": {"0": "MR"}, "labels": {"0": "b"}, "training": [entry]}
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    save(tmp_path / "imagesTs" / "unlisted.nii.gz", np.ones(SHAPE, np.float32))
+    (tmp_path / "imagesTs" / "broken.nii.gz").write_text("not an image")
+    by_id = {case.case_id: case for case in check_dataset(tmp_path).cases}
+    assert by_id["unlisted"].ok and by_id["unlisted"].kind == "test"
+    assert "not a readable NIfTI" in "; ".join(by_id["broken"].problems)
+
+
+def test_hidden_files_in_image_folders_are_no_cases(tmp_path):
+    """macOS leaves ``._NAME.nii.gz`` beside each file it copies: not an image, never a case."""
+    description = {
+        "modality": {"0": "MR"},
+        "labels": {"0": "b"},
+        "training": [make_case(tmp_path, "a")],
+    }
+    description["test"] = ["./imagesTs/t.nii.gz"]
+    save(tmp_path / "imagesTs" / "t.nii.gz", np.ones(SHAPE, np.float32))
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    (tmp_path / "imagesTs" / "._t.nii.gz").write_bytes(b"\0\5\26\7 AppleDouble")
+    report = check_dataset(tmp_path)
+    assert report.ok and [case.case_id for case in report.cases] == ["a", "t"]
+
+
+def test_an_sform_and_qform_that_disagree_are_a_warning_naming_the_file(tmp_path):
+    """nibabel reads the sform; an ITK tool may place the image 3 mm away by the qform."""
+    entry = make_case(tmp_path, "a", image=np.ones((*SHAPE, 2), np.float32))
+    description = {"modality": {"0": "MR", "1": "MR"}, "labels": {"0": "b"}, "training": [entry]}
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    path = tmp_path / "imagesTr" / "a.nii.gz"
+    image = nib.load(path)
+    shifted = image.affine.copy()
+    shifted[0, 3] += 3.0
+    image.set_qform(shifted, code=1)
+    image.set_sform(image.affine, code=2)  # the label's, as nibabel reads them
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), None, image.header), path)
+    case = check_dataset(tmp_path).cases[0]
+    assert case.ok and len(case.warnings) == 1
+    assert "a.nii.gz: sform and qform differ by up to 3 mm" in case.warnings[0]
+    assert "reads the sform" in case.warnings[0] and "warning: a.nii.gz" in case.status

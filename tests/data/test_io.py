@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from c2fnas.data.check import _crashed, check_dataset
-from c2fnas.data.io import NiftiError, load_image, load_label, load_volume, write_like
+from c2fnas.data.io import (
+    NiftiError,
+    image_files_in,
+    load_image,
+    load_label,
+    load_volume,
+    write_like,
+)
 from c2fnas.files.atomic import temporary_path
 
 from .conftest import save
@@ -101,3 +108,10 @@ def test_check_names_the_file_and_sizes_of_a_claiming_header(tmp_path):
 def test_an_unexpected_error_without_a_message_still_says_what_it_was():
     report = _crashed(("a", "training"), MemoryError())
     assert report.problems == ["cannot check: MemoryError"]
+
+
+def test_image_files_in_leaves_out_hidden_files_and_other_files(tmp_path):
+    for name in ("b.nii.gz", "a.nrrd", "._b.nii.gz", ".b.tmp12.nii.gz", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.nii.gz").mkdir()
+    assert [path.name for path in image_files_in(tmp_path)] == ["a.nrrd", "b.nii.gz"]

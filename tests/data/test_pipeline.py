@@ -270,3 +270,21 @@ def test_no_training_cases_is_said_clearly(tmp_path):
         preprocess_dataset(tmp_path, tmp_path / "run")
     report = check_dataset(tmp_path)
     assert not report.ok and "'training' lists no cases" in report.problems[0]
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_a_test_image_named_like_a_training_case_is_refused_as_data_check_does(
+    dataset, tmp_path, listed
+):
+    """Listed in dataset.json or only found in imagesTs, it would be predicted under the name
+    of a training case: ``data check`` refuses it, so must ``preprocess``."""
+    shutil.copy(dataset / "imagesTr" / "synth_000.nii.gz", dataset / "imagesTs")
+    if listed:
+        description = json.loads((dataset / "dataset.json").read_text())
+        description["test"] = ["./imagesTs/synth_000.nii.gz"]
+        (dataset / "dataset.json").write_text(json.dumps(description))
+    problems = [p for case in check_dataset(dataset).bad_cases for p in case.problems]
+    assert "case id synth_000 is used by 2 entries" in problems
+    with pytest.raises(DatasetError, match=r"more than one training or test case.*synth_000"):
+        preprocess_dataset(dataset, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -19,6 +19,7 @@ from c2fnas.inference.predict import (
     predict_folder,
 )
 from c2fnas.nn import C2FNet
+from tests.files.test_atomic import dead_pid
 from tests.training.synthetic import TINY
 
 PLAN = Plan(
@@ -72,6 +73,21 @@ def test_output_geometry_equals_the_input(tmp_path):
     np.testing.assert_array_equal(written.header.get_zooms(), source.header.get_zooms())
     assert written.header.get_xyzt_units() == source.header.get_xyzt_units()
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2}
+
+
+def test_a_killed_predicts_temporary_file_is_removed_by_the_next(tmp_path):
+    """``SIGKILL`` while writing leaves ``.CASE.tmpPID.nii.gz``; the rerun clears it."""
+    image_path, _ = write_case(tmp_path / "data", "case.nii.gz", (20, 20, 12), (1.0, 1.0, 1.0))
+    info = {"kind": "network", "in_channels": 1, "num_classes": 3, "patch": [32, 32, 16],
+            "stride": 16, "plan": PLAN.model_dump(mode="json")}  # fmt: skip
+    write_model(tmp_path / "fold_0" / "best", C2FNet(TINY, 1, 3), TINY, info)
+    out = tmp_path / "out"
+    out.mkdir()
+    leftover = out / f".case.tmp{dead_pid()}.nii.gz"
+    leftover.write_bytes(b"")
+    summary = predict_folder([tmp_path / "fold_0"], image_path.parent, out, stride=16)
+    assert not summary.failed and not leftover.exists()
+    assert [path.name for path in out.iterdir()] == ["case.nii.gz"]
 
 
 class NearestMean(torch.nn.Module):

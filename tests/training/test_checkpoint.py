@@ -1,4 +1,5 @@
 import json
+import logging
 import random
 
 import numpy as np
@@ -123,6 +124,19 @@ def test_a_checkpoint_written_before_checksums_still_loads(tmp_path):
     assert architecture == TINY
     for key, value in network.state_dict().items():
         torch.testing.assert_close(weights[key], value, rtol=0, atol=0)
+
+
+def test_weights_without_a_checksum_are_loaded_with_one_warning_naming_the_folder(tmp_path, caplog):
+    folder, _ = trained_checkpoint(tmp_path)
+    read_model(folder)
+    assert not caplog.records  # verified: nothing to say
+    strip_checksums(folder)
+    with caplog.at_level(logging.WARNING, logger="c2fnas.files.model_folder"):
+        read_model(folder)
+        read_checkpoint(folder, *fresh())
+        read_model(folder)
+    assert len(caplog.records) == 1, caplog.records
+    assert str(folder.resolve()) in caplog.text and "unverified" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -4,17 +4,22 @@ Each case is checked on its own, so one bad case never hides another: paths (mis
 the folder), readability (truncated or corrupt files, headers claiming more data than the file
 holds), non-finite intensities, channel count vs. ``modality``, label maps (3D, integer, values
 declared in ``labels``), and the geometry of the image, its other channel files (nnU-Net v2) and
-its label (shape, and affine within ``GEOMETRY_TOLERANCE_MM``).
+its label (shape, and affine within ``GEOMETRY_TOLERANCE_MM``). A NIfTI header whose sform and
+qform disagree is a warning (``_warn_of_forms``), not a problem. The test cases are those of
+``dataset.json`` and every other image in ``imagesTs`` (hidden files aside): ``predict`` reads
+them all, so a broken one must stop a run before training, not after it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from c2fnas.data.geometry import canonical_spacing
@@ -37,8 +42,11 @@ from c2fnas.data.msd import (
     entry_images,
     read_description,
     resolve_path,
+    unlisted_test_images,
 )
 from c2fnas.data.parallel import Progress, run_parallel
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("case", "kind", "shape", "spacing (mm)", "ch", "labels", "status")
 
@@ -54,10 +62,17 @@ class CaseReport:
     spacing: list[float] | None = None
     channels: int | None = None
     labels: list[int] | None = None
+    warnings: list[str] = field(default_factory=list)  # worth a look, but no problem
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def status(self) -> str:
+        """The status column: ``ok`` or the problems, then any warnings."""
+        said = ["ok"] if self.ok else list(self.problems)
+        return "; ".join(said + [f"warning: {warning}" for warning in self.warnings])
 
 
 @dataclass
@@ -84,7 +99,7 @@ class CheckReport:
                 " ".join(f"{v:.3g}" for v in case.spacing or []),
                 str(case.channels or ""),
                 ",".join(map(str, case.labels or [])),
-                "ok" if case.ok else "; ".join(case.problems),
+                case.status,
             )
             for case in self.cases
         ]
@@ -121,6 +136,7 @@ def _check_image(
     arrays = []
     for path in paths:
         image = first if path == paths[0] else load_volume(path)
+        _warn_of_forms(image, path, report)
         if spatial_shape(image) != spatial_shape(first) or not same_geometry(image, first):
             report.problems.append(
                 f"{path.name}: grid {'x'.join(map(str, spatial_shape(image)))} or affine differs "
@@ -140,8 +156,32 @@ def _check_image(
     return first, data
 
 
+def _warn_of_forms(image: nib.Nifti1Image, path: Path, report: CaseReport) -> None:
+    """Warn when a NIfTI header sets both its sform and its qform and they differ by more than
+    ``GEOMETRY_TOLERANCE_MM`` in any element (translation, or rotation and zoom per voxel).
+
+    A warning, not a problem: c2fnas reads every file with nibabel's choice (the sform, its
+    code being set) and writes each prediction with its image's two forms and codes, so a run
+    is consistent and its label maps overlay their images. What differs is where other tools
+    put the image: ITK (SimpleITK, nnU-Net, many viewers) may take the qform. And an sform with
+    shear has no exact qform, so such files are valid; refusing them would refuse good data.
+    """
+    header = image.header
+    if not isinstance(header, nib.Nifti1Header) or not (
+        header["sform_code"] and header["qform_code"]
+    ):
+        return
+    difference = float(np.abs(header.get_sform() - header.get_qform()).max())
+    if difference > GEOMETRY_TOLERANCE_MM:
+        report.warnings.append(
+            f"{path.name}: sform and qform differ by up to {difference:.4g} mm; c2fnas reads "
+            f"the sform (nibabel's choice), tools built on ITK may place the image by the qform"
+        )
+
+
 def _check_label(path: Path, image: Any, declared: set[int], report: CaseReport) -> np.ndarray:
     nifti = load_volume(path)
+    _warn_of_forms(nifti, path, report)
     label = read_label_array(nifti, path)
     values = sorted(int(v) for v in np.unique(label))
     report.labels = values
@@ -219,6 +259,8 @@ def read_checked_case(case: Case, modalities: int, declared: set[int]) -> CaseAr
     )
     if arrays is None:
         raise CaseCheckError("; ".join(report.problems))
+    for warning in report.warnings:
+        log.warning("%s: %s", case.case_id, warning)
     return arrays
 
 
@@ -247,7 +289,7 @@ def check_dataset(
     dataset_dir: str | Path, workers: int = 1, progress: Progress | None = None
 ) -> CheckReport:
     """Check ``dataset.json`` and every training and test case of a dataset folder (MSD or
-    nnU-Net v2)."""
+    nnU-Net v2), the test cases including each image of ``imagesTs`` it does not list."""
     root = Path(dataset_dir).resolve()
     report = CheckReport(dataset_dir=str(root))
     try:
@@ -259,6 +301,7 @@ def check_dataset(
     declared = {int(value) for value in description["labels"]}
     entries = [("training", entry) for entry in description["training"]]
     entries += [("test", as_test_entry(entry)) for entry in description.get("test", [])]
+    entries += [("test", entry) for entry in unlisted_test_images(root, description)]
     names = [_entry_name(root, kind, index, entry) for index, (kind, entry) in enumerate(entries)]
     counts = Counter(names)
     jobs = []

@@ -55,6 +55,25 @@ def is_itk_file(path: str | Path) -> bool:
     return str(path).lower().endswith(ITK_SUFFIXES)
 
 
+def is_hidden(path: str | Path) -> bool:
+    """A name starting with ``.``: macOS ``._CASE.nii.gz`` resource forks, the temporary files
+    of ``c2fnas.files.atomic``; never an image of a dataset, whatever its suffix."""
+    return Path(path).name.startswith(".")
+
+
+def image_files_in(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (``IMAGE_SUFFIXES``), sorted, hidden files left out.
+
+    Every listing of images from a folder (test images, predictions, references) goes through
+    here, so a ``._CASE.nii.gz`` copied from a Mac is never taken for a case.
+    """
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.name.lower().endswith(IMAGE_SUFFIXES) and not is_hidden(path) and path.is_file()
+    )
+
+
 def load_volume(path: str | Path) -> nib.Nifti1Image:
     """Open an image file as a nibabel image (NIfTI: header only, data read lazily; the ITK
     formats are read whole and carry their geometry in the RAS affine, and exactly in

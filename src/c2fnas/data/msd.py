@@ -13,6 +13,7 @@ storage.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from c2fnas.data import nnunet
-from c2fnas.data.io import IMAGE_SUFFIXES
+from c2fnas.data.io import IMAGE_SUFFIXES, image_files_in
 from c2fnas.data.nnunet import first_few
 
 REQUIRED_KEYS = ("modality", "labels", "training")
 OUTSIDE = "the dataset folder (absolute, or with '..')"  # what an escaping path leaves
+TEST_IMAGES = "imagesTs"  # the folder of test images, which ``c2fnas run`` predicts
 
 
 class DatasetError(ValueError):
@@ -190,11 +192,31 @@ def resolve_path(root: Path, relative: str) -> Path:
     return root / path
 
 
+def unlisted_test_images(root: Path, description: dict[str, Any]) -> list[dict[str, Any]]:
+    """Test entries, one per image of ``imagesTs`` that no ``test`` entry of ``description``
+    names (hidden files aside): ``c2fnas run`` predicts every image there, listed or not."""
+    folder = root / TEST_IMAGES
+    if not folder.is_dir():
+        return []
+    listed = set()
+    for entry in description.get("test", []):
+        for image in entry_images(as_test_entry(entry)):
+            with contextlib.suppress(DatasetError):  # an escaping path names no file here
+                listed.add(resolve_path(root, image).resolve())
+    return [
+        {"image": f"./{TEST_IMAGES}/{path.name}"}
+        for path in image_files_in(folder)
+        if path.resolve() not in listed
+    ]
+
+
 def read_dataset(dataset_dir: str | Path) -> Dataset:
     """Parse ``dataset_dir/dataset.json`` into a ``Dataset`` with absolute, checked paths.
 
-    Every listed file must exist inside the folder. ``c2fnas data check`` inspects the files
-    themselves (readability, shapes, label values).
+    Every listed file must exist inside the folder. Case ids are unique across training and
+    test cases, the images of ``imagesTs`` included (``unlisted_test_images``), as ``c2fnas
+    data check`` requires: a prediction is named by its case id. ``data check`` also inspects
+    the files themselves (readability, shapes, label values).
 
     Raises:
         DatasetError: naming ``dataset.json`` and each kind of bad entry once, with its count
@@ -222,10 +244,14 @@ def read_dataset(dataset_dir: str | Path) -> Dataset:
     training = [case(entry, entry["label"]) for entry in description["training"]]
     test = [case(as_test_entry(entry), None) for entry in description.get("test", [])]
     problems = _path_problems(root, escaping, missing)
-    counts = Counter(case.case_id for case in training)
+    unlisted = [entry_case_id(entry) for entry in unlisted_test_images(root, description)]
+    counts = Counter([case.case_id for case in training + test] + unlisted)
     duplicates = sorted(case_id for case_id, count in counts.items() if count > 1)
     if duplicates:
-        problems.append(f"{root / 'dataset.json'}: duplicate case ids {duplicates}")
+        problems.append(
+            f"{root / 'dataset.json'}: case ids used by more than one training or test case "
+            f"(in dataset.json or {TEST_IMAGES}): {duplicates}"
+        )
     if problems:
         raise DatasetError("; ".join(problems))
     return Dataset(

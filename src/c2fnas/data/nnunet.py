@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from c2fnas.data.io import IMAGE_SUFFIXES
+from c2fnas.data.io import IMAGE_SUFFIXES, is_hidden
 
 LAYOUT = "nnU-Net v2"
 CHANNEL_DIGITS = 4  # CASE_0000: nnU-Net's channel suffix
@@ -133,7 +133,7 @@ def list_cases(root: Path, folder: str, ending: str, channels: int) -> dict[str,
     found: dict[str, dict[int, str]] = {}
     misnamed = []
     for file in sorted(directory.iterdir()):
-        if file.name.startswith(".") or not file.name.endswith(ending):
+        if is_hidden(file) or not file.name.endswith(ending):
             continue
         parsed = parse_channel_file(file.name)
         if parsed is None or parsed[2] != ending:

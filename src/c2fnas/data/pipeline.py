@@ -30,7 +30,7 @@ from c2fnas.data.fingerprint import (
 from c2fnas.data.msd import Dataset, entry_case_id, read_dataset, read_description
 from c2fnas.data.parallel import Progress, run_parallel
 from c2fnas.data.preprocess import Plan
-from c2fnas.files.atomic import check_writable, write_json_atomic
+from c2fnas.files.atomic import check_writable, remove_leftovers, write_json_atomic
 from c2fnas.files.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,7 @@ def preprocess_dataset(
     folder = RunFolder(run_dir)
     check_writable(run_dir)
     check_writable(folder.cache)
-    for stale in folder.cache.glob(".*.tmp*"):  # left by a killed run
-        stale.unlink(missing_ok=True)
+    remove_leftovers(folder.cache)
 
     entries, failures = fingerprint_dataset(dataset, run_dir, workers, progress)
     if not entries:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
-from c2fnas.data.io import IMAGE_SUFFIXES, NiftiError, load_volume
+from c2fnas.data.io import IMAGE_SUFFIXES, NiftiError, image_files_in, load_volume
 
 METRICS = ("dice", "hd95", "surface_dice")
 
@@ -42,11 +42,7 @@ class CaseScore:
 def _files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise EvaluationError(f"{folder}: not a folder")
-    return {
-        p.name: p
-        for p in sorted(folder.iterdir())
-        if p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.startswith(".")
-    }
+    return {path.name: path for path in image_files_in(folder)}
 
 
 def paired_files(pred_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:

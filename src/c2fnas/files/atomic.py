@@ -2,17 +2,23 @@
 
 A reader sees the old file or the new one, never half of one. When writing fails (a full disk,
 a read-only folder) the temporary file is removed and the error names the target, not the
-temporary name the user never chose.
+temporary name the user never chose. A process killed outright (``SIGKILL``, a power cut) leaves
+its temporary file behind: hidden, so no listing of images takes it for one, and
+``remove_leftovers`` clears those of dead processes when the next run starts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+# The names ``temporary_path`` and ``check_writable`` make: ``.<stem>.tmp<pid><suffixes>``.
+_TEMPORARY_NAME = re.compile(r"\..*\.tmp(?P<pid>\d+)(?:\.[^.]+)*")
 
 
 def temporary_path(path: Path) -> Path:
@@ -20,6 +26,35 @@ def temporary_path(path: Path) -> Path:
     suffix = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     return path.with_name(f".{stem}.tmp{os.getpid()}{suffix}")
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Remove the temporary files that killed writers left in ``folder``; return them.
+
+    Only names of this module's pattern (``.CASE.tmp4242.nii.gz``) are touched, never a user's
+    file, and only those whose process no longer runs on this machine: a second writer busy in
+    the same folder keeps its file. (A writer on another machine of a shared file system cannot
+    be told from a dead one by its pid; its temporary name is hidden and ignored either way.)
+    """
+    removed = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        match = _TEMPORARY_NAME.fullmatch(path.name)
+        if match and path.is_file() and not _running(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):  # none with that pid, or no pid at all
+        return False
+    except PermissionError:  # it runs, under another user
+        pass
+    return True
 
 
 @contextmanager

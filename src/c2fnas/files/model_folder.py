@@ -10,14 +10,16 @@ A *model folder* (``best/``, ``last/``, or a checkpoint) holds::
 
 Every safetensors file is verified against its recorded SHA-256 when read, so flipped bytes are
 an error naming the file rather than silently different weights. Folders written before the
-checksums were recorded still load, unverified. Training writes model folders and inference
-reads them, so this module sits below both.
+checksums were recorded still load, unverified, with a warning once per folder. Training writes
+model folders and inference reads them, so this module sits below both.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -31,6 +33,8 @@ from torch import nn
 from c2fnas.files.atomic import write_bytes_atomic, write_json_atomic
 from c2fnas.files.run_folder import TrainingFolder
 from c2fnas.space import Architecture
+
+log = logging.getLogger(__name__)
 
 MODEL_FILES = ("architecture.json", "model.safetensors", "model.json")
 CHECKSUMS = "sha256"
@@ -74,12 +78,15 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
 
 
 def read_tensors(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, verified against ``sha256`` unless it is None."""
+    """The tensors of a safetensors file, verified against ``sha256``; without one (a folder
+    from before checksums were recorded) unverified, and the folder says so once."""
     try:
         payload = path.read_bytes()
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read: {error}") from None
-    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
+    if sha256 is None:
+        _warn_unverified(path.parent.resolve())
+    elif hashlib.sha256(payload).hexdigest() != sha256:
         raise CheckpointError(
             f"{path}: damaged; its SHA-256 differs from the one recorded when it was written"
         )
@@ -87,6 +94,18 @@ def read_tensors(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
         return load(payload)
     except SafetensorError as error:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+
+
+@functools.cache
+def _warn_unverified(folder: Path) -> None:
+    """Once per folder and process: a run loads the same folder many times (each fold, case)."""
+    log.warning(
+        "%s: no SHA-256 recorded for its weights ('%s' in model.json or state.json): they are "
+        "loaded unverified, so damage would go unnoticed (written before c2fnas recorded "
+        "checksums, or edited by hand?)",
+        folder,
+        CHECKSUMS,
+    )
 
 
 def recorded_checksum(record: dict[str, Any], name: str) -> str | None:

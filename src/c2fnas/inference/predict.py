@@ -24,10 +24,11 @@ import torch
 from torch.nn.functional import one_hot
 
 from c2fnas.accel.precision import resolve_precision
-from c2fnas.data.io import IMAGE_SUFFIXES, load_images, write_like
+from c2fnas.data.io import IMAGE_SUFFIXES, image_files_in, load_images, write_like
 from c2fnas.data.loader import FLIP_AXES
 from c2fnas.data.nnunet import group_channel_files
 from c2fnas.data.preprocess import Plan, preprocess_arrays
+from c2fnas.files.atomic import remove_leftovers
 from c2fnas.inference.estimate import estimate_prediction, seconds_per_window
 from c2fnas.inference.export import load_model_file
 from c2fnas.inference.models import Engine, LoadedModel, load_model
@@ -186,11 +187,7 @@ def label_map(classes: np.ndarray, plan: Plan) -> np.ndarray:
 def image_files(in_dir: Path) -> list[Path]:
     if not in_dir.is_dir():
         raise FileNotFoundError(f"{in_dir}: not a folder")
-    files = sorted(
-        p
-        for p in in_dir.iterdir()
-        if p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.startswith(".") and p.is_file()
-    )
+    files = image_files_in(in_dir)
     if not files:
         raise FileNotFoundError(f"{in_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -308,6 +305,8 @@ def predict_folder(
     files = image_files(in_dir)
     check_inputs_are_kept(in_dir, out_dir, files)
     check_output_folder(out_dir)
+    for leftover in remove_leftovers(out_dir):
+        log.info("%s: removed, the temporary file of a killed run", leftover)
     stride = per_axis(stride)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     carried = None
