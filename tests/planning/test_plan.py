@@ -16,6 +16,7 @@ from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.planning import PlanError, plan_run, schedule
 from c2fnas.planning import memory as planning_memory
+from c2fnas.planning.plan import PREDICTION_SECONDS_PER_CASE
 from c2fnas.space import Architecture
 from c2fnas.training.config import load_config
 
@@ -155,6 +156,9 @@ def test_hippocampus_plan(hippocampus, tmp_path, panc_path):
     assert plan.config.training.iterations >= schedule.MIN_FOLD_ITERATIONS or plan.folds == (0,)
     assert any(c.setting == "folds" for c in plan.choices)
     assert sum(plan.seconds.values()) <= 0.9 * 3600
+    # calibrated: the 60-minute run planned 13.7 s for its 40 out-of-fold cases and spent 65.3 s
+    out_of_fold = 40 * len(plan.folds)
+    assert plan.seconds["prediction"] >= out_of_fold * PREDICTION_SECONDS_PER_CASE
     _check_written(plan, tmp_path / "run")
 
 
