@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from c2fnas.cli.display import UserError, console, err_console, fail, print_listing, progress_bar
-from c2fnas.cli.options import folder_and_numbers, holding
+from c2fnas.cli.options import DatasetFolder, folder_and_numbers, holding
 from c2fnas.data.msd import DatasetError
 from c2fnas.files.run_folder import RunFolder
 
@@ -21,7 +21,7 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("check")
 def data_check(
-    dataset_dir: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
+    dataset_dir: DatasetFolder,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
@@ -80,7 +80,7 @@ def data_synth(
 
 @data_app.command("convert")
 def data_convert(
-    source: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
+    source: DatasetFolder,
     destination: Annotated[Path, typer.Argument(help="New folder (absent or empty).")],
     to: Annotated[str, typer.Option("--to", help="Layout to write: nnunet or msd.")],
 ) -> None:
@@ -99,7 +99,7 @@ def data_convert(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def preprocess(
     ctx: typer.Context,
-    dataset_dir: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
+    dataset_dir: DatasetFolder,
     run: Annotated[Path, typer.Option("--run", help="Run folder to write the cache into.")],
     spacing: Annotated[
         str | None,

@@ -7,13 +7,19 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 from c2fnas.cli.display import UserError, fail
 from c2fnas.files.lock import FolderBusy, folder_lock
 
 if TYPE_CHECKING:
     from c2fnas.training.config import RunConfig, SearchMode
+
+DatasetFolder = Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")]
+PresetOption = Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")]
+ConfigOption = Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")]
 
 SEARCH_HELP = (
     "coarse (both stages), fine (the fine stage alone on C2FNAS-Panc's topology) or none "

@@ -11,7 +11,15 @@ import typer
 from rich.table import Table
 
 from c2fnas.cli.display import UserError, console, fail, pipeline_progress, progress_bar
-from c2fnas.cli.options import SEARCH_HELP, folder_and_numbers, gpu_count, holding, search_mode
+from c2fnas.cli.options import (
+    SEARCH_HELP,
+    ConfigOption,
+    DatasetFolder,
+    folder_and_numbers,
+    gpu_count,
+    holding,
+    search_mode,
+)
 from c2fnas.data.msd import DatasetError
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.files.run_state import RunState
@@ -22,7 +30,7 @@ app = typer.Typer()
 
 @app.command("plan")
 def plan(
-    dataset_dir: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
+    dataset_dir: DatasetFolder,
     run: Annotated[Path, typer.Option("--run", help="Run folder to write plan.yaml into.")],
     time_budget: Annotated[
         str | None,
@@ -83,7 +91,7 @@ def plan(
 @app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def run(
     ctx: typer.Context,
-    dataset_dir: Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")],
+    dataset_dir: DatasetFolder,
     run_dir: Annotated[Path, typer.Option("--run", help="Run folder for every output.")],
     preset: Annotated[
         str | None,
@@ -92,7 +100,7 @@ def run(
             "machine, as `c2fnas plan` does)."
         ),
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+    config: ConfigOption = None,
     time_budget: Annotated[
         str | None,
         typer.Option(

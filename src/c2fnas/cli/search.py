@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from c2fnas.cli.display import console, fail, search_display, training_bar
-from c2fnas.cli.options import gpu_count, holding, search_config
+from c2fnas.cli.options import ConfigOption, PresetOption, gpu_count, holding, search_config
 from c2fnas.files.lock import FolderBusy
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.space import Architecture
@@ -27,8 +27,8 @@ app.add_typer(search_app, name="search")
 @search_app.command("coarse")
 def search_coarse(
     run_dir: Annotated[Path, typer.Argument(help="Prepared run folder (after preprocess).")],
-    preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
-    config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+    preset: PresetOption = "paper",
+    config: ConfigOption = None,
     workers: Annotated[
         int | None,
         typer.Option(min=1, help="Local worker processes (default: one per GPU, or 1)."),
@@ -106,8 +106,8 @@ def search_fine(
             help="Topology JSON (default RUN_DIR/coarse/best_topology.json at search.width)."
         ),
     ] = None,
-    preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
-    config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+    preset: PresetOption = "paper",
+    config: ConfigOption = None,
     workers: Annotated[
         int | None, typer.Option(help="Scoring worker processes (default: one per GPU, or 1).")
     ] = None,
@@ -171,8 +171,8 @@ def search_scale(
         list[float] | None,
         typer.Option("--widths", help="Width multipliers (repeat; default search.scale_widths)."),
     ] = None,
-    preset: Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")] = "paper",
-    config: Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")] = None,
+    preset: PresetOption = "paper",
+    config: ConfigOption = None,
 ) -> None:
     """Width scaling (paper Sec. 5.3): train and validate every width; table and Dice-MACs plot."""
     # heavy: see the package docstring
