@@ -1,6 +1,9 @@
+import os
+import subprocess
+import sys
+
 import matplotlib.image
-import matplotlib.pyplot as plt
-import pytest
+from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 from c2fnas.cli import app
@@ -18,7 +21,7 @@ def test_plot_arch_writes_a_figure(panc_path, tmp_path):
 
 def test_figure_has_one_arc_per_second_input(panc_path, tmp_path, monkeypatch):
     figures = []
-    monkeypatch.setattr(plt, "close", figures.append)
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *_, **__: figures.append(figure))
     architecture = Architecture.load(panc_path)
     plot_architecture(architecture, tmp_path / "a.png", caption="x")
     arcs = [t for t in figures[0].axes[0].texts if t.arrow_patch is not None]
@@ -34,7 +37,21 @@ def test_plot_arch_rejects_a_bad_file(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+def test_library_figures_leave_the_backend_to_the_caller(panc_path, tmp_path):
+    # figures are plain matplotlib Figures: no module chooses a backend, so a notebook or an
+    # application embedding c2fnas keeps its own (here the one MPLBACKEND names)
+    script = (
+        "import matplotlib\n"
+        "import c2fnas.report, c2fnas.training.report, c2fnas.search.report, c2fnas.search.scale\n"
+        "from c2fnas.plots import plot_architecture\n"
+        "from c2fnas.space import Architecture\n"
+        f"plot_architecture(Architecture.load({str(panc_path)!r}), {str(tmp_path / 'a.png')!r})\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    environment = {**os.environ, "MPLBACKEND": "svg"}
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "svg"
+    assert (tmp_path / "a.png").stat().st_size > 0

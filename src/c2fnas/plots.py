@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from c2fnas.space import Architecture  # noqa: E402
 
@@ -23,7 +20,8 @@ def plot_architecture(architecture: Architecture, path: str | Path, caption: str
     previous-previous cell at the same level, or the encoder skip after an up move).
     """
     node_levels = (0, *architecture.levels)
-    figure, axes = plt.subplots(figsize=(10, 3.6))
+    figure = Figure(figsize=(10, 3.6))
+    axes = figure.subplots()
     for cell in architecture.wiring:
         previous = cell.inputs[0]
         axes.plot(
@@ -87,4 +85,3 @@ def plot_architecture(architecture: Architecture, path: str | Path, caption: str
         figure.text(0.5, 0.01, caption, ha="center", fontsize=9)
     figure.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
     figure.savefig(path, dpi=150)
-    plt.close(figure)

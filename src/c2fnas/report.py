@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-
 from c2fnas.data.io import image_files_in, load_label
 from c2fnas.data.msd import DatasetError, case_id_of, read_dataset
 from c2fnas.data.pipeline import cached_case_ids
@@ -331,7 +329,6 @@ def _curves_png(history: dict[str, Any], classes: list[str]) -> bytes:
     figure = run_log.figure()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
     return buffer.getvalue()
 
 

@@ -90,10 +90,7 @@ def evaluated_in_order(snapshot: Snapshot) -> list[Record]:
 def plot_search(snapshot: Snapshot, path: Path, clusters: int) -> None:
     """Paper Fig. 4: the share of evaluated networks per cluster against the number evaluated,
     next to the best Dice so far."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # here: worker processes start without matplotlib
 
     records = evaluated_in_order(snapshot)
     counts = [[0] * clusters]
@@ -109,7 +106,8 @@ def plot_search(snapshot: Snapshot, path: Path, clusters: int) -> None:
     evaluated = list(range(1, len(records) + 1))
     shares = [[row[k] / max(1, sum(row)) for row in counts[1:]] for k in range(clusters)]
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    left, right = figure.subplots(1, 2)
     if records:
         left.stackplot(evaluated, shares, labels=[f"cluster {k}" for k in range(clusters)])
         right.plot(evaluated, best_so_far, marker=".")
@@ -120,7 +118,6 @@ def plot_search(snapshot: Snapshot, path: Path, clusters: int) -> None:
     figure.tight_layout()
     with replacing(path) as temporary:
         figure.savefig(temporary, dpi=120, format="png")
-    plt.close(figure)
 
 
 def write_outputs(snapshot: Snapshot, folder: CoarseFolder, clusters: int) -> Architecture | None:

@@ -87,12 +87,10 @@ def write_outputs(rows: Sequence[dict[str, Any]], folder: ScaleFolder) -> None:
 
 
 def plot_scaling(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    import matplotlib  # here, not at the top: see the module docstring
+    from matplotlib.figure import Figure  # here, not at the top: see the module docstring
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5.5, 4))
+    figure = Figure(figsize=(5.5, 4))
+    axes = figure.subplots()
     macs = [row["macs"] / 1e9 for row in rows]
     axes.plot(macs, [row["dice_mean"] for row in rows], marker="o")
     for row, x in zip(rows, macs, strict=True):
@@ -106,4 +104,3 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: Path) -> None:
     figure.tight_layout()
     with replacing(path) as temporary:
         figure.savefig(temporary, dpi=120)
-    plt.close(figure)

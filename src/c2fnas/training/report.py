@@ -6,10 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no screen
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 from c2fnas.files.atomic import replacing  # noqa: E402
 from c2fnas.files.run_folder import TrainingFolder  # noqa: E402
@@ -88,11 +85,11 @@ class RunLog:
         figure = self.figure()
         with replacing(TrainingFolder(self.out_dir).progress_plot) as temporary:
             figure.savefig(temporary, dpi=80)
-        plt.close(figure)
 
-    def figure(self) -> Any:
+    def figure(self) -> Figure:
         """Smoothed training loss, and validation Dice per class by name at every validation."""
-        figure, (loss_axis, dice_axis) = plt.subplots(1, 2, figsize=(10, 4))
+        figure = Figure(figsize=(10, 4))
+        loss_axis, dice_axis = figure.subplots(1, 2)
         losses = self.history["loss"]
         window = max(1, min(LOSS_WINDOW, len(losses) // 20 or 1))
         points = [
