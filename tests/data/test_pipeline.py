@@ -12,7 +12,7 @@ import pytest
 from c2fnas.data.cache import CacheError, case_paths, load_case
 from c2fnas.data.check import check_dataset
 from c2fnas.data.msd import DatasetError
-from c2fnas.data.pipeline import PreprocessError, parse_spacing, preprocess_dataset
+from c2fnas.data.pipeline import PreprocessError, parse_spacing, preprocess_dataset, verify_cache
 from c2fnas.data.preprocess import Plan
 
 from .conftest import save
@@ -75,6 +75,22 @@ def test_one_bad_case_does_not_stop_the_others(dataset, tmp_path):
         load_case(run, case_id)
     with pytest.raises(CacheError, match=IDS[4]):
         load_case(run, IDS[4])
+
+
+def test_a_case_that_failed_its_checks_is_named_as_a_source_problem_not_a_cache_one(
+    dataset, tmp_path
+):
+    bad = dataset / "labelsTr" / f"{IDS[4]}.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:40])
+    run = tmp_path / "run"
+    with pytest.raises(PreprocessError):
+        preprocess_dataset(dataset, run)
+    plan = Plan.load(run)
+    verify_cache(run, IDS[:4], plan)  # the cases that passed are usable
+    with pytest.raises(CacheError, match="failed the data checks when preprocessed") as error:
+        verify_cache(run, IDS, plan)
+    assert IDS[4] in str(error.value) and "c2fnas data check" in str(error.value)
+    assert "Rebuild it with" not in str(error.value)  # preprocessing cannot fix a source file
 
 
 def test_workers_give_the_same_cache(dataset, tmp_path, run_dir):

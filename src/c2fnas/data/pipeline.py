@@ -215,8 +215,12 @@ def verify_cache(run_dir: str | Path, case_ids: Sequence[str], plan: Plan) -> No
         CacheError: naming each bad file and what is wrong, and the command that fixes it.
     """
     digest, declared = plan.digest(), set(plan.labels)
-    problems = []
+    problems, unchecked = [], []
+    checked = _checked_cases(run_dir)
     for case_id in case_ids:
+        if checked is not None and case_id not in checked:
+            unchecked.append(case_id)  # preprocessing cannot fix its source files
+            continue
         try:
             properties = cache.verified_properties(run_dir, case_id)
         except cache.CacheError as error:
@@ -228,6 +232,15 @@ def verify_cache(run_dir: str | Path, case_ids: Sequence[str], plan: Plan) -> No
         undeclared = sorted({int(v) for v in properties.get("class_voxels", {})} - declared)
         if undeclared:
             problems.append(f"{json_path}: label values {undeclared} are not in plan.json")
+    if unchecked:
+        shown = ", ".join(unchecked[:10]) + (
+            f" and {len(unchecked) - 10} more" * (len(unchecked) > 10)
+        )
+        raise cache.CacheError(
+            f"{len(unchecked)} case(s) failed the data checks when preprocessed: {shown}. Fix or "
+            "replace their image and label files (`c2fnas data check DATASET` says what is "
+            "wrong with each), or leave them out of dataset.json, then preprocess again"
+        )
     if problems:
         shown = "; ".join(problems[:10]) + (
             f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
@@ -236,6 +249,16 @@ def verify_cache(run_dir: str | Path, case_ids: Sequence[str], plan: Plan) -> No
             f"the cache of {len(problems)} case(s) cannot be used: {shown}. "
             f"Rebuild it with `{preprocess_command(run_dir, plan)}`"
         )
+
+
+def _checked_cases(run_dir: str | Path) -> set[str] | None:
+    """The cases that passed the data checks when the run was last preprocessed (the cases of
+    ``fingerprint.json``), or None when that is not recorded."""
+    try:
+        cases = json.loads(RunFolder(run_dir).fingerprint.read_text())["cases"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return set(cases) if isinstance(cases, dict) else None
 
 
 def cached_case_ids(run_dir: str | Path) -> list[str]:
