@@ -210,9 +210,7 @@ def _architecture(document: Document, folder: RunFolder, plan: Any) -> None:
     if given:  # the folds train it at the run's width (``search.width``), as ``c2fnas run`` does
         architecture = architecture.with_width(config.search.width)
     patch = tuple(config.data.patch)
-    cost = profile_architecture(
-        architecture, patch, plan.in_channels, plan.num_classes, timing=False
-    )
+    cost = profile_architecture(architecture, patch, plan.in_channels, plan.num_classes)
     caption = (
         f"{cost['params'] / 1e6:.3f} M parameters, {cost['macs'] / 1e9:.2f} G MACs per "
         f"{'x'.join(map(str, patch))} patch, width {architecture.width:g}"

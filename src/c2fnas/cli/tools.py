@@ -28,16 +28,18 @@ def profile(
     timing: Annotated[bool, typer.Option(help="Measure forward and training-step time.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Parameters, MACs, training activation memory and measured speed of an architecture."""
+    """Parameters, MACs, training activation memory and measured speed of an architecture: the
+    training step and sliding window `c2fnas plan` measures (accelerated, Dice + cross-entropy,
+    the precision `auto` picks), on this machine."""
     from c2fnas.nn.profile import profile_architecture  # heavy: see the package docstring
 
     try:
         architecture = Architecture.load(arch_json)
         if width is not None:
             architecture = architecture.with_width(width)
-        report = profile_architecture(
-            architecture, patch, in_channels, classes, batch, timing=timing
-        )
+        report = profile_architecture(architecture, patch, in_channels, classes, batch)
+        if timing:
+            report.update(measured_speed(architecture, patch, in_channels, classes, batch))
     except (ArchitectureError, ValueError) as error:
         raise fail(str(error)) from None
     if as_json:
@@ -53,11 +55,36 @@ def profile(
         f"{report['activation_bytes_fp32'] / 2**30:.2f} GiB",
     )
     if timing:
-        table.add_row(
-            f"forward, batch {batch} ({report['device']})", f"{report['forward_seconds']:.3f} s"
-        )
-        table.add_row(f"training step, batch {batch}", f"{report['train_step_seconds']:.3f} s")
+        where = f"{report['precision']}, {report['device']}"
+        table.add_row(f"training step, batch {batch} ({where})", f"{report['step_seconds']:.3f} s")
+        table.add_row("one sliding window", f"{report['window_seconds'] * 1000:.1f} ms")
     console.print(table)
+
+
+def measured_speed(
+    architecture: Architecture, patch: tuple[int, int, int], in_channels: int, classes: int,
+    batch: int,
+) -> dict[str, object]:  # fmt: skip
+    """The step and window of ``training.measure.measure_step``, on the device and in the
+    precision a run would use here."""
+    import torch  # heavy: see the package docstring
+
+    from c2fnas.accel.precision import resolve_precision
+    from c2fnas.training.config import load_config
+    from c2fnas.training.measure import measure_step
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision("auto", device)
+    window_batch = load_config("paper").training.window_batch
+    measured = measure_step(
+        architecture, in_channels, classes, patch, batch, window_batch, precision, device
+    )
+    return {
+        "device": str(device),
+        "precision": precision,
+        "step_seconds": measured.step_seconds,
+        "window_seconds": measured.window_seconds,
+    }
 
 
 @plot_app.command("arch")
@@ -78,7 +105,7 @@ def plot_arch(
 
     try:
         architecture = Architecture.load(arch_json)
-        report = profile_architecture(architecture, patch, in_channels, classes, timing=False)
+        report = profile_architecture(architecture, patch, in_channels, classes)
     except (ArchitectureError, ValueError) as error:
         raise fail(str(error)) from None
     caption = (

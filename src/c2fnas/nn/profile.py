@@ -1,4 +1,5 @@
-"""Parameters, multiply-accumulates, activation memory and timing of any network.
+"""Parameters, multiply-accumulates and activation memory of any network (its timing is
+``c2fnas.training.measure``'s, as training runs it).
 
 MACs follow the paper's "FLOPs" convention (Table 2): the multiply-accumulates of convolutions
 (and transposed convolutions) for one sample; norms, activations, pooling and interpolation are
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -86,48 +86,6 @@ def estimate_cost(
     )
 
 
-@dataclass(frozen=True)
-class Timing:
-    forward_seconds: float
-    train_step_seconds: float
-
-
-def measure_time(
-    model: nn.Module, input_shape: tuple[int, ...], device: torch.device, repeats: int = 3
-) -> Timing:
-    """Median wall time of an inference forward and of a training step (forward, backward, SGD)."""
-    model = copy.deepcopy(model).to(device)
-    x = torch.randn(input_shape, device=device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-
-    def synchronize() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def timed(step: Callable[[], None]) -> float:
-        step()  # warm-up
-        times = []
-        for _ in range(repeats):
-            synchronize()
-            start = time.perf_counter()
-            step()
-            synchronize()
-            times.append(time.perf_counter() - start)
-        return sorted(times)[len(times) // 2]
-
-    def forward_step() -> None:
-        with torch.no_grad():
-            model.eval()(x)
-
-    def train_step() -> None:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        model(x).float().square().mean().backward()
-        optimizer.step()
-
-    return Timing(forward_seconds=timed(forward_step), train_step_seconds=timed(train_step))
-
-
 def cost_dict(cost: Cost) -> dict[str, int]:
     return asdict(cost)
 
@@ -138,10 +96,9 @@ def profile_architecture(
     in_channels: int,
     num_classes: int,
     batch: int = 1,
-    device: torch.device | None = None,
-    timing: bool = True,
 ) -> dict[str, object]:
-    """Everything ``c2fnas profile`` reports, as a JSON-ready dict."""
+    """What ``c2fnas profile`` counts (parameters, MACs, activation memory), as a JSON-ready
+    dict; its timing is ``training.measure.measure_step``'s, the step ``c2fnas plan`` measures."""
     assert isinstance(architecture, Architecture)
     check_input_size((batch, in_channels, *patch))
     model = C2FNet(architecture, in_channels, num_classes)
@@ -156,12 +113,4 @@ def profile_architecture(
         "macs": cost.macs,
         "activation_bytes_fp32": cost.activation_bytes,
     }
-    if timing:
-        device = device or torch.device("cpu")
-        measured = measure_time(model, (batch, in_channels, *patch), device)
-        report.update(
-            device=str(device),
-            forward_seconds=measured.forward_seconds,
-            train_step_seconds=measured.train_step_seconds,
-        )
     return report
