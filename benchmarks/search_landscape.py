@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import statistics
 import sys
 import time
@@ -133,9 +134,29 @@ def main() -> None:
     study = study_topologies()
     noise_set = spread_by_rank(study, args.noise_topologies)
     ladder_set = ladder_topologies(study, noise_set, args.ladder)
-    panc = Architecture.load(PANC)
     parts = PARTS[: PARTS.index(args.until) + 1]
 
+    # a SIGTERM (or Ctrl-C) still records this invocation's minutes: what a resume adds up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    completed = False
+    try:
+        train_parts(args, records, parts, final_run, search_run, study, noise_set, ladder_set)
+        completed = True
+    finally:
+        minutes = records.add_invocation(
+            machine.describe(), time.perf_counter() - started, parts, completed
+        )
+    log.info("this invocation: %.1f min; all invocations %.1f min", minutes, records.minutes())
+    report(args, records)
+
+
+def train_parts(
+    args: argparse.Namespace, records: Records, parts: tuple[str, ...], final_run: Path,
+    search_run: Path, study: dict[tuple[int, ...], float], noise_set: list[tuple[int, ...]],
+    ladder_set: list[tuple[int, ...]],
+) -> None:  # fmt: skip
+    """Train (or skip, when recorded) every network of ``parts``, in order."""
+    panc = Architecture.load(PANC)
     proxy = proxy_config(args)
     for seed in (0, 1):
         for index, levels in enumerate(noise_set):
@@ -163,10 +184,6 @@ def main() -> None:
     if "supernet" in parts:
         supernet(args, records, search_run, panc)
 
-    minutes = records.add_invocation(machine.describe(), time.perf_counter() - started, parts)
-    log.info("this invocation: %.1f min; all invocations %.1f min", minutes, records.minutes())
-    report(args, records)
-
 
 # ---------------------------------------------------------------- records
 
@@ -192,11 +209,13 @@ class Records:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, self.data)
 
-    def add_invocation(self, described: dict[str, Any], seconds: float, parts: tuple) -> float:
+    def add_invocation(
+        self, described: dict[str, Any], seconds: float, parts: tuple, completed: bool
+    ) -> float:
         minutes = round(seconds / 60, 1)
         self.data["invocations"].append({
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": described,
-            "minutes": minutes, "parts": list(parts),
+            "minutes": minutes, "parts": list(parts), "completed": completed,
         })  # fmt: skip
         write_json_atomic(self.path, self.data)
         return minutes
