@@ -206,7 +206,7 @@ def plan_run(
     if budget is not None and architecture is None:
         choice = _choose_search(context, narrowest, budget, workers, folds is not None, search)
         context = replace(context, folds=tuple(range(choice.folds))) if folds is None else context
-        mode, search_reason = choice.mode, choice.reason
+        mode, search_reason = choice.mode, choice.why
     elif budget is not None and folds is None:
         context = _choose_folds(context, narrowest, budget, mode, workers)
     chosen = _choose_width(context, narrowest, fitting[1:], budget, mode, workers)

@@ -37,12 +37,18 @@ SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
 MIN_SEARCH_CLUSTERS = 2
 """Algorithm 1 differs from random search only with two clusters or more: with one, its initial
 networks and its ranking picks are all uniform draws from the 924 topologies."""
-MIN_RANKING_ITERATIONS = 1000
-"""The shortest candidate schedule whose scores rank topologies usefully. Provisional: set from
-``benchmarks/search_landscape.py``'s fidelity ladder once it has run."""
-MIN_SUPERNET_ITERATIONS = 2000
-"""The shortest supernet schedule whose scores rank colourings usefully. Provisional: set from
-``benchmarks/search_landscape.py``'s supernet part once it has run."""
+MIN_RANKING_ITERATIONS = 2000
+"""Candidates shorter than this are not trusted to rank topologies.
+``benchmarks/search_landscape.py`` on Hippocampus (13 topologies trained 2,000 iterations of
+32^3 patches, AMD EPYC): no score after 250, 500 or 1,000 iterations ranked them like the
+2,000-iteration Dice with a 95% interval clear of zero but one of 17 tried (what so many tries
+give by chance), and the study's 240-iteration proxy ranked like a coin between two seeds
+(Spearman -0.03). 2,000 is the shortest schedule measured that is not known to fail; it is not
+shown to succeed either (``benchmarks/results/search_landscape.json``)."""
+MIN_SUPERNET_ITERATIONS = 2 * MIN_RANKING_ITERATIONS
+"""Not measured (the benchmark's supernet part has not run yet): a supernet trains every path of
+the topology at once, so it is given at least twice what a stand-alone candidate needs, as the
+fine stage trains its supernet twice a candidate's schedule."""
 FINE_ONLY_SHARE = 0.25
 """Of the time left for networks, what a fine stage alone gets: its supernet trains about one
 fold's schedule (as in a full search, where it trains twice a coarse candidate's half)."""
@@ -360,6 +366,9 @@ class SearchChoice:
     folds: int
     schedule: Schedule
     reason: str
+    """Why, and the search's size."""
+    why: str
+    """Why alone (the plan's table shows the size beside it)."""
 
 
 def choose_search(
@@ -392,10 +401,11 @@ def choose_search(
     if forced:
         count, schedule = planned(forced)
         problem = _search_problem(forced, schedule)
+        why = f"forced (--search {forced})" + (f"; expect little of it: {problem}" * bool(problem))
         reason = f"forced (--search {forced}): {_search_summary(forced, schedule)}"
         if problem:
             reason += f"; expect little of it: {problem}"
-        return SearchChoice(forced, count, schedule, reason)
+        return SearchChoice(forced, count, schedule, reason, why)
     skipped = []
     for mode in SEARCH_MODES:
         try:
@@ -407,9 +417,9 @@ def choose_search(
             continue
         problem = _search_problem(mode, schedule)
         if problem is None:
-            return SearchChoice(
-                mode, count, schedule, "; ".join([*skipped, _search_summary(mode, schedule)])
-            )
+            reason = "; ".join([*skipped, _search_summary(mode, schedule)])
+            why = "; ".join(skipped) or "the budget buys a search that can rank"
+            return SearchChoice(mode, count, schedule, reason, why)
         skipped.append(f"no {mode} stage: {problem}")
     raise AssertionError("unreachable: 'none' has no problem")  # pragma: no cover
 
