@@ -40,11 +40,11 @@ networks and its ranking picks are all uniform draws from the 924 topologies."""
 MIN_RANKING_ITERATIONS = 2000
 """Candidates shorter than this are not trusted to rank topologies.
 ``benchmarks/search_landscape.py`` on Hippocampus (13 topologies trained 2,000 iterations of
-32^3 patches, AMD EPYC): no score after 250, 500 or 1,000 iterations ranked them like the
-2,000-iteration Dice with a 95% interval clear of zero but one of 17 tried (what so many tries
-give by chance), and the study's 240-iteration proxy ranked like a coin between two seeds
-(Spearman -0.03). 2,000 is the shortest schedule measured that is not known to fail; it is not
-shown to succeed either (``benchmarks/results/search_landscape.json``)."""
+32^3 patches, 6 with a second seed; AMD EPYC): none of 17 cheap scores after 250, 500 or 1,000
+iterations ranked them like the 2,000-iteration Dice with a 95% interval clear of zero, and the
+study's 240-iteration proxy ranked like a coin between two seeds (Spearman -0.03). 2,000 is the
+longest schedule measured, not one shown to rank: there the seed noise (sd 0.004) equals the
+spread between topologies (``benchmarks/results/search_landscape.json``)."""
 MIN_SUPERNET_ITERATIONS = 2 * MIN_RANKING_ITERATIONS
 """Not measured (the benchmark's supernet part has not run yet): a supernet trains every path of
 the topology at once, so it is given at least twice what a stand-alone candidate needs, as the
