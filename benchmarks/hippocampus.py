@@ -15,9 +15,11 @@ memory (max RSS) is its own.
 ``--run-budget 60m`` measures instead what a user gets from the README's one command,
 ``c2fnas run DATA --run RUN --arch architectures/c2fnas-panc.json --time-budget 60m`` (planned
 from the data, this machine and the budget): its wall time against the budget, the planned
-against the spent time per stage and the mean validation Dice of the folds it trained, written to
-``benchmarks/results/hippocampus_run.json``. ``--search`` leaves out ``--arch``, so the budget
-covers both search stages too.
+against the spent time per stage, the mean validation Dice of the folds it trained and the
+out-of-fold Dice of the training cases in their own geometry, written to
+``benchmarks/results/hippocampus_run_<panc|search>_<budget>.json``. ``--search`` leaves out
+``--arch``, so the budget also covers what the plan searches. A run stopped by the end of a
+session resumes when the same command is run again; the wall time adds up the starts.
 
 Usage::
 
@@ -36,12 +38,16 @@ import logging
 import math
 import resource
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.networks.nets import DynUNet
 from rich.console import Console
@@ -56,6 +62,7 @@ from c2fnas.data.msd import read_dataset
 from c2fnas.data.pipeline import cached_case_ids, preprocess_dataset
 from c2fnas.data.preprocess import Plan
 from c2fnas.evaluation.metrics import evaluate_folders, summarize
+from c2fnas.files.atomic import write_json_atomic
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.files.run_state import PredictResult, RunState, TrainResult
 from c2fnas.inference.postprocess import Postprocessing
@@ -340,25 +347,56 @@ def main(argv: list[str] | None = None) -> None:
 def run_mode(args: argparse.Namespace) -> None:
     """Run ``c2fnas run`` as a user would and record its time against the budget and its Dice.
 
-    A run folder that exists is resumed, and the record says so (its wall time is then only this
-    call's): delete ``--work`` for a clean measurement.
+    A run folder that exists is resumed (the same command continues a run stopped by the end
+    of a session, from its plan and checkpoints). Every start of this mode is appended to
+    ``RUN.starts.json`` (its wall seconds, also when stopped by SIGTERM or Ctrl-C), and the
+    record's wall time is the sum over the starts: the run's own spent time, whatever the number
+    of sessions. Delete ``--work`` for a clean measurement.
     """
     budget = parse_duration(args.run_budget)
     kind = "search" if args.search else "panc"
     run_dir = args.work / f"run-{kind}-{args.run_budget}"
-    resumed = run_dir.exists()
+    starts_file = run_dir.parent / f"{run_dir.name}.starts.json"
     command = [sys.executable, "-m", "c2fnas", "run", str(args.data), "--run", str(run_dir),
                "--time-budget", args.run_budget]  # fmt: skip
     if not args.search:
         command += ["--arch", str(REPO / "architectures" / "c2fnas-panc.json")]
     log.info("running: %s", " ".join(command))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    starts = json.loads(starts_file.read_text()) if starts_file.is_file() else []
     started = time.perf_counter()
-    with open(run_dir.parent / f"{run_dir.name}.log", "a") as output:
-        finished = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, check=False)
-    wall = time.perf_counter() - started
-    if finished.returncode:
-        raise SystemExit(f"c2fnas run failed (exit {finished.returncode}); see {output.name}")
+    start = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": run_dir.exists(),
+             "cpu": machine.describe()["cpu"]}  # fmt: skip
+    log_path = run_dir.parent / f"{run_dir.name}.log"
+    returncode: int | None = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally below still runs
+
+    def record_start() -> None:
+        """This start's wall seconds so far, rewritten every minute: a machine that goes away
+        with the session (no signal) loses at most a minute of the account."""
+        entry = {**start, "wall_seconds": round(time.perf_counter() - started, 1),
+                 "exit": child.returncode}  # fmt: skip
+        write_json_atomic(starts_file, [*starts, entry])
+
+    with open(log_path, "a") as output:
+        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            while returncode is None:
+                try:
+                    returncode = child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    record_start()
+        except KeyboardInterrupt:
+            child.wait()  # Ctrl-C reached the child too: it stops cleanly
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                child.wait()
+            record_start()
+    starts = json.loads(starts_file.read_text())
+    if returncode:
+        raise SystemExit(f"c2fnas run failed (exit {returncode}); see {log_path}")
+    wall = sum(entry["wall_seconds"] for entry in starts)
     state = RunState.read(RunFolder(run_dir).pipeline_state)
     trained = state.result("train", TrainResult)
     predicted = state.result("predict", PredictResult)
@@ -367,13 +405,16 @@ def run_mode(args: argparse.Namespace) -> None:
     plan = load_config("paper", run_dir / "plan.yaml")
     report = {
         "command": " ".join(["c2fnas", *command[3:]]),
-        "resumed": resumed,
+        "starts": starts,
         "budget_seconds": budget,
         "wall_seconds": round(wall, 1),
         "within_budget_plus_10_percent": wall <= 1.1 * budget,
+        "search_mode": plan.search.mode,
+        "architecture": trained_architecture(run_dir, trained.folds or range(5)),
         "folds": list(trained.folds or range(5)),
         "fold_dice": fold_dice,
         "mean_fold_dice": sum(fold_dice) / len(fold_dice),
+        "out_of_fold": out_of_fold_dice(run_dir, args.data),
         "iterations_per_fold": plan.training.iterations,
         "patch": list(plan.data.patch),
         "width": plan.search.width,
@@ -382,20 +423,52 @@ def run_mode(args: argparse.Namespace) -> None:
         "planned_seconds": dict(state.planned) if state.planned is not None else None,
         "machine": machine.describe(),
     }
-    out = args.out or RESULTS / f"hippocampus_run_{kind}.json"
+    out = args.out or RESULTS / f"hippocampus_run_{kind}_{args.run_budget}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     table = Table(title=f"{report['command']}  ({report['machine']['cpu']})")
-    for column in ("budget", "wall", "within +10%", "folds", "fold Dice", "mean"):
+    for column in ("budget", "wall", "starts", "within +10%", "folds", "fold Dice", "mean",
+                   "out-of-fold (95%)"):  # fmt: skip
         table.add_column(column, justify="right")
+    oof = report["out_of_fold"]
     table.add_row(
-        f"{budget / 60:.0f} min", f"{wall / 60:.1f} min",
+        f"{budget / 60:.0f} min", f"{wall / 60:.1f} min", str(len(starts)),
         str(report["within_budget_plus_10_percent"]),
         ", ".join(map(str, report["folds"])), ", ".join(f"{d:.4f}" for d in fold_dice),
         f"{report['mean_fold_dice']:.4f}",
+        f"{oof['mean']:.4f} [{oof['low']:.4f}, {oof['high']:.4f}] ({oof['cases']} cases)"
+        if oof else "-",
     )  # fmt: skip
     Console().print(table)
     log.info("wrote %s", out)
+
+
+def trained_architecture(run_dir: Path, folds: Sequence[int]) -> dict[str, Any]:
+    """The architecture the run trained (searched, or given with ``--arch``), as its first
+    fold's model records it."""
+    return Architecture.load(RunFolder(run_dir).fold(folds[0]).last / "architecture.json").to_dict()
+
+
+def out_of_fold_dice(run_dir: Path, data: Path) -> dict[str, Any] | None:
+    """Mean Dice of the run's out-of-fold predictions (``RUN_DIR/crossval``, in the source
+    images' geometry) against the source labels, with a 95% bootstrap interval over cases."""
+    crossval = RunFolder(run_dir).crossval
+    if not crossval.is_dir():
+        return None
+    with tempfile.TemporaryDirectory() as labels:  # the labels of the cases predicted
+        for prediction in crossval.glob("*.nii*"):
+            (Path(labels) / prediction.name).symlink_to(
+                (data / "labelsTr" / prediction.name).resolve()
+            )
+        scores = evaluate_folders(crossval, labels)
+    per_case: dict[str, list[float]] = {}
+    for score in scores:
+        per_case.setdefault(score.case, []).append(score.dice)
+    means = np.array([np.mean(values) for values in per_case.values()])
+    resampled = means[np.random.default_rng(0).integers(0, len(means), (5000, len(means)))]
+    low, high = np.percentile(resampled.mean(axis=1), [2.5, 97.5])
+    return {"cases": len(means), "mean": float(means.mean()), "low": float(low),
+            "high": float(high)}  # fmt: skip
 
 
 def show(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
