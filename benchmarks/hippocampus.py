@@ -55,8 +55,10 @@ from rich.table import Table
 from torch import nn
 
 from c2fnas.accel.precision import autocast, memory_format, resolve_precision
-from c2fnas.accel.process import keep_freed_memory
+from c2fnas.accel.process import keep_freed_memory, start_governor
 from c2fnas.accel.swap import accelerate
+from c2fnas.costs.profile import estimate_cost
+from c2fnas.costs.schedule import parse_duration
 from c2fnas.data import loader, splits
 from c2fnas.data.msd import read_dataset
 from c2fnas.data.pipeline import cached_case_ids, preprocess_dataset
@@ -68,8 +70,6 @@ from c2fnas.files.run_state import PredictResult, RunState, TrainResult
 from c2fnas.inference.postprocess import Postprocessing
 from c2fnas.inference.predict import predict_folder
 from c2fnas.nn import C2FNet
-from c2fnas.nn.profile import estimate_cost
-from c2fnas.planning import parse_duration
 from c2fnas.space import Architecture
 from c2fnas.training.config import DataConfig, RunConfig, TrainingConfig, load_config
 from c2fnas.training.loop import fit
@@ -176,6 +176,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         network, architecture, batches,
         lambda: loader.validation_cases(run_dir, test_ids), config,
         args.work / args.only, resume=False, progress=_progress(iterations),
+        governor=start_governor(),
         model_info={"benchmark": args.only, "in_channels": 1, "num_classes": plan.num_classes,
                     "plan": plan.model_dump(mode="json")},
     )  # fmt: skip

@@ -52,7 +52,10 @@ import torch
 from torch import nn
 
 from c2fnas.accel.precision import resolve_precision
+from c2fnas.accel.process import start_governor
 from c2fnas.accel.swap import accelerate
+from c2fnas.costs.measure import network_step
+from c2fnas.costs.profile import estimate_cost
 from c2fnas.data import loader, splits
 from c2fnas.data.pipeline import cached_case_ids
 from c2fnas.data.preprocess import Plan
@@ -60,13 +63,11 @@ from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.files.atomic import write_json_atomic
 from c2fnas.inference.sliding_window import predict_probabilities
 from c2fnas.nn import C2FNet
-from c2fnas.nn.profile import estimate_cost
 from c2fnas.search.report import code_text
 from c2fnas.search.strategies import topology_clusters
 from c2fnas.space import Architecture, distance
 from c2fnas.training import RunConfig
 from c2fnas.training.loop import TrainingDiverged, fit
-from c2fnas.training.measure import network_step
 from c2fnas.training.run import stream_seed, train
 from c2fnas.training.validation import dice_per_class
 
@@ -322,7 +323,8 @@ def train_proxy(
     config = config.with_fields("training", seed=seed)  # seeds the weights and the patches
     architecture = Architecture.coarse(levels, config.search.width)
     try:
-        result = train(architecture, search_run, SEARCH_FOLD, config.for_search(), out, resume=True)
+        result = train(architecture, search_run, SEARCH_FOLD, config.for_search(), out, resume=True,
+                       accelerated=True, governor=start_governor())  # fmt: skip
     except TrainingDiverged as error:  # the search records such a candidate as failed
         log.warning("  %s", error)
         return {"levels": list(levels), "seed": seed, "diverged": str(error)}
@@ -384,7 +386,8 @@ def train_ladder(
             log.info("  iteration %d: hard %.4f soft %.4f loss %.4f", done, *scores.values())
 
     result = train(architecture, search_run, SEARCH_FOLD, config, out, resume=True,
-                   network=network, progress=progress)  # fmt: skip
+                   network=network, progress=progress, accelerated=True,
+                   governor=start_governor())  # fmt: skip
     points = {int(k): v for k, v in trajectory.items()}
     return {"levels": list(architecture.levels), "seed": seed, "seconds": round(result.seconds, 1),
             "trajectory": {str(k): points[k] for k in sorted(points)}}  # fmt: skip
@@ -441,6 +444,7 @@ def retrain_peer(
     result = fit(
         network, architecture, batches, lambda: loader.validation_cases(final_run, fold.val),
         config, work / "peers" / f"{key}_seed{seed}", resume=True, device=torch.device("cpu"),
+        governor=start_governor(torch.device("cpu")),
         model_info={"study": key, "in_channels": plan.in_channels,
                     "num_classes": plan.num_classes, "plan": plan.model_dump(mode="json")},
     )  # fmt: skip
@@ -536,12 +540,12 @@ def supernet(
     topology = Architecture.coarse(panc.levels, args.width)
     colourings = fine.sample_colourings(args.colourings, config.training.seed)
     if "supernet/scores" not in records:
-        job = fine.make_job(search_run, topology, config, poll_seconds=0.5)
+        job = fine.make_job(search_run, topology, config, accelerated=True, poll_seconds=0.5)
         log.info(
             "supernet of %s, %d iterations", code_text(panc.levels), 2 * args.supernet_iterations
         )
         started = time.perf_counter()
-        fine.train_supernet(job)
+        fine.train_supernet(job, governor=start_governor())
         snapshot = fine.run_fine(job, workers=1)
         scores = {tuple(code): score for code, score in snapshot.finished}
         records.add("supernet/scores", {
@@ -561,7 +565,7 @@ def supernet(
             seeded = config.with_fields("training", seed=seed)
             try:
                 train(topology.with_ops(ops), search_run, SEARCH_FOLD, seeded.for_search(), out,
-                      resume=True)  # fmt: skip
+                      resume=True, accelerated=True, governor=start_governor())  # fmt: skip
                 records.add(key, {"ops": list(ops), "seed": seed,
                                   **search_study.training_scores(out)})  # fmt: skip
             except TrainingDiverged as error:
@@ -762,7 +766,7 @@ def spread(long: dict[tuple, dict[str, Any]], panc: tuple[int, ...]) -> dict[str
 
 def surrogate_study(long: dict[tuple, dict[str, Any]], noise: float, seeds: int) -> dict[str, Any]:
     """Algorithm 1, random search and aging evolution on the measured landscape."""
-    from c2fnas.planning.schedule import MAX_CLUSTERS, NETWORKS_PER_CLUSTER
+    from c2fnas.costs.schedule import MAX_CLUSTERS, NETWORKS_PER_CLUSTER
     from c2fnas.search.simulate import Surrogate
     from c2fnas.search.strategies import CoarseToFine, RandomSearch, RegularizedEvolution
 

@@ -46,6 +46,7 @@ import torch
 from scipy.stats import kendalltau, spearmanr, t
 
 from c2fnas.accel.precision import resolve_precision
+from c2fnas.accel.process import start_governor
 from c2fnas.accel.swap import accelerate
 from c2fnas.data import loader, splits
 from c2fnas.data.pipeline import cached_case_ids, preprocess_dataset
@@ -67,10 +68,10 @@ from c2fnas.search.strategies import (
 )
 from c2fnas.search.worker import run_worker
 from c2fnas.space import NUM_CELLS, Architecture
-from c2fnas.training import RunConfig, TrainResult, train
+from c2fnas.training import RunConfig
 from c2fnas.training.config import load_config
-from c2fnas.training.loop import fit
-from c2fnas.training.run import stream_seed
+from c2fnas.training.loop import TrainResult, fit
+from c2fnas.training.run import stream_seed, train
 from c2fnas.training.validation import validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -293,7 +294,16 @@ def stand_alone(
         out = RunFolder(search_run).coarse.candidate(code_text(architecture.levels)).root
     else:
         out = work / "standalone" / ops_key(architecture.levels, architecture.ops)
-    train(architecture, search_run, SEARCH_FOLD, config.for_search(), out, resume=True)
+    train(
+        architecture,
+        search_run,
+        SEARCH_FOLD,
+        config.for_search(),
+        out,
+        resume=True,
+        accelerated=True,
+        governor=start_governor(),
+    )  # as the coarse stage trains it
     return training_scores(out)
 
 
@@ -303,9 +313,9 @@ def fine_stage(
     c2f = [run for run in coarse["runs"] if run["strategy"] == "c2f"]
     levels = max(c2f, key=lambda run: run["best_score"])["best_levels"]
     topology = Architecture.coarse(levels, args.width)
-    job = fine.make_job(search_run, topology, config, poll_seconds=0.5)
+    job = fine.make_job(search_run, topology, config, accelerated=True, poll_seconds=0.5)
     log.info("fine stage on %s: supernet", levels)
-    fine.train_supernet(job)
+    fine.train_supernet(job, governor=start_governor())
     snapshot = fine.run_fine(job, workers=1)
     supernet_scores = {tuple(code): score for code, score in snapshot.finished}
     assert snapshot.best is not None and snapshot.best.code is not None
@@ -389,6 +399,7 @@ def retrain(
     result: TrainResult = fit(
         network, architecture, batches, lambda: loader.validation_cases(final_run, fold.val),
         config, out, resume=True, device=torch.device("cpu"),
+        governor=start_governor(torch.device("cpu")),
         model_info={"study": name, "in_channels": plan.in_channels,
                     "num_classes": plan.num_classes, "plan": plan.model_dump(mode="json")},
     )  # fmt: skip

@@ -51,8 +51,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from c2fnas.accel.process import ThreadGovernor, keep_freed_memory
+    from c2fnas.costs.measure import training_step
     from c2fnas.space import Architecture
-    from c2fnas.training.measure import training_step
 
     keep_freed_memory()
     torch.set_num_threads(args.threads)

@@ -23,19 +23,16 @@ from pathlib import Path
 
 from scipy.stats import kendalltau, spearmanr
 
+from c2fnas.accel.process import start_governor
+from c2fnas.accel.swap import accelerate
 from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.data.synth import make_synthetic_dataset
-from c2fnas.search.fine import (
-    decode,
-    make_job,
-    sample_colourings,
-    supernet_scorer,
-    train_supernet,
-)
+from c2fnas.search.colourings import decode, sample_colourings
+from c2fnas.search.fine import load_supernet, make_job, supernet_scorer, train_supernet
 from c2fnas.search.worker import TrialContext
 from c2fnas.space import Architecture
-from c2fnas.training import train
+from c2fnas.training.run import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import short_search_config  # noqa: E402
@@ -64,12 +61,12 @@ def main() -> None:
         run_dir = work / "run"
         preprocess_dataset(dataset, run_dir)
         levels = Architecture.load(REPO / "architectures" / "c2fnas-panc.json").levels
-        job = make_job(run_dir, Architecture.coarse(levels, args.width), config)
+        job = make_job(run_dir, Architecture.coarse(levels, args.width), config, accelerated=True)
 
         started = time.perf_counter()
-        train_supernet(job)
+        train_supernet(job, governor=start_governor())
         supernet_seconds = time.perf_counter() - started
-        score = supernet_scorer(job)
+        score = supernet_scorer(job, accelerate(load_supernet(job)))
         rows = []
         for index, code in enumerate(sample_colourings(args.colourings, args.seed)):
             candidate = job.candidate(code)
@@ -79,7 +76,7 @@ def main() -> None:
             started = time.perf_counter()
             result = train(
                 candidate, run_dir, SEARCH_FOLD, config.for_search(),
-                work / "standalone" / str(index),
+                work / "standalone" / str(index), accelerated=True, governor=start_governor(),
             )  # fmt: skip
             rows.append(
                 {

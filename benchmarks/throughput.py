@@ -39,7 +39,7 @@ from c2fnas.accel.compile import compiled, step_begins  # noqa: E402
 from c2fnas.accel.layers import FastInstanceNorm  # noqa: E402
 from c2fnas.accel.precision import memory_format  # noqa: E402
 from c2fnas.accel.process import keep_freed_memory  # noqa: E402
-from c2fnas.nn.profile import estimate_cost  # noqa: E402
+from c2fnas.costs.profile import estimate_cost  # noqa: E402
 from peers import PEERS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"

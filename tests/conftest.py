@@ -10,7 +10,7 @@ import pytest
 from c2fnas.space import Architecture
 
 # Tests compare training runs bit for bit: no thread-count changes under a busy CI machine
-# (ThreadGovernor is tested on its own, in tests/test_accel_process.py).
+# (ThreadGovernor is tested on its own, in tests/accel/test_accel_process.py).
 os.environ.setdefault("C2FNAS_ADAPT_THREADS", "0")
 
 if os.environ.get("C2FNAS_TEST_AS_BF16_CPU") == "1":

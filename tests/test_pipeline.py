@@ -1,7 +1,9 @@
 """``c2fnas run``: every stage on a tiny synthetic dataset, resume, and a bad dataset."""
 
 import json
+import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 
 from c2fnas.cli import app
 from c2fnas.data.synth import make_synthetic_dataset
-from c2fnas.files.run_state import RESULT_TYPES, RunState
+from c2fnas.files.run_state import RESULT_TYPES, RunState, TrainResult
 from c2fnas.pipeline import DEFAULT_STAGES, STAGES, Pipeline, dataset_identity
 from c2fnas.space import C2FNAS_PANC, Architecture
 from c2fnas.training.config import load_config
@@ -364,3 +366,69 @@ def test_hidden_files_alone_in_imagests_leave_nothing_to_predict(tmp_path):
     (tmp_path / "imagesTs" / "._case.nii.gz").write_bytes(b"\0\5\26\7 AppleDouble")
     result = Pipeline(dataset_dir=tmp_path, run_dir=tmp_path / "run").stage_predict()
     assert result.cases == 0
+
+
+def _prepare(dataset_dir, run_dir, *extra):
+    return runner.invoke(
+        app, ["run", str(dataset_dir), "--run", str(run_dir), "--preset", "smoke", "--stages",
+              "check", "--stages", "preprocess", *extra],
+    )  # fmt: skip
+
+
+def _edit(path):
+    """Rewrite a NIfTI file with one voxel changed, and a modification time a second later."""
+    image = nib.load(path)
+    data = np.asanyarray(image.dataobj).copy()
+    data.flat[0] = 1 - data.flat[0]
+    before = path.stat().st_mtime_ns
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), path)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+@pytest.mark.parametrize("recorded_in", ["pipeline.json", "cache"])
+def test_a_label_edited_after_training_is_refused_naming_the_file(tmp_path, recorded_in):
+    """The stages after preprocessing were made from the old label: a rerun refuses, naming the
+    file and the two ways on, rather than skipping every stage with the old results. Run folders
+    from before ``pipeline.json`` recorded the sources are checked by the cache's record."""
+    data = make_synthetic_dataset(tmp_path / "data", cases=3, shape=(16, 16, 16))
+    run_dir = tmp_path / "run"
+    assert _prepare(data, run_dir).exit_code == 0
+    state = RunState.read(run_dir / "pipeline.json")
+    assert state.sources is not None and set(state.sources) == {"synth_000", "synth_001",
+                                                                "synth_002"}  # fmt: skip
+    trained = TrainResult(folds=(0,), fold_dice=(0.5,))
+    state = state.with_stage("train", 1.0, trained)
+    if recorded_in == "cache":
+        state = replace(state, sources=None)
+    state.write(run_dir / "pipeline.json")
+    label = data / "labelsTr" / "synth_001.nii.gz"
+    _edit(label)
+    refused = _prepare(data, run_dir)
+    assert refused.exit_code == 1
+    message = " ".join(refused.stderr.split())
+    assert str(label) in "".join(message.split())  # wrapped anywhere by the console
+    assert "changed after" in message and "synth_000" not in message
+    assert "new run folder" in message and "--accept-changed-data" in message
+    assert RunState.read(run_dir / "pipeline.json").result("train", TrainResult) == trained
+    accepted = _prepare(data, run_dir, "--accept-changed-data")
+    assert accepted.exit_code == 0, accepted.output
+    assert "preprocess: done before, skipped" in accepted.stderr
+    again = _prepare(data, run_dir)  # the edit is accepted once and for all
+    assert again.exit_code == 0, again.output
+
+
+def test_a_label_edited_before_training_is_preprocessed_again(tmp_path):
+    """Nothing was made from the preprocessed cases yet: the data stages rerun, and only the
+    edited case is preprocessed again."""
+    data = make_synthetic_dataset(tmp_path / "data", cases=3, shape=(16, 16, 16))
+    run_dir = tmp_path / "run"
+    assert _prepare(data, run_dir).exit_code == 0
+    cached = {case: (run_dir / "preprocessed" / f"{case}.npz").stat().st_mtime_ns
+              for case in ("synth_000", "synth_001")}  # fmt: skip
+    _edit(data / "labelsTr" / "synth_001.nii.gz")
+    again = _prepare(data, run_dir)
+    assert again.exit_code == 0, again.output
+    assert "preprocess: done before" not in again.stderr
+    assert (run_dir / "preprocessed" / "synth_000.npz").stat().st_mtime_ns == cached["synth_000"]
+    assert (run_dir / "preprocessed" / "synth_001.npz").stat().st_mtime_ns != cached["synth_001"]
+    assert "preprocess: done before, skipped" in _prepare(data, run_dir).stderr

@@ -10,12 +10,16 @@ unfinished one (every stage is resumable by itself).
 
 ``pipeline.json`` also records the dataset the run belongs to (``dataset_identity``), and
 ``config.yaml`` the configuration: a rerun with another dataset or configuration is refused
-rather than skipping every stage and reporting the old results. Given no configuration, the
+rather than skipping every stage and reporting the old results. It records the size and mtime of
+each training case's files when they were preprocessed, too: a file changed since is preprocessed
+again when nothing was made from the cache yet, and otherwise refused, naming the file (a new run
+folder, or ``accept_changed_data`` to keep the results). Given no configuration, the
 pipeline plans the run first (``c2fnas.planning``) and records the plan's estimate there too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,9 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from c2fnas.accel.process import ThreadGovernor
+from c2fnas.data import cache
 from c2fnas.data.check import check_dataset
+from c2fnas.data.fingerprint import changed_files, stamps
 from c2fnas.data.io import image_files_in
-from c2fnas.data.msd import TEST_IMAGES, read_description
+from c2fnas.data.msd import TEST_IMAGES, read_dataset, read_description
 from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.preprocess import Plan
 from c2fnas.data.splits import NUM_FOLDS
@@ -58,8 +65,8 @@ from c2fnas.planning import plan_run
 from c2fnas.report import write_report
 from c2fnas.search.stages import coarse_stage, final_architecture, fine_stage, scale_stage
 from c2fnas.space import C2FNAS_PANC, Architecture
-from c2fnas.training import train
 from c2fnas.training.config import RunConfig, SearchMode, load_config
+from c2fnas.training.run import train
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +129,16 @@ class Pipeline:
             with another architecture is refused.
         folds: the folds to train (default: the configuration's ``training.folds``, all five
             unless a plan chose fewer); prediction ensembles the folds trained.
+        accept_changed_data: a training case's file changed since it was preprocessed, and the
+            run made more from it than the cache: keep the results and record the files as they
+            are now (their contents are the same: copied without their times) rather than refuse.
         on_stage: called as ``(stage, "start" | "done" | "skip", seconds)``.
         progress: ``progress(kind, label, total)`` returns the progress callback of one piece of
             work: kind ``data`` -> ``(stage, done, total)``, ``train`` -> ``(done, total,
             metrics)``, ``search`` -> ``(snapshot)``, ``predict`` -> ``(case, done, total)``.
+        accelerated: train, score and predict with the fast layers swapped in (``accelerate``).
+        governor: fits the threads of the training this process runs to the cores other jobs
+            leave free (``ThreadGovernor``). Both belong to the process: the command decides.
     """
 
     dataset_dir: Path
@@ -139,8 +152,11 @@ class Pipeline:
     grace_period: int = 600
     architecture: Path | None = None
     folds: tuple[int, ...] | None = None
+    accept_changed_data: bool = False
     on_stage: Callable[[str, str, float], None] | None = None
     progress: Callable[[str, str, int | None], Callable[..., None]] | None = None
+    accelerated: bool = False
+    governor: ThreadGovernor | None = None
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -201,6 +217,7 @@ class Pipeline:
         if bad_folds or not self.fold_ids:
             raise PipelineError(f"folds {bad_folds or '(none)'}: choose from 0..{NUM_FOLDS - 1}")
         self._check_dataset()
+        self._check_sources()
         self._save_config()
         if planned is not None:
             self.state().with_planned(planned).write(self.folder.pipeline_state)
@@ -215,10 +232,15 @@ class Pipeline:
                 self._notify(stage, "skip", 0.0)
                 continue
             self._notify(stage, "start", 0.0)
+            # the files as preprocessing finds them: one edited meanwhile counts as changed
+            sources = self._source_stamps() if stage == "preprocess" else None
             start = time.perf_counter()
             result = calls[stage]()
             seconds = time.perf_counter() - start
-            self.state().with_stage(stage, seconds, result).write(self.folder.pipeline_state)
+            state = self.state().with_stage(stage, seconds, result)
+            if sources is not None:
+                state = state.with_sources(sources)
+            state.write(self.folder.pipeline_state)
             self._notify(stage, "done", seconds)
             # what follows was made from this stage's old outputs: make it again
             ran = stage not in ("check", "report")
@@ -304,6 +326,58 @@ class Pipeline:
             logger.info("%s: the dataset moved to %s", recorded.path, current.path)
         if state.dataset != current:
             state.with_dataset(current).write(self.folder.pipeline_state)
+
+    def _source_stamps(self) -> dict[str, dict[str, Any]]:
+        """Size and mtime of each training case's files (``c2fnas.data.fingerprint.stamps``)."""
+        return {case.case_id: stamps(case) for case in read_dataset(self.dataset_dir).training}
+
+    def _check_sources(self) -> None:
+        """Compare each training case's files with their stamps when preprocessed (recorded in
+        ``pipeline.json``; for older run folders, in the cache's ``<case>.json``).
+
+        A changed file before anything was made from the cache: ``check`` and ``preprocess``
+        run again (preprocessing redoes the changed cases alone). After: refused, naming the
+        files, unless ``accept_changed_data`` (then the files as they are now are recorded).
+        """
+        state = self.state()
+        if "preprocess" not in state.stages:
+            return
+        dataset = read_dataset(self.dataset_dir)
+        recorded = state.sources
+        if recorded is None:
+            recorded = {}
+            for case in dataset.training:
+                with contextlib.suppress(cache.CacheError):
+                    case_stamps = cache.read_properties(self.run_dir, case.case_id).get("stamps")
+                    if isinstance(case_stamps, dict):
+                        recorded[case.case_id] = case_stamps
+        changed = [
+            str(path)
+            for case in dataset.training
+            if case.case_id in recorded
+            for path in changed_files(case, dict(recorded[case.case_id]))
+        ]
+        if not changed:
+            return
+        made = [stage for stage in state.stages if stage not in ("check", "preprocess")]
+        if not made:
+            logger.info("%d source file(s) changed since preprocessed: preprocessing again",
+                        len(changed))  # fmt: skip
+            state.without_stages("check", "preprocess").write(self.folder.pipeline_state)
+            return
+        if self.accept_changed_data:
+            logger.warning("keeping the results of %s although %d source file(s) changed: %s",
+                           ", ".join(made), len(changed), ", ".join(changed[:10]))  # fmt: skip
+            state.with_sources(self._source_stamps()).write(self.folder.pipeline_state)
+            return
+        shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" * (len(changed) > 10))
+        raise PipelineError(
+            f"{len(changed)} source file(s) changed after {self.run_dir} preprocessed them (size "
+            f"or modification time differ): {shown}. Its stages {', '.join(made)} were made "
+            "from the old files. Use a new run folder to run on the changed data; if their "
+            "contents are unchanged (copied without their times), rerun with "
+            "--accept-changed-data to keep the results"
+        )
 
     def _save_architecture(self) -> None:
         """Copy the given architecture into the run folder; refuse another one on a rerun."""
@@ -393,6 +467,7 @@ class Pipeline:
             self.run_dir, self.run_config, storage=self.storage, workers=self.workers,
             gpus=self.gpus, grace_period=self.grace_period,
             on_progress=self._view("search", "coarse search", search.coarse_networks),
+            accelerated=self.accelerated,
         )  # fmt: skip
         assert snapshot is not None, "c2fnas run is not started under torchrun"
         if snapshot.best is None:
@@ -409,6 +484,7 @@ class Pipeline:
             workers=self.workers, gpus=self.gpus, grace_period=self.grace_period,
             supernet_progress=self._view("train", "supernet"),
             on_progress=self._view("search", "fine search", self.run_config.search.fine_candidates),
+            accelerated=self.accelerated, governor=self.governor,
         )  # fmt: skip
         assert snapshot is not None, "c2fnas run is not started under torchrun"
         if snapshot.best is None:
@@ -432,7 +508,10 @@ class Pipeline:
         return final_architecture(self.run_dir)
 
     def stage_scale(self) -> ScaleResult:
-        rows = scale_stage(self.run_dir, self.run_config, architecture=self.final_architecture())
+        rows = scale_stage(
+            self.run_dir, self.run_config, architecture=self.final_architecture(),
+            accelerated=self.accelerated, governor=self.governor,
+        )  # fmt: skip
         return ScaleResult(widths=len(rows))
 
     def stage_train(self) -> TrainResult:
@@ -442,7 +521,8 @@ class Pipeline:
         for fold in folds:
             result = train(
                 architecture, self.run_dir, fold, self.run_config, resume=True,
-                progress=self._view("train", f"fold {fold}"),
+                progress=self._view("train", f"fold {fold}"), accelerated=self.accelerated,
+                governor=self.governor,
             )  # fmt: skip
             dice.append(result.best_mean)
         return TrainResult(folds=tuple(folds), fold_dice=tuple(dice))
@@ -463,6 +543,7 @@ class Pipeline:
         pairs = predict_out_of_fold(
             self.run_dir, self.dataset_dir, self.trained_folds(), training.stride,
             training.precision, training.tta, self._view("predict", "out-of-fold"),
+            self.accelerated,
         )  # fmt: skip
         labels = sorted(Plan.load(self.run_dir).labels)[1:]
         chosen = choose_from_files(pairs, labels, self.folder.postprocessing)
@@ -480,6 +561,7 @@ class Pipeline:
             stride=self.run_config.training.stride, precision=self.run_config.training.precision,
             progress=self._view("predict", "predict"), tta=self.run_config.training.tta,
             postprocess="auto" if self.folder.postprocessing.is_file() else "none",
+            accelerated=self.accelerated,
         )  # fmt: skip
         if summary.failed:
             failed = "; ".join(f"{name}: {reason}" for name, reason in summary.failed.items())

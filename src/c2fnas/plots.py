@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-
-from c2fnas.space import Architecture  # noqa: E402
+from c2fnas.space import Architecture
 
 # the paper's colours: red 2D, green 3D, blue P3D
 OP_COLOURS = {"2d": "#d62728", "3d": "#2ca02c", "p3d": "#1f77b4"}
@@ -19,6 +16,10 @@ def plot_architecture(architecture: Architecture, path: str | Path, caption: str
     Solid edges feed each cell from the previous node; dashed arcs are second inputs (the
     previous-previous cell at the same level, or the encoder skip after an up move).
     """
+    # here, not at the top: the command line imports this module when it starts
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
     node_levels = (0, *architecture.levels)
     figure = Figure(figsize=(10, 3.6))
     axes = figure.subplots()

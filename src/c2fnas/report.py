@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from c2fnas.costs.profile import profile_architecture
 from c2fnas.data.io import image_files_in, load_label
 from c2fnas.data.msd import DatasetError, case_id_of, read_dataset
 from c2fnas.data.pipeline import cached_case_ids
@@ -31,7 +32,6 @@ from c2fnas.files.atomic import write_text_atomic
 from c2fnas.files.run_folder import RunFolder, TrainingFolder
 from c2fnas.files.run_state import RunState
 from c2fnas.inference.postprocess import Postprocessing
-from c2fnas.nn.profile import profile_architecture
 from c2fnas.plots import plot_architecture
 from c2fnas.space import Architecture
 from c2fnas.training.checkpoint import latest_checkpoint

@@ -31,7 +31,7 @@ def test_a_file_written_before_the_version_loads_with_every_result():
     assert state.dataset == DatasetIdentity(
         "/tmp/oldrun/data", 5, "55cf4672a48003b3f8a682d92a937ead5fb06149bf3a4727a0314bc9cef44be4"
     )
-    assert state.planned is None
+    assert state.planned is None and state.sources is None
     trained = state.result("train", TrainResult)
     assert trained is not None and trained.folds == (0, 1, 2, 3, 4) and len(trained.fold_dice) == 5
     assert state.stages["coarse"].seconds == 52.7
@@ -47,6 +47,7 @@ def test_a_file_written_before_the_version_loads_with_every_result():
 
 def test_a_written_state_reads_back_equal_and_keeps_the_old_layout(tmp_path):
     state = RunState.read(BEFORE_THE_VERSION).with_planned({"data": 60.0, "training": 600.0})
+    state = state.with_sources({"case_1": {"image": [352, 1764000000123456789], "label": [80, 1]}})
     path = tmp_path / "pipeline.json"
     state.write(path)
     assert RunState.read(path) == state

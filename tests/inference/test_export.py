@@ -1,6 +1,7 @@
 """Exported model files: what the folders predict, in one file; damaged or foreign files refused."""
 
 import json
+import logging
 import zipfile
 
 import nibabel as nib
@@ -110,3 +111,56 @@ def test_predict_names_a_damaged_model_file(tmp_path, folds):
     arguments = ["-i", str(image_path.parent), "-o", str(tmp_path / "out")]
     result = CliRunner().invoke(app, ["predict", "-m", str(tmp_path / "model.zip"), *arguments])
     assert result.exit_code == 2 and "model.zip: damaged" in " ".join(result.output.split())
+
+
+def rewrite_manifest(path, edit):
+    """Rewrite a model file with its manifest changed by ``edit`` (the models as they were)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(members[MANIFEST])
+    edit(manifest)
+    members[MANIFEST] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, payload in members.items():
+            archive.writestr(name, payload)
+
+
+@pytest.mark.parametrize(
+    ("field", "edit"),
+    [
+        ("labels", lambda manifest: manifest["labels"].update({"2": "tumour"})),
+        ("plan.spacing", lambda manifest: manifest["plan"].update(spacing=[2.0, 2.0, 2.0])),
+        ("plan.modalities", lambda manifest: manifest["plan"]["modalities"].update({"1": "CT"})),
+        ("patch", lambda manifest: manifest["models"][1].update(patch=[64, 64, 32])),
+        ("postprocessing.largest_component",
+         lambda manifest: manifest.update(postprocessing={"largest_component": [5]})),
+        ("models", lambda manifest: manifest["models"].pop()),
+    ],
+)  # fmt: skip
+def test_a_manifest_that_disagrees_with_its_models_is_refused_naming_the_field(
+    tmp_path, folds, field, edit
+):
+    """The manifest's plan, labels, patch and post-processing describe what the models were
+    trained for, and it lists every model in the file: an edited one is refused, not believed."""
+    export_models(folds, tmp_path / "model.zip", Postprocessing(largest_component=(1,)))
+    rewrite_manifest(tmp_path / "model.zip", edit)
+    with pytest.raises(ModelFileError) as raised:
+        load_model_file(tmp_path / "model.zip", torch.device("cpu"))
+    message = str(raised.value)
+    assert str(tmp_path / "model.zip") in message and f"{MANIFEST}: {field}" in message
+
+
+def test_weights_without_a_checksum_in_a_model_file_are_named_once(tmp_path, folds, caplog):
+    model_json = folds[0] / "best" / "model.json"
+    record = json.loads(model_json.read_text())
+    del record["sha256"]
+    model_json.write_text(json.dumps(record))
+    export_models(folds, tmp_path / "model.zip", None)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            load_model_file(tmp_path / "model.zip", torch.device("cpu"))
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert f"{tmp_path / 'model.zip'}: models/0/model.json" in warnings[0]
+    assert "not verified" in warnings[0]

@@ -32,7 +32,7 @@ def exported(tmp_path_factory):
 
 def test_onnx_runtime_agrees_with_pytorch_on_random_input(exported):
     folder, path = exported
-    torch_model = load_model(folder, CPU)  # accelerated, as predict runs it
+    torch_model = load_model(folder, CPU, accelerated=True)  # as `c2fnas predict` runs it
     onnx_model, postprocessing = load_onnx_model(path)
     assert postprocessing is None and onnx_model.plan == torch_model.plan
     assert onnx_model.patch == torch_model.patch == (32, 32, 16)

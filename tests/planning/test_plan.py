@@ -12,10 +12,10 @@ import torch
 from typer.testing import CliRunner
 
 from c2fnas.cli import app
+from c2fnas.costs import memory, solve
 from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.files.run_folder import RunFolder
-from c2fnas.planning import PlanError, plan_run, schedule
-from c2fnas.planning import memory as planning_memory
+from c2fnas.planning import PlanError, plan_run
 from c2fnas.planning.plan import PREDICTION_SECONDS_PER_CASE
 from c2fnas.space import Architecture
 from c2fnas.training.config import load_config
@@ -68,7 +68,7 @@ def _check_written(plan, run_dir):
 def test_near_isotropic_plan_within_a_budget(isotropic, tmp_path):
     run_dir = tmp_path / "run"
     # whether a search pays depends on the measured step (tested on given costs in
-    # test_schedule.py): forced here, so the plan must fit both stages into the budget
+    # tests/costs/test_solve.py): forced here, so the plan must fit both stages into the budget
     plan = plan_run(isotropic, run_dir, budget=3 * 3600, device=CPU, memory_bytes=8 * GIB,
                     search="coarse")  # fmt: skip
     # median 0.9 x 0.9 x 1.8 mm (2 x): near-isotropic, 1 mm where finer, the median where coarser
@@ -122,10 +122,10 @@ def test_the_planned_batch_fits_a_small_memory(isotropic, tmp_path):
         plan.config.data.batch_size,
         plan.config.data.patch,
     )
-    needed = planning_memory.network_memory(
+    needed = memory.network_memory(
         Architecture.coarse((0, 0, 1, 1, 2, 3, 2, 2, 1, 0, 0, 0), width), 1, 3, patch
     )
-    assert needed.training_bytes(batch) <= planning_memory.USABLE_MEMORY * memory_bytes
+    assert needed.training_bytes(batch) <= memory.USABLE_MEMORY * memory_bytes
     assert width < 1.0
     with pytest.raises(PlanError, match="GiB"):
         plan_run(isotropic, tmp_path / "run", device=CPU, memory_bytes=2**20)
@@ -156,7 +156,7 @@ def test_hippocampus_plan(hippocampus, tmp_path, panc_path):
     # five folds would get about 1100 iterations each (2 cores): fewer folds, each trained long
     # enough, or a single fold where even one gets fewer (a slower CPU, or one thread)
     assert len(plan.folds) < 5 and plan.config.training.folds == plan.folds
-    assert plan.config.training.iterations >= schedule.MIN_FOLD_ITERATIONS or plan.folds == (0,)
+    assert plan.config.training.iterations >= solve.MIN_FOLD_ITERATIONS or plan.folds == (0,)
     assert any(c.setting == "folds" for c in plan.choices)
     assert sum(plan.seconds.values()) <= 0.9 * 3600
     # calibrated: the 60-minute run planned 13.7 s for its 40 out-of-fold cases and spent 65.3 s

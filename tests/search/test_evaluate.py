@@ -28,21 +28,24 @@ def test_training_evaluator_calls_train_as_the_contract_says(run_dir, monkeypatc
     calls = []
 
     def fake_train(
-        architecture, folder, fold, config, out_dir, resume, progress, on_validation, micro_batch
-    ):
-        calls.append((architecture, folder, fold, config, out_dir, resume, micro_batch))
+        architecture, folder, fold, config, out_dir, resume, progress, on_validation, micro_batch,
+        accelerated,
+    ):  # fmt: skip
+        calls.append(
+            (architecture, folder, fold, config, out_dir, resume, micro_batch, accelerated)
+        )
         for done in range(1, config.training.iterations + 1):
             progress(done, config.training.iterations, {"loss": 1.0})
             if done % config.training.validate_every == 0:
                 on_validation(done, 0.1 * done)
         return TrainResult([0.5, 0.7], 0.6, 4, config.training.iterations, 1.0)
 
-    monkeypatch.setattr("c2fnas.training.train", fake_train)
+    monkeypatch.setattr("c2fnas.search.evaluate.train", fake_train)
     config = RunConfig.model_validate(
         {"training": {"validate_every": 2}, "search": {"iterations": 6, "milestones": [3]}}
     )
     job = make_job(run_dir, _settings(prune_from))
-    evaluate = TrainingEvaluator(config.to_yaml(), width=0.25)(job, 0)
+    evaluate = TrainingEvaluator(config.to_yaml(), width=0.25, accelerated=True)(job, 0)
     reports = []
 
     class Context:
@@ -62,9 +65,10 @@ def test_training_evaluator_calls_train_as_the_contract_says(run_dir, monkeypatc
         assert reports == [(2, pytest.approx(0.2)), (4, pytest.approx(0.4))]
         return
     assert evaluate(architecture, Context()) == 0.6 and reports == []
-    [(trained, trained_in, fold, used, out_dir, resume, micro_batch)] = calls
+    [(trained, trained_in, fold, used, out_dir, resume, micro_batch, accelerated)] = calls
     assert trained.width == 0.25 and trained.levels == code and set(trained.ops) == {"3d"}
     assert (trained_in, fold, resume, micro_batch) == (run_dir, SEARCH_FOLD, True, None)
+    assert accelerated  # the command's choice reaches the worker's training
     assert used.training.iterations == 6 and used.training.milestones == (3,)
     assert out_dir == run_dir / "coarse" / "candidates" / "-".join(map(str, code))
 
@@ -76,8 +80,9 @@ def test_a_candidate_out_of_memory_is_retried_with_micro_batches(run_dir, monkey
     attempts, scores = [], []
 
     def train_in_memory(
-        architecture, folder, fold, config, out_dir, resume, progress, on_validation, micro_batch
-    ):
+        architecture, folder, fold, config, out_dir, resume, progress, on_validation, micro_batch,
+        accelerated,
+    ):  # fmt: skip
         attempts.append(micro_batch)
         network = RunsOutOfMemory(limit)
         result = fit(network, TINY, batches(0, 4), validation(), config, out_dir,
@@ -85,7 +90,7 @@ def test_a_candidate_out_of_memory_is_retried_with_micro_batches(run_dir, monkey
         scores.append(result.best_mean)
         return result
 
-    monkeypatch.setattr("c2fnas.training.train", train_in_memory)
+    monkeypatch.setattr("c2fnas.search.evaluate.train", train_in_memory)
     config = load_config("smoke").with_fields("data", batch_size=4)
     job = make_job(run_dir, CoarseSettings(budget=1, strategy="random"))
     store = job.open_store()
@@ -114,10 +119,10 @@ def test_a_candidate_is_scored_by_its_best_its_final_or_its_last_validations(
     history = {"dice": [[2, [0.2, 0.4], 0.3, 5], [4, [0.5, 0.7], 0.6, 5], [6, [0.4, 0.5], 0.45, 5]]}
 
     def fake_train(architecture, folder, fold, config, out_dir, resume, progress, on_validation,
-                   micro_batch):  # fmt: skip
+                   micro_batch, accelerated):  # fmt: skip
         return TrainResult([0.5, 0.7], 0.6, 4, 6, 1.0, history)
 
-    monkeypatch.setattr("c2fnas.training.train", fake_train)
+    monkeypatch.setattr("c2fnas.search.evaluate.train", fake_train)
     config = RunConfig.model_validate({"search": {"iterations": 6, "milestones": [3],
                                                   "score": score}})  # fmt: skip
     settings = settings_from_config(config, "random", budget=3)

@@ -7,20 +7,20 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from c2fnas.accel.swap import accelerate
 from c2fnas.cli import app
 from c2fnas.data.pipeline import preprocess_dataset
 from c2fnas.data.preprocess import Plan
 from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.files.model_folder import read_model
-from c2fnas.search.fine import (
+from c2fnas.search.colourings import (
     ColouringList,
     decode,
     encode,
-    make_job,
     sample_colourings,
-    supernet_scorer,
     uniform_colouring,
 )
+from c2fnas.search.fine import load_supernet, make_job, supernet_scorer
 from c2fnas.search.worker import TrialContext
 from c2fnas.space import OPS, Architecture
 from c2fnas.training.config import load_config
@@ -124,9 +124,9 @@ def test_supernet_score_is_the_standalone_network_score(run_dir, fine_search):
     assert sum("colouring" in trial.user_attrs for trial in trials) >= 4
     ops = decode(sample_colourings(1, seed=9)[0])
     candidate = job.candidate(encode(ops))
-    score = supernet_scorer(job)(candidate, TrialContext(0, encode(ops), "test", None))
+    scorer = supernet_scorer(job, accelerate(load_supernet(job)))  # as the command scores
+    score = scorer(candidate, TrialContext(0, encode(ops), "test", None))
 
-    from c2fnas.accel.swap import accelerate
     from c2fnas.data import loader, splits
     from c2fnas.data.pipeline import cached_case_ids
     from c2fnas.nn import Supernet

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from c2fnas.search.coarse import CoarseSettings, make_job, run_under_torchrun
+from c2fnas.search.coarse import CoarseSettings, make_job
+from c2fnas.search.distributed import run_under_torchrun
 
 
 def factory(job, index):

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 import torch
 from c2fnas.nn import Supernet
-from c2fnas.search.fine import uniform_colouring
+from c2fnas.search.colourings import uniform_colouring
 from c2fnas.space import Architecture
 from c2fnas.training.config import load_config
 from c2fnas.training.run import train

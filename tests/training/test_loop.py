@@ -51,6 +51,18 @@ def test_fit_writes_models_checkpoint_and_reports(tmp_path):
         fit(network(), TINY, batches(0), validation(), smoke(), tmp_path)
 
 
+def test_fit_ticks_the_governor_its_caller_started(tmp_path):
+    class Governor:  # a ThreadGovernor that counts, and changes no threads
+        ticks = 0
+
+        def tick(self):
+            self.ticks += 1
+
+    governor = Governor()
+    fit(network(), TINY, batches(0), validation(), smoke(), tmp_path, governor=governor)
+    assert governor.ticks == 6  # once before every step of the smoke preset's 6
+
+
 def test_training_learns_the_synthetic_task(tmp_path):
     config = smoke(
         iterations=60, validate_every=60, checkpoint_every=60, milestones=(60,),

@@ -97,9 +97,10 @@ class ThreadGovernor:
     its affinity only) less its own CPU time, and uses the cores left: at most the threads it
     started with, at least one. Linux only; elsewhere ``tick`` does nothing.
 
-    Training runs it unless the thread count was fixed (``OMP_NUM_THREADS``, ``c2fnas
-    --threads``) or ``C2FNAS_ADAPT_THREADS=0``: results then stay bit-for-bit repeatable, which
-    a change of thread count mid-run can alter in the last bits.
+    The commands that train start one (``start_governor``) and training ticks it before every
+    step, unless the thread count was fixed (``OMP_NUM_THREADS``, ``c2fnas --threads``) or
+    ``C2FNAS_ADAPT_THREADS=0``: results then stay bit-for-bit repeatable, which a change of
+    thread count mid-run can alter in the last bits.
     """
 
     @staticmethod
@@ -146,6 +147,16 @@ class ThreadGovernor:
         self._torch.set_num_threads(threads)
         self.threads = threads
         return threads
+
+
+def start_governor(device: torch.device | None = None) -> ThreadGovernor | None:
+    """A ``ThreadGovernor`` for the training this process runs on ``device`` (default: CUDA
+    when available, else the CPU), or None where none is ``wanted``. For entry points: library
+    functions are handed one (``c2fnas.training.loop.fit``), never start one."""
+    import torch  # here: this module loads without torch
+
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return ThreadGovernor() if ThreadGovernor.wanted(device) else None
 
 
 def _busy_seconds_of_my_cores() -> float | None:

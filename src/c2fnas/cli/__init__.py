@@ -4,9 +4,10 @@ One module per group of commands (``data``, ``plan_run``, ``train``, ``search``,
 ``tools``), each with its own ``typer.Typer`` merged into ``app`` here; what they show lives in
 ``display``, what several of them parse in ``options``.
 
-Commands import the library inside their bodies, not at the top: importing torch and MONAI takes
-5-15 s on a small CPU, which ``c2fnas --help``, ``c2fnas data check`` and a mistyped option
-should not wait for. Modules that load in a fraction of a second are imported at the top.
+Commands import the parts of the library that load torch inside their bodies, one import each:
+importing torch and MONAI takes 5-15 s on a small CPU, which ``c2fnas --help``, ``c2fnas data
+check`` and a mistyped option should not wait for (a test keeps this module torch-free).
+Everything else is imported at the top.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import typer
 
 from c2fnas.accel.process import keep_freed_memory, use_threads
 from c2fnas.cli import data, plan_run, predict, search, tools, train
+from c2fnas.cli.options import NamedValuesGroup
 
 app = typer.Typer(
     name="c2fnas",
+    cls=NamedValuesGroup,
     help="Coarse-to-fine neural architecture search for 3D medical image segmentation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

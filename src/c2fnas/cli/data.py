@@ -11,7 +11,11 @@ import typer
 
 from c2fnas.cli.display import UserError, console, err_console, fail, print_listing, progress_bar
 from c2fnas.cli.options import DatasetFolder, folder_and_numbers, holding
+from c2fnas.data.check import COLUMNS, check_dataset
+from c2fnas.data.convert import LAYOUTS, convert_dataset
 from c2fnas.data.msd import DatasetError
+from c2fnas.data.pipeline import PreprocessError, parse_spacing, preprocess_dataset
+from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.files.run_folder import RunFolder
 
 app = typer.Typer()
@@ -26,8 +30,6 @@ def data_check(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Check every case of a dataset; exit 1 naming each problem, 0 when all is well."""
-    from c2fnas.data.check import COLUMNS, check_dataset  # heavy: see the package docstring
-
     bar, update = progress_bar()
     with bar:
         report = check_dataset(dataset_dir, workers=workers, progress=None if as_json else update)
@@ -67,8 +69,6 @@ def data_synth(
     ] = 2,
 ) -> None:
     """Write a synthetic MSD dataset: body, organ (label 1), lesion (label 2)."""
-    from c2fnas.data.synth import make_synthetic_dataset  # heavy: see the package docstring
-
     try:
         root = make_synthetic_dataset(
             out_dir, cases, seed, shape, tuple(modality or ["MR"]), test_cases
@@ -85,8 +85,6 @@ def data_convert(
     to: Annotated[str, typer.Option("--to", help="Layout to write: nnunet or msd.")],
 ) -> None:
     """Write a dataset in the nnU-Net v2 or the MSD layout (the source is never changed)."""
-    from c2fnas.data.convert import LAYOUTS, convert_dataset  # heavy: see the package docstring
-
     if to not in LAYOUTS:
         raise fail(f"--to {to}: choose {' or '.join(LAYOUTS)}")
     try:
@@ -108,12 +106,6 @@ def preprocess(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Reorient, resample, crop and normalise every case into RUN/preprocessed (resumable)."""
-    from c2fnas.data.pipeline import (  # heavy: see the package docstring
-        PreprocessError,
-        parse_spacing,
-        preprocess_dataset,
-    )
-
     try:
         folder, numbers = folder_and_numbers(dataset_dir, ctx.args, "--spacing", bool(spacing))
     except UserError as error:

@@ -13,6 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from c2fnas.progress import bar_with
+from c2fnas.search.colourings import colouring_text
+from c2fnas.search.report import code_text, progress_table
 
 console = Console()
 err_console = Console(stderr=True)
@@ -92,9 +94,6 @@ def pipeline_progress() -> tuple[Any, Callable[[str, str, int | None], Callable[
 def search_display(stage: str, budget: int) -> tuple[Any, Callable[[Any], None]]:
     """A live table of the search in a terminal, plain progress lines in a log; and the
     ``on_progress(snapshot)`` callback that drives it."""
-    from c2fnas.search.fine import colouring_text  # heavy: see the package docstring
-    from c2fnas.search.report import code_text, progress_table
-
     describe = code_text if stage == "coarse" else colouring_text
     if console.is_terminal:
         live = Live(console=console, refresh_per_second=1)

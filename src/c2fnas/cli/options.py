@@ -7,19 +7,23 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 
 from c2fnas.cli.display import UserError, fail
 from c2fnas.files.lock import FolderBusy, folder_lock
+from c2fnas.training.config import RunConfig, SearchMode, load_config
 
-if TYPE_CHECKING:
-    from c2fnas.training.config import RunConfig, SearchMode
-
-DatasetFolder = Annotated[Path, typer.Argument(help="Dataset folder (MSD or nnU-Net v2).")]
-PresetOption = Annotated[str, typer.Option(help="Configuration preset: paper, cpu, smoke.")]
-ConfigOption = Annotated[Path | None, typer.Option(help="YAML file overriding the preset.")]
+DatasetFolder = Annotated[
+    Path, typer.Argument(metavar="DATASET", help="Dataset folder (MSD or nnU-Net v2).")
+]
+PresetOption = Annotated[
+    str, typer.Option(metavar="NAME", help="Configuration preset: paper, cpu, smoke.")
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option(metavar="YAML", help="YAML file overriding the preset.")
+]
 
 SEARCH_HELP = (
     "coarse (both stages), fine (the fine stage alone on C2FNAS-Panc's topology) or none "
@@ -72,10 +76,6 @@ def is_number(text: str) -> bool:
 
 def search_mode(search: str | None) -> SearchMode | None:
     """``--search``: one of the configuration's search modes, or None when not given."""
-    from typing import get_args
-
-    from c2fnas.training.config import SearchMode  # heavy: see the package docstring
-
     if search is None:
         return None
     modes = get_args(SearchMode)
@@ -86,8 +86,6 @@ def search_mode(search: str | None) -> SearchMode | None:
 
 def search_config(preset: str, config: Path | None, **search: Any) -> RunConfig:
     """The run configuration, with the search fields given on the command line (None: keep)."""
-    from c2fnas.training.config import load_config  # heavy: see the package docstring
-
     run_config = load_config(preset, config)
     given = {key: value for key, value in search.items() if value is not None}
     return run_config.with_fields("search", **given) if given else run_config
@@ -97,3 +95,49 @@ def gpu_count() -> int:
     import torch  # heavy: see the package docstring
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+VALUE_NAMES = {
+    "int": "N", "int range": "N", "float": "X", "float range": "X", "str": "TEXT",
+    "path": "PATH", "file": "FILE", "directory": "FOLDER", "datetime": "TIME",
+}  # fmt: skip
+"""What ``--help`` calls a value of each type typer names; choices (``a|b``) stay as they are."""
+
+
+def name_values(command: Any) -> None:
+    """Give every option and argument of ``command`` and its subcommands that has no metavar one
+    from its type (PATH, N, X, TEXT; none for a flag), ``--help`` included: without one, typer
+    shows the Python type (``<bool>``, ``<list[int]>``)."""
+    context = typer.Context(command)
+    help_option = command.get_help_option(context)
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        _name_value(param, context)
+    for subcommand in getattr(command, "commands", {}).values():
+        name_values(subcommand)
+
+
+def _name_value(param: Any, context: typer.Context) -> None:
+    if param.metavar is None:
+        flag = getattr(param, "is_flag", False) or getattr(param, "count", False)
+        param.metavar = "" if flag else _value_name(param.display_type(context))
+
+
+def _value_name(shown: str) -> str:
+    """``<list[int]>`` -> N, ``<float,float,float>`` -> X X X, ``<a|b>`` -> a|b."""
+    label = shown.strip("<>").removeprefix("list[").removesuffix("]")
+    names = [VALUE_NAMES.get(part.strip(), part.strip()) for part in label.split(",")]
+    return " ".join(name if name.replace("|", "").isalnum() else "TEXT" for name in names)
+
+
+class NamedValuesGroup(typer.core.TyperGroup):
+    """The ``c2fnas`` group: every value in ``--help`` named in words (``name_values``)."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        name_values(self)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:  # typer adds --install-completion after __init__
+            _name_value(param, ctx)
+        return params

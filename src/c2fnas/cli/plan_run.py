@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from c2fnas.accel.process import start_governor
 from c2fnas.cli.display import UserError, console, fail, pipeline_progress, progress_bar
 from c2fnas.cli.options import (
     SEARCH_HELP,
@@ -20,10 +21,13 @@ from c2fnas.cli.options import (
     holding,
     search_mode,
 )
+from c2fnas.cli.stopping import stop_code, stoppable, stopped
+from c2fnas.costs.schedule import BudgetError, parse_duration
 from c2fnas.data.msd import DatasetError
 from c2fnas.files.run_folder import RunFolder
-from c2fnas.files.run_state import RunState
+from c2fnas.files.run_state import RunState, RunStateError
 from c2fnas.space import Architecture, ArchitectureError
+from c2fnas.training.config import load_config
 
 app = typer.Typer()
 
@@ -34,7 +38,10 @@ def plan(
     run: Annotated[Path, typer.Option("--run", help="Run folder to write plan.yaml into.")],
     time_budget: Annotated[
         str | None,
-        typer.Option(help="Wall-clock budget of the whole run: 45m, 8h, 3d (default: paper)."),
+        typer.Option(
+            metavar="DURATION",
+            help="Wall-clock budget of the whole run: 45m, 8h, 3d (default: paper).",
+        ),
     ] = None,
     arch: Annotated[
         Path | None, typer.Option("--arch", help="Train this architecture: no search planned.")
@@ -45,12 +52,12 @@ def plan(
     gpus: Annotated[
         int | None, typer.Option(help="GPUs (search workers; default: all visible).")
     ] = None,
-    search: Annotated[str | None, typer.Option(help=SEARCH_HELP)] = None,
+    search: Annotated[str | None, typer.Option(metavar="MODE", help=SEARCH_HELP)] = None,
 ) -> None:
     """Plan a run from the data, the device and a time budget: writes RUN/plan.yaml for --config."""
     import torch  # heavy: see the package docstring
 
-    from c2fnas.planning import BudgetError, PlanError, parse_duration, plan_run
+    from c2fnas.planning import PlanError, plan_run
 
     try:
         budget = parse_duration(time_budget) if time_budget is not None else None
@@ -96,22 +103,25 @@ def run(
     preset: Annotated[
         str | None,
         typer.Option(
+            metavar="NAME",
             help="paper, cpu or smoke (default: plan the run from the data and this "
-            "machine, as `c2fnas plan` does)."
+            "machine, as `c2fnas plan` does).",
         ),
     ] = None,
     config: ConfigOption = None,
     time_budget: Annotated[
         str | None,
         typer.Option(
+            metavar="DURATION",
             help="Plan the whole run to this wall-clock time: 45m, 8h, 3d (without "
-            "--preset or --config; default: the paper's schedule)."
+            "--preset or --config; default: the paper's schedule).",
         ),
     ] = None,
     stages: Annotated[
         list[str] | None,
         typer.Option(
             "--stages",
+            metavar="STAGE",
             help="Stages to run (repeat): check preprocess coarse fine scale train predict "
             "evaluate report. Default: all but scale.",
         ),
@@ -120,7 +130,10 @@ def run(
         int | None, typer.Option(help="Local search workers (default: one per GPU, or 1).")
     ] = None,
     storage: Annotated[
-        str | None, typer.Option(help="Shared trial store URL or journal file for the searches.")
+        str | None,
+        typer.Option(
+            metavar="URL", help="Shared trial store URL or journal file for the searches."
+        ),
     ] = None,
     arch: Annotated[
         Path | None,
@@ -134,15 +147,28 @@ def run(
         list[int] | None,
         typer.Option(
             "--folds",
+            metavar="FOLD",
             help="Folds to train (--folds 0 2, or repeat; default: the configuration's, all 5 "
             "unless a time budget planned fewer); the ensemble predicts with the folds trained.",
         ),
     ] = None,
     grace_period: Annotated[
         int,
-        typer.Option(help="Seconds without heartbeat before a search worker counts as dead."),
+        typer.Option(
+            metavar="SECONDS",
+            help="Seconds without heartbeat before a search worker counts as dead.",
+        ),
     ] = 600,
-    search: Annotated[str | None, typer.Option(help=SEARCH_HELP)] = None,
+    search: Annotated[str | None, typer.Option(metavar="MODE", help=SEARCH_HELP)] = None,
+    accept_changed_data: Annotated[
+        bool,
+        typer.Option(
+            "--accept-changed-data",
+            help="A training case's image or label file changed since the run preprocessed it "
+            "(size or modification time): keep the results made from it rather than refuse. "
+            "Only for files whose contents are unchanged (copied without their times).",
+        ),
+    ] = False,
 ) -> None:
     """Every stage from data to evaluated predictions; rerun the same command to resume.
 
@@ -151,8 +177,6 @@ def run(
     """
     # heavy: see the package docstring
     from c2fnas.pipeline import DEFAULT_STAGES, Pipeline, PipelineError
-    from c2fnas.planning import parse_duration
-    from c2fnas.training.config import load_config
 
     try:
         dataset_dir, more_folds = folder_and_numbers(dataset_dir, ctx.args, "--folds", bool(folds))
@@ -166,8 +190,11 @@ def run(
     except (UserError, ValueError, OSError) as error:  # ConfigError
         raise fail(str(error)) from None
     bar, progress = pipeline_progress()
+    running: list[str] = []  # the stage under way, named if the run is stopped
 
     def on_stage(stage: str, event: str, seconds: float) -> None:
+        if event == "start":
+            running[:] = [stage]
         if event == "skip":
             bar.console.print(f"[dim]{stage}: done before, skipped[/]")
         elif event == "done":
@@ -178,16 +205,33 @@ def run(
         dataset_dir=dataset_dir, run_dir=run_dir, config=run_config, budget=budget,
         search=forced, workers=workers if workers is not None else max(1, gpus), gpus=gpus,
         storage=storage, grace_period=grace_period, architecture=arch, folds=chosen,
-        on_stage=on_stage, progress=progress,
+        accept_changed_data=accept_changed_data, on_stage=on_stage, progress=progress,
+        accelerated=True, governor=start_governor(),
     )  # fmt: skip
     try:
-        with holding(RunFolder(run_dir).lock), bar:
+        with stoppable(), holding(RunFolder(run_dir).lock), bar:
             state = pipeline.run(tuple(stages) if stages else DEFAULT_STAGES)
     except PipelineError as error:
         raise fail(str(error), code=1) from None
     except Exception as error:  # a stage's own clear error (data, config, training)
         raise fail(f"{type(error).__name__}: {error}", code=1) from None
+    except (KeyboardInterrupt, SystemExit) as error:
+        code = stop_code(error)
+        if code is None:
+            raise
+        raise stopped(code, kept_in(run_dir, running)) from None
     print_run_summary(run_dir, state)
+
+
+def kept_in(run_dir: Path, running: list[str]) -> str:
+    """What a stopped run keeps: its finished stages, and what the running one had saved."""
+    try:
+        finished = list(RunState.read(RunFolder(run_dir).pipeline_state).stages)
+    except RunStateError:
+        finished = []
+    kept = f"{run_dir} keeps the finished stages ({', '.join(finished) or 'none'})"
+    stage = running[0] if running and running[0] not in finished else None
+    return kept + (f" and what {stage} had saved; {stage} resumes from there" if stage else "")
 
 
 def print_run_summary(run_dir: Path, state: RunState) -> None:

@@ -74,6 +74,7 @@ def predict(
                 progress=lambda name, done, total: update("predict", done, total),
                 tta=tta if tta is not None else gpu_count() > 0, postprocess=postprocess,
                 save_probabilities=save_probabilities, engine=engine,  # type: ignore[arg-type]
+                accelerated=True,
             )  # fmt: skip
     except (ValueError, OSError) as error:
         raise fail(str(error)) from None
@@ -92,8 +93,8 @@ def stride_steps(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
-@app.command()
-def export(
+@app.command("export")
+def export_model(
     model: Annotated[
         list[Path],
         typer.Option("--model", "-m", help="Model or training folder (repeat for an ensemble)."),
@@ -111,10 +112,8 @@ def export(
     ] = "auto",
 ) -> None:
     """One file to hand over: architecture, weights, plan, labels, post-processing, checksums."""
-    # heavy: see the package docstring
-    from c2fnas.inference.export import export_models
-    from c2fnas.inference.onnx_engine import export_onnx
-    from c2fnas.inference.predict import resolve_postprocessing
+    # heavy: see the package docstring (modules, not names: ``predict`` is a command here)
+    from c2fnas.inference import export, onnx_engine, predict
 
     if output is None and onnx is None:
         raise fail("name what to write: -o model.zip, --onnx model.onnx, or both")
@@ -123,12 +122,12 @@ def export(
     if output is not None and output.suffix != ".zip":
         raise fail(f"-o {output}: a model file ends in .zip")
     try:
-        postprocessing = resolve_postprocessing(postprocess, model, None)
+        postprocessing = predict.resolve_postprocessing(postprocess, model, None)
         if output is not None:
-            export_models(model, output, postprocessing)
+            export.export_models(model, output, postprocessing)
             console.print(f"wrote {output}")
         if onnx is not None:
-            export_onnx(model[0], onnx, postprocessing)
+            onnx_engine.export_onnx(model[0], onnx, postprocessing)
             console.print(f"wrote {onnx}")
     except (ValueError, OSError) as error:
         raise fail(str(error)) from None
@@ -152,8 +151,7 @@ def evaluate(
 ) -> None:
     """Dice, HD95 (mm) and surface Dice per case and class; mean and std per class."""
     # heavy: see the package docstring
-    from c2fnas.evaluation.metrics import EvaluationError, evaluate_folders, summarize
-    from c2fnas.evaluation.report import write_csv, write_summary
+    from c2fnas.evaluation import metrics, report
 
     tokens = ([labels] if labels else []) + list(ctx.args)
     try:
@@ -163,15 +161,15 @@ def evaluate(
     bar, update = progress_bar()
     try:
         with bar:
-            scores = evaluate_folders(
+            scores = metrics.evaluate_folders(
                 pred_dir, label_dir, values or None, tolerance,
                 progress=lambda case, done, total: update("evaluate", done, total),
             )  # fmt: skip
-    except EvaluationError as error:
+    except metrics.EvaluationError as error:
         raise fail(str(error)) from None
-    summary = summarize(scores)
-    write_csv(scores, csv_out or pred_dir / "evaluation.csv")
-    write_summary(summary, json_out or pred_dir / "evaluation.json")
+    summary = metrics.summarize(scores)
+    report.write_csv(scores, csv_out or pred_dir / "evaluation.csv")
+    report.write_summary(summary, json_out or pred_dir / "evaluation.json")
     table = Table(
         title=f"{len({s.case for s in scores})} case(s), mean Dice {summary['mean_dice']:.4f}"
     )

@@ -11,11 +11,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from c2fnas.accel.process import start_governor
 from c2fnas.cli.display import console, fail, search_display, training_bar
 from c2fnas.cli.options import ConfigOption, PresetOption, gpu_count, holding, search_config
 from c2fnas.files.lock import FolderBusy
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.space import Architecture
+from c2fnas.training.errors import TrainingDiverged
 
 app = typer.Typer()
 search_app = typer.Typer(
@@ -60,27 +62,26 @@ def search_coarse(
     ] = False,
 ) -> None:
     """Topology search (paper Algorithm 1); rerun the same command to resume or to join."""
-    # heavy: see the package docstring
-    from c2fnas.search.stages import coarse_estimate, coarse_stage
-    from c2fnas.search.store import StoreError
+    from c2fnas.search import stages, store  # heavy: see the package docstring
 
     gpus = gpu_count()
     try:
         run_config = search_config(preset, config, width=width)
         if estimate:
-            computed = coarse_estimate(run_dir, run_config, measure=True)
+            computed = stages.coarse_estimate(run_dir, run_config, measure=True)
             console.print(computed.describe(workers or max(1, gpus)), highlight=False)
             return
         display, on_progress = search_display("coarse", run_config.search.coarse_networks)
         # more workers may join with the same command: their claims are atomic in the store
         with holding(RunFolder(run_dir).lock, shared=True), display:
-            snapshot = coarse_stage(
+            snapshot = stages.coarse_stage(
                 run_dir, run_config, strategy=strategy, storage=storage,
                 workers=workers if workers is not None else max(1, gpus), gpus=gpus,
                 grace_period=grace_period, prune=prune, on_progress=on_progress,
-                announce=lambda text: console.print(text, highlight=False),
+                announce=lambda text: console.print(text, highlight=False), accelerated=True,
             )  # fmt: skip
-    except (StoreError, ValueError) as error:  # ConfigError, RunFolderError, ArchitectureError
+    # ValueError: also ConfigError, RunFolderError, ArchitectureError
+    except (store.StoreError, ValueError) as error:
         raise fail(str(error)) from None
     if snapshot is None:
         return  # a torchrun rank other than 0
@@ -120,10 +121,7 @@ def search_fine(
 
     Rerun the same command to resume; workers on other machines join with the same --storage.
     """
-    # heavy: see the package docstring
-    from c2fnas.search.stages import fine_stage
-    from c2fnas.search.store import StoreError
-    from c2fnas.training.loop import TrainingDiverged
+    from c2fnas.search import stages, store  # heavy: see the package docstring
 
     gpus = gpu_count()
     rank_zero = int(os.environ.get("RANK", "0")) == 0
@@ -137,16 +135,18 @@ def search_fine(
             bar if rank_zero else contextlib.nullcontext(),
             display,
         ):
-            snapshot = fine_stage(
+            snapshot = stages.fine_stage(
                 run_dir, run_config, topology=given, storage=storage,
                 workers=workers if workers is not None else max(1, gpus), gpus=gpus,
-                supernet_progress=supernet_progress, on_progress=on_progress,
+                supernet_progress=supernet_progress, on_progress=on_progress, accelerated=True,
+                governor=start_governor(),
             )  # fmt: skip
     except TrainingDiverged as error:
         raise fail(f"supernet training diverged: {error}", code=1) from None
     except FolderBusy as error:  # another command trains the supernet
         raise fail(str(error), code=1) from None
-    except (StoreError, ValueError, FileNotFoundError) as error:  # ConfigError, RunFolderError
+    # ValueError: also ConfigError, RunFolderError
+    except (store.StoreError, ValueError, FileNotFoundError) as error:
         raise fail(str(error)) from None
     if snapshot is None:
         return  # a torchrun rank other than 0: rank 0 scores the colourings
@@ -175,9 +175,7 @@ def search_scale(
     config: ConfigOption = None,
 ) -> None:
     """Width scaling (paper Sec. 5.3): train and validate every width; table and Dice-MACs plot."""
-    # heavy: see the package docstring
-    from c2fnas.search.stages import scale_stage
-    from c2fnas.training.loop import TrainingDiverged
+    from c2fnas.search.stages import scale_stage  # heavy: see the package docstring
 
     try:
         run_config = search_config(preset, config, scale_widths=widths or None)
@@ -193,6 +191,8 @@ def search_scale(
                     f"width {row['width']:g}: Dice {row['dice_mean']:.4f}, "
                     f"{row['params'] / 1e6:.2f} M parameters, {row['macs'] / 1e9:.2f} G MACs"
                 ),
+                accelerated=True,
+                governor=start_governor(),
             )
     except TrainingDiverged as error:
         raise fail(f"training diverged: {error}", code=1) from None

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from c2fnas.cli.display import console, fail
+from c2fnas.plots import plot_architecture
 from c2fnas.space import Architecture, ArchitectureError
 
 app = typer.Typer()
@@ -31,7 +32,9 @@ def profile(
     """Parameters, MACs, training activation memory and measured speed of an architecture: the
     training step and sliding window `c2fnas plan` measures (accelerated, Dice + cross-entropy,
     the precision `auto` picks), on this machine."""
-    from c2fnas.nn.profile import profile_architecture  # heavy: see the package docstring
+    # heavy: see the package docstring
+    from c2fnas.costs.measure import measured_speed
+    from c2fnas.costs.profile import profile_architecture
 
     try:
         architecture = Architecture.load(arch_json)
@@ -61,32 +64,6 @@ def profile(
     console.print(table)
 
 
-def measured_speed(
-    architecture: Architecture, patch: tuple[int, int, int], in_channels: int, classes: int,
-    batch: int,
-) -> dict[str, object]:  # fmt: skip
-    """The step and window of ``training.measure.measure_step``, on the device and in the
-    precision a run would use here."""
-    import torch  # heavy: see the package docstring
-
-    from c2fnas.accel.precision import resolve_precision
-    from c2fnas.training.config import load_config
-    from c2fnas.training.measure import measure_step
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_precision("auto", device)
-    window_batch = load_config("paper").training.window_batch
-    measured = measure_step(
-        architecture, in_channels, classes, patch, batch, window_batch, precision, device
-    )
-    return {
-        "device": str(device),
-        "precision": precision,
-        "step_seconds": measured.step_seconds,
-        "window_seconds": measured.window_seconds,
-    }
-
-
 @plot_app.command("arch")
 def plot_arch(
     arch_json: Annotated[Path, typer.Argument(help="Architecture JSON file.")],
@@ -100,8 +77,7 @@ def plot_arch(
     classes: Annotated[int, typer.Option(help="Output classes.")] = 3,
 ) -> None:
     """Draw an architecture like the paper's Fig. 5, with parameters and MACs in the caption."""
-    from c2fnas.nn.profile import profile_architecture  # heavy: see the package docstring
-    from c2fnas.plots import plot_architecture
+    from c2fnas.costs.profile import profile_architecture  # heavy: see the package docstring
 
     try:
         architecture = Architecture.load(arch_json)

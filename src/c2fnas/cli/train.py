@@ -10,10 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from c2fnas.accel.process import start_governor
 from c2fnas.cli.display import console, fail, training_bar
 from c2fnas.cli.options import holding
 from c2fnas.files.run_folder import RunFolder, TrainingFolder
-from c2fnas.space import Architecture, ArchitectureError
+from c2fnas.space import Architecture
+from c2fnas.training.config import load_config, read_config
+from c2fnas.training.errors import TrainingDiverged
 
 app = typer.Typer()
 
@@ -31,11 +34,7 @@ def train(
     ] = False,
 ) -> None:
     """Train one fold (SGD, warm-up, step decay); under torchrun with DistributedDataParallel."""
-    # heavy: see the package docstring
-    from c2fnas.files.model_folder import CheckpointError
-    from c2fnas.training.config import ConfigError, load_config, read_config
-    from c2fnas.training.loop import TrainingDiverged
-    from c2fnas.training.run import train as train_fold
+    from c2fnas.training.run import train as train_fold  # heavy: see the package docstring
 
     out_dir = out or RunFolder(run_dir).fold(fold).root
     saved = TrainingFolder(out_dir).config
@@ -54,13 +53,21 @@ def train(
             bar if rank_zero else contextlib.nullcontext(),
         ):
             result = train_fold(
-                architecture, run_dir, fold, run_config, out_dir, resume, progress=update
+                architecture,
+                run_dir,
+                fold,
+                run_config,
+                out_dir,
+                resume,
+                progress=update,
+                accelerated=True,
+                governor=start_governor(),
             )
     except TrainingDiverged as error:
         raise fail(f"training diverged: {error}", code=1) from None
     except FileExistsError as error:
         raise fail(f"{error} (pass --resume)") from None
-    except (ArchitectureError, ConfigError, CheckpointError, ValueError, OSError) as error:
+    except (ValueError, OSError) as error:  # ArchitectureError, ConfigError, CheckpointError
         raise fail(str(error)) from None
     if not rank_zero:
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,25 @@ def stamps(case: Case) -> dict[str, Any]:
     if case.label is not None:
         result["label"] = file_stamp(case.label)
     return result
+
+
+def changed_files(case: Case, recorded: dict[str, Any]) -> list[Path]:
+    """The files of ``case`` whose size or mtime differ from ``recorded`` (its ``stamps`` of
+    before); every file of the case when they do not even list the same files."""
+    files = [*case.images, *([case.label] if case.label is not None else [])]
+    before = [recorded.get("image"), *recorded.get("channels", [])]
+    before += [recorded["label"]] if "label" in recorded else []
+    if len(before) != len(files):
+        return files
+    changed = zip(files, before, strict=True)
+    return [path for path, stamp in changed if _stamp_or_none(path) != stamp]
+
+
+def _stamp_or_none(path: Path) -> list[int] | None:
+    try:
+        return file_stamp(path)
+    except OSError:  # gone: changed
+        return None
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:

@@ -2,9 +2,11 @@
 
 A reader sees the old file or the new one, never half of one. When writing fails (a full disk,
 a read-only folder) the temporary file is removed and the error names the target, not the
-temporary name the user never chose. A process killed outright (``SIGKILL``, a power cut) leaves
-its temporary file behind: hidden, so no listing of images takes it for one, and
-``remove_leftovers`` clears those of dead processes when the next run starts.
+temporary name the user never chose; it is the first error, with its ``errno`` (``ENOSPC``),
+even when closing or removing the temporary file fails too (those failures become notes). A
+process killed outright (``SIGKILL``, a power cut) leaves its temporary file behind: hidden, so
+no listing of images takes it for one, and ``remove_leftovers`` clears those of dead processes
+when the next run starts.
 """
 
 from __future__ import annotations
@@ -71,18 +73,41 @@ def replacing(path: str | Path) -> Iterator[Path]:
         yield temporary
         os.replace(temporary, path)
     except BaseException as error:
-        temporary.unlink(missing_ok=True)
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError as cleanup:  # the write's error is the one to report
+            error.add_note(f"{temporary}: not removed ({cleanup.strerror or cleanup})")
         if isinstance(error, OSError):
-            reason = error.strerror or str(error)
-            raise type(error)(f"{path}: cannot write ({reason})") from error
+            raise naming(error, f"{path}: cannot write") from error
         raise
 
 
+def naming(error: OSError, what: str) -> OSError:
+    """``error`` as ``what (reason)``: the same type and ``errno`` (``ENOSPC`` stays
+    ``ENOSPC``), its notes kept."""
+    named = type(error)(f"{what} ({error.strerror or error})")
+    named.errno = error.errno  # without strerror, str() stays the message above
+    for note in getattr(error, "__notes__", []):
+        named.add_note(note)
+    return named
+
+
 def write_bytes_atomic(path: Path, payload: bytes) -> Path:
-    with replacing(path) as temporary, open(temporary, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
+    # unbuffered: a failed write leaves nothing for close() to flush and fail on a second time
+    with replacing(path) as temporary:
+        handle = open(temporary, "wb", buffering=0)  # noqa: SIM115 (closed below, noting errors)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[handle.write(view) :]
+            os.fsync(handle.fileno())
+        except BaseException as error:
+            try:
+                handle.close()
+            except OSError as closing:
+                error.add_note(f"{temporary}: not closed ({closing.strerror or closing})")
+            raise
+        handle.close()
     return path
 
 
@@ -107,5 +132,4 @@ def check_writable(folder: Path) -> None:
             pass
         probe.unlink()
     except OSError as error:
-        reason = error.strerror or str(error)
-        raise type(error)(f"{folder}: cannot write files there ({reason})") from error
+        raise naming(error, f"{folder}: cannot write files there") from error

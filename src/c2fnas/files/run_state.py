@@ -1,20 +1,24 @@
 """``RUN_DIR/pipeline.json``: what ``c2fnas run`` has finished, as one typed value.
 
 ``RunState`` is the only reader and writer of the file. It holds the dataset the run belongs to
-(``DatasetIdentity``), the plan's estimated seconds per part, and one ``StageRecord`` per
-finished stage: its seconds and its result, a small type per stage whose ``summary()`` is the
-line ``c2fnas run`` prints for it. The value is frozen: ``with_stage`` and friends return a new
-one, and ``write`` saves it atomically.
+(``DatasetIdentity``), the size and modification time of each training case's source files
+when it was preprocessed (``sources``, as ``c2fnas.data.fingerprint.stamps`` gives them), the
+plan's estimated seconds per part, and one ``StageRecord`` per finished stage: its seconds and
+its result, a small type per stage whose ``summary()`` is the line ``c2fnas run`` prints for
+it. The value is frozen: ``with_stage`` and friends return a new one, and ``write`` saves it
+atomically.
 
 The file (schema ``VERSION``)::
 
     {"version": 1,
      "dataset": {"path": "/data/Task04_Hippocampus", "cases": 260, "sha256": "..."},
      "planned": {"data": 60.0, "training": 3600.0, ...},
+     "sources": {"hippocampus_001": {"image": [size, mtime_ns], "label": [...]}, ...},
      "stages": {"check": {"done": true, "seconds": 1.2, "cases": 260}, ...}}
 
 Files written before the version (version 0) have the same layout and still load; a stage
-record that lacks a field (older runs recorded fewer) takes the field's default.
+record that lacks a field (older runs recorded fewer) takes the field's default, and a file
+without ``sources`` (older runs) has ``sources`` None.
 """
 
 from __future__ import annotations
@@ -178,12 +182,14 @@ class StageRecord:
 
 @dataclass(frozen=True)
 class RunState:
-    """The finished stages of a run (in the order they finished), its dataset and its plan's
-    estimate per part (None for a run with a preset or a configuration file)."""
+    """The finished stages of a run (in the order they finished), its dataset, its plan's
+    estimate per part (None for a run with a preset or a configuration file) and the stamps of
+    the source files it was preprocessed from, per training case (None before preprocessing)."""
 
     stages: Mapping[str, StageRecord] = field(default_factory=dict)
     dataset: DatasetIdentity | None = None
     planned: Mapping[str, float] | None = None
+    sources: Mapping[str, Mapping[str, Any]] | None = None
 
     @classmethod
     def read(cls, path: Path) -> RunState:
@@ -217,7 +223,10 @@ class RunState:
         dataset = DatasetIdentity(**data["dataset"]) if "dataset" in data else None
         planned = data.get("planned")
         planned = {part: float(seconds) for part, seconds in planned.items()} if planned else None
-        return cls(stages, dataset, planned)
+        sources = data.get("sources")
+        if sources is not None and not all(isinstance(s, dict) for s in sources.values()):
+            raise ValueError("sources: not a stamp per case")
+        return cls(stages, dataset, planned, sources)
 
     def write(self, path: Path) -> None:
         data: dict[str, Any] = {"version": VERSION}
@@ -225,6 +234,8 @@ class RunState:
             data["dataset"] = asdict(self.dataset)
         if self.planned is not None:
             data["planned"] = dict(self.planned)
+        if self.sources is not None:
+            data["sources"] = {case: dict(stamps) for case, stamps in self.sources.items()}
         data["stages"] = {
             stage: {"done": True, "seconds": round(record.seconds, 1), **asdict(record.result)}
             for stage, record in self.stages.items()
@@ -242,6 +253,14 @@ class RunState:
 
     def with_planned(self, planned: Mapping[str, float]) -> RunState:
         return replace(self, planned=dict(planned))
+
+    def with_sources(self, sources: Mapping[str, Mapping[str, Any]]) -> RunState:
+        return replace(self, sources=dict(sources))
+
+    def without_stages(self, *stages: str) -> RunState:
+        """This state with ``stages`` unfinished (they run again)."""
+        kept = {stage: record for stage, record in self.stages.items() if stage not in stages}
+        return replace(self, stages=kept)
 
     def result(self, stage: str, kind: type[Result]) -> Result | None:
         """The result of ``stage`` when it finished, else None."""

@@ -35,8 +35,10 @@ def predict_out_of_fold(
     precision: str = "auto",
     tta: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    accelerated: bool = False,
 ) -> list[tuple[Path, Path]]:
-    """Predict the validation cases of each of ``folds`` with that fold's best model.
+    """Predict the validation cases of each of ``folds`` with that fold's best model
+    (``accelerated``: see ``load_model``).
 
     Resumable: a case whose prediction exists is not predicted again. Returns the
     ``(prediction, reference label)`` file pairs.
@@ -55,7 +57,8 @@ def predict_out_of_fold(
         out_path = folder.crossval / f"{case_id}.nii.gz"
         if not out_path.is_file():
             if fold not in loaded:
-                loaded = {fold: [load_model(folder.fold(fold).root, device)]}  # one at a time
+                # one at a time
+                loaded = {fold: [load_model(folder.fold(fold).root, device, accelerated)]}
             predict_case(
                 case.image, loaded[fold], out_path, stride=stride, precision=resolved,
                 device=device, mirror_axes=FLIP_AXES if tta else (),

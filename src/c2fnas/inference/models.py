@@ -72,8 +72,12 @@ def network_record(
     return NetworkRecord(network.eval(), plan, patch, dict(info))  # type: ignore[arg-type]
 
 
-def load_model(path: str | Path, device: torch.device) -> LoadedModel:
-    """Build the network of a model folder with its weights, accelerated; never unpickles."""
+def load_model(path: str | Path, device: torch.device, accelerated: bool = False) -> LoadedModel:
+    """Build the network of a model folder with its weights; never unpickles.
+
+    ``accelerated``: swap the fast layers in (``accelerate``), as the entry point decides.
+    """
     folder, record = read_network(path)
-    network = accelerate(record.network).to(device).eval()
+    network = accelerate(record.network) if accelerated else record.network
+    network = network.to(device).eval()
     return LoadedModel(network, record.plan, record.patch, folder)

@@ -54,10 +54,13 @@ class PredictionSummary:
 
 
 def load_models(
-    paths: Sequence[str | Path], device: torch.device, engine: Engine = "torch"
+    paths: Sequence[str | Path],
+    device: torch.device,
+    engine: Engine = "torch",
+    accelerated: bool = False,
 ) -> tuple[list[LoadedModel], Postprocessing | None]:
     """Models from folders, ``.zip`` model files or (``engine="onnx"``) ``.onnx`` files, and the
-    post-processing an exported file carries.
+    post-processing an exported file carries (``accelerated``: see ``load_model``).
 
     Raises:
         ValueError: a path of the other engine, files carrying different post-processing, or a
@@ -76,9 +79,9 @@ def load_models(
             onnx_model, postprocessing = load_onnx_model(path)
             found = [onnx_model]
         elif path.suffix == ".zip":
-            found, postprocessing = load_model_file(path, device)
+            found, postprocessing = load_model_file(path, device, accelerated)
         else:
-            found, postprocessing = [load_model(path, device)], None
+            found, postprocessing = [load_model(path, device, accelerated)], None
         models += found
         carried += [postprocessing] if postprocessing is not None else []
     if len({p.model_dump_json() for p in carried}) > 1:
@@ -278,6 +281,7 @@ def predict_folder(
     save_probabilities: bool = False,
     engine: Engine = "torch",
     window_batch: int = 4,
+    accelerated: bool = False,
 ) -> PredictionSummary:
     """Predict every image in ``in_dir`` into ``out_dir``, each in its own format and with its
     file name; nnU-Net channel files (``CASE_0000.nii.gz``, ...) as one case ``CASE.nii.gz``
@@ -299,6 +303,8 @@ def predict_folder(
             caller picks (worth it where time allows: a GPU, not a small CPU).
         postprocess: ``none``, ``auto`` (see ``resolve_postprocessing``) or a file's path.
         save_probabilities: write ``<case>.npz`` (float16 class probabilities, input geometry).
+        accelerated: load the models with the fast layers swapped in (``load_model``); the
+            entry point decides.
     """
     started = time.perf_counter()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
@@ -312,7 +318,7 @@ def predict_folder(
     carried = None
     loaded = list(models) if models is not None else []
     if models is None:
-        loaded, carried = load_models(model_dirs, device, engine)
+        loaded, carried = load_models(model_dirs, device, engine, accelerated)
     if not loaded:
         raise ValueError("predict needs at least one model folder")
     check_same_plan(loaded)

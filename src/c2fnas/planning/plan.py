@@ -21,6 +21,9 @@ import torch
 from c2fnas.accel import compile as compiling
 from c2fnas.accel.precision import resolve_precision
 from c2fnas.accel.process import default_threads
+from c2fnas.costs import memory, schedule, solve
+from c2fnas.costs.measure import CHEAP_STEP_MACS, Measurement, measure_step
+from c2fnas.costs.profile import estimate_cost
 from c2fnas.data.fingerprint import summarize
 from c2fnas.data.msd import Dataset, read_dataset
 from c2fnas.data.parallel import Progress
@@ -30,21 +33,17 @@ from c2fnas.files.atomic import write_json_atomic, write_text_atomic
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.inference.sliding_window import window_count
 from c2fnas.nn import C2FNet
-from c2fnas.nn.profile import estimate_cost
-from c2fnas.planning import geometry, memory, schedule
-from c2fnas.search.estimate import CHEAP_STEP_MACS
+from c2fnas.planning import geometry
 from c2fnas.space import C2FNAS_PANC, Architecture
 from c2fnas.training.config import RunConfig, SearchMode, load_config
-from c2fnas.training.measure import Measurement, measure_step
 
 log = logging.getLogger(__name__)
 
 REFERENCE_LEVELS = C2FNAS_PANC.levels
 """C2FNAS-Panc's topology (paper Fig. 5): the typical U-shaped candidate a search's costs are
 measured on."""
-ITERATIONS_BEFORE_WIDTH = 20000
-"""Under a budget, a network wider than the narrowest is planned only when it still trains the
-paper's search schedule (20000 iterations, what the paper deemed enough to rank networks)."""
+WIDTHS = (0.25, 0.5, 0.75, 1.0)
+"""Widths the planner chooses from (the paper's scaling grid up to its searched width, 1.0)."""
 SECONDS_PER_MEGAVOXEL = 1.0
 """Checking and preprocessing, per million source voxels and channel (Hippocampus on one core:
 0.37 s; resampling oblique or larger volumes costs more)."""
@@ -54,8 +53,6 @@ PREDICTION_SECONDS_PER_CASE = 1.3
 the probabilities to its geometry, writing, and (out of fold) scoring the post-processing choice.
 The 60-minute Hippocampus run (``benchmarks/results/hippocampus_run_panc.json``, AMD EPYC with
 AVX2) planned 13.7 s for 40 out-of-fold cases with mirroring and spent 65.3 s: 1.3 s a case."""
-TTA_SHARE = 0.05
-"""Under a budget, prediction mirrors when that costs at most this share of the budget."""
 
 
 class PlanError(ValueError):
@@ -168,10 +165,10 @@ def plan_run(
         device: where the run will train (default: CUDA when available).
         gpus: search workers run in parallel, one per GPU (0 or 1: one worker).
         folds: the folds the run trains (``c2fnas run --folds``); default all five, or under a
-            budget the most that each train ``schedule.MIN_FOLD_ITERATIONS`` iterations.
+            budget the most that each train ``solve.MIN_FOLD_ITERATIONS`` iterations.
         memory_bytes: the memory of one device (default: measured, see ``device_memory``).
         search: what to search whatever the budget buys (``c2fnas plan --search``); default:
-            without ``architecture``, what ``schedule.choose_search`` finds can pay under a
+            without ``architecture``, what ``solve.choose_search`` finds can pay under a
             budget, the paper's full search without one.
 
     Raises:
@@ -187,7 +184,7 @@ def plan_run(
     shape = geometry.median_resampled_shape(fingerprint["cases"], spacing)
     memory_bytes = memory_bytes or memory.device_memory(device)
     base = architecture or Architecture.coarse(REFERENCE_LEVELS)
-    widths = [w for w in memory.WIDTHS if w <= base.width] or [base.width]
+    widths = [w for w in WIDTHS if w <= base.width] or [base.width]
     in_channels, classes = len(dataset.modalities), len(dataset.labels)
     patch, patch_reason = _fit_patch(base.with_width(min(widths)), in_channels, classes, shape,
                                      spacing, memory_bytes)  # fmt: skip
@@ -201,35 +198,57 @@ def plan_run(
     workers = max(1, gpus)
     if architecture is not None and search not in (None, "none"):
         raise PlanError(f"--search {search} with an architecture to train: nothing is searched")
+    candidates = [_Candidate(context, narrowest)]
+    candidates += [_Candidate(context, _extrapolate(narrowest, other)) for other in fitting[1:]]
     mode: SearchMode = "none" if architecture is not None else search or "coarse"
     search_reason = None
-    if budget is not None and architecture is None:
-        choice = _choose_search(context, narrowest, budget, workers, folds is not None, search)
-        context = replace(context, folds=tuple(range(choice.folds))) if folds is None else context
-        mode, search_reason = choice.mode, choice.why
-    elif budget is not None and folds is None:
-        context = _choose_folds(context, narrowest, budget, mode, workers)
-    chosen = _choose_width(context, narrowest, fitting[1:], budget, mode, workers)
-    try:
-        planned, tta = _schedule(context, chosen, budget, mode, workers)
-    except schedule.BudgetError as error:
-        if chosen is narrowest:
+    if budget is None:  # the widest network that fits the memory, and the paper's schedule
+        chosen = candidates[-1].measured() if len(candidates) > 1 else candidates[0]
+        tta = device.type == "cuda"
+        count = len(context.folds)
+        planned = schedule.paper_schedule(chosen.costs(count, tta), mode, count, workers)
+    else:
+        try:
+            solved = solve.solve_budget(
+                budget, candidates, workers, None if folds is None else len(context.folds),
+                search, network_given=architecture is not None,
+            )  # fmt: skip
+        except schedule.BudgetError as error:
             raise PlanError(str(error)) from None
-        chosen = narrowest  # the measured step of the wider network was slower than estimated
-        planned, tta = _schedule(context, chosen, budget, mode, workers)
+        mode, search_reason, chosen = solved.mode, solved.why, solved.network
+        planned, tta = solved.schedule, solved.mirrored
+        context = replace(context, folds=tuple(range(solved.folds))) if folds is None else context
     choices = [
         Choice("spacing", _values(spacing, "mm"), spacing_reason),
         Choice("patch", _values(patch), patch_reason),
         Choice("stride", _values(context.stride), _stride_reason(context.stride)),
         _folds_choice(context.folds, folds is not None, budget),
-        *_network_choices(chosen, narrowest, context),
+        *_network_choices(chosen.network, narrowest, context),
         *_schedule_choices(planned, budget, architecture, workers, tta, mode, search_reason),
     ]
-    config = _configure(chosen, context, planned, tta, mode)
+    config = _configure(chosen.network, context, planned, tta, mode)
     config = config.with_fields("data", spacing=list(spacing))
     return RunPlan(
         config, spacing, context.stride, budget, planned.seconds, context.folds, tuple(choices)
     )
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A network of the plan as ``solve.solve_budget`` sees it: its run's costs for any
+    number of folds."""
+
+    context: _Context
+    network: _Network
+
+    def costs(self, folds: int, mirrored: bool) -> schedule.Costs:
+        return replace(self.context, folds=tuple(range(folds))).costs(self.network, mirrored)
+
+    def measured(self) -> _Candidate:
+        """Measured where that is cheap: always on a GPU, on a CPU below ``CHEAP_STEP_MACS``."""
+        network = self.network
+        cheap = self.context.device.type != "cpu" or network.macs * network.batch < CHEAP_STEP_MACS
+        return replace(self, network=self.context.measured(network)) if cheap else self
 
 
 @dataclass(frozen=True)
@@ -300,75 +319,6 @@ class _Context:
         )
 
 
-def _choose_width(
-    context: _Context,
-    narrowest: _Network,
-    wider: Sequence[_Network],
-    budget: float | None,
-    search: SearchMode,
-    workers: int,
-) -> _Network:
-    """The widest network that fits the memory (without a budget) or that still trains
-    ``ITERATIONS_BEFORE_WIDTH`` iterations in the budget; measured when that is cheap."""
-    chosen = narrowest
-    for candidate in reversed(wider):
-        estimate = _extrapolate(narrowest, candidate)
-        if budget is None:
-            chosen = estimate
-            break
-        try:
-            costs = context.costs(estimate)
-            planned = schedule.fit_budget(budget, costs, search, len(context.folds), workers)
-        except schedule.BudgetError:
-            continue
-        if planned.training.iterations >= ITERATIONS_BEFORE_WIDTH:
-            chosen = estimate
-            break
-    cheap = context.device.type != "cpu" or chosen.macs * chosen.batch < CHEAP_STEP_MACS
-    return context.measured(chosen) if chosen is not narrowest and cheap else chosen
-
-
-def _choose_search(
-    context: _Context,
-    narrowest: _Network,
-    budget: float,
-    workers: int,
-    folds_given: bool,
-    forced: SearchMode | None,
-) -> schedule.SearchChoice:
-    """What to search (``schedule.choose_search``) and, unless given, how many folds, from the
-    narrowest network's costs (prediction counted without mirroring).
-
-    Raises:
-        PlanError: not even training without a search fits (or the forced search does not).
-    """
-
-    def costs_of(folds: int) -> schedule.Costs:
-        return replace(context, folds=tuple(range(folds))).costs(narrowest)
-
-    given = len(context.folds) if folds_given else None
-    try:
-        return schedule.choose_search(budget, costs_of, workers, given, forced)
-    except schedule.BudgetError as error:
-        raise PlanError(str(error)) from None
-
-
-def _choose_folds(
-    context: _Context, narrowest: _Network, budget: float, search: SearchMode, workers: int
-) -> _Context:
-    """The context with the most folds that each train ``schedule.MIN_FOLD_ITERATIONS``
-    iterations with the narrowest network (prediction counted without mirroring)."""
-
-    def costs_of(folds: int) -> schedule.Costs:
-        return replace(context, folds=tuple(range(folds))).costs(narrowest)
-
-    try:
-        folds, _ = schedule.fit_folds(budget, costs_of, search, workers)
-    except schedule.BudgetError:
-        folds = 1  # the schedule that follows says what the budget lacks
-    return replace(context, folds=tuple(range(folds)))
-
-
 def _folds_choice(folds: tuple[int, ...], given: bool, budget: float | None) -> Choice:
     value = f"{', '.join(map(str, folds))} ({len(folds)} of {NUM_FOLDS})"
     if given:
@@ -377,24 +327,10 @@ def _folds_choice(folds: tuple[int, ...], given: bool, budget: float | None) -> 
         reason = "the paper's 5-fold cross-validation; prediction ensembles them"
     else:
         reason = (
-            f"the most that each train {schedule.MIN_FOLD_ITERATIONS} iterations in the budget "
+            f"the most that each train {solve.MIN_FOLD_ITERATIONS} iterations in the budget "
             "(fewer leave every fold under-trained); prediction ensembles them"
         )
     return Choice("folds", value, reason)
-
-
-def _schedule(
-    context: _Context, network: _Network, budget: float | None, search: SearchMode, workers: int
-) -> tuple[schedule.Schedule, bool]:
-    """The schedule, and whether prediction mirrors: on GPUs without a budget (the paper
-    preset's choice), and under a budget when mirroring stays within ``TTA_SHARE`` of it."""
-    if budget is None:
-        tta = context.device.type == "cuda"
-        costs = context.costs(network, tta)
-        return schedule.paper_schedule(costs, search, len(context.folds), workers), tta
-    tta = context.costs(network, tta=True).prediction <= TTA_SHARE * budget
-    costs = context.costs(network, tta)
-    return schedule.fit_budget(budget, costs, search, len(context.folds), workers), tta
 
 
 def _fit_patch(
@@ -495,7 +431,7 @@ def _network_choices(chosen: _Network, narrowest: _Network, context: _Context) -
     else:
         width_reason = (
             f"the widest that fits the memory at batch {memory.MIN_BATCH} and, under a budget, "
-            f"still trains {ITERATIONS_BEFORE_WIDTH} iterations"
+            f"still trains {solve.ITERATIONS_BEFORE_WIDTH} iterations"
         )
     measurement = chosen.measurement
     assert measurement is not None
@@ -586,7 +522,7 @@ def _schedule_choices(
             "on" if tta else "off",
             "the paper preset's choice on GPUs"
             if budget is None
-            else f"on when it costs at most {TTA_SHARE:.0%} of the budget",
+            else f"on when it costs at most {solve.TTA_SHARE:.0%} of the budget",
         ),
     ]
     if architecture is not None:

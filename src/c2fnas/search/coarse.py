@@ -2,13 +2,13 @@
 
 ``run_coarse`` opens (or resumes) the trial store, starts the worker processes, and refreshes
 ``RUN_DIR/coarse/{trials.csv, search.png, best_topology.json}`` while they run. Workers on other
-machines join by running the same command with the same ``--storage``.
+machines join by running the same command with the same ``--storage``. One worker spanning
+several GPUs under ``torchrun`` is ``c2fnas.search.distributed``'s.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -150,54 +150,22 @@ def make_job(run_dir: Path, settings: CoarseSettings, storage: str | None = None
 def coarse_worker(index: int, job: CoarseJob, factory: EvaluatorFactory) -> None:
     """Body of one worker process: log to its own file, then evaluate until the budget is met."""
     name = prepare_worker_process(index, job.folder.logs)
+    search_candidates(job, factory(job, index), name)
+
+
+def search_candidates(job: CoarseJob, evaluate: Evaluate, worker: str) -> None:
+    """Claim and evaluate candidates as ``worker`` until the budget is met (``run_worker``)."""
     settings = job.settings
-    evaluate = factory(job, index)
-    rank, world_size = _world()
-    if world_size > 1 and settings.prune_min_iterations > 0:
-        raise ValueError("pruning needs every rank to stop together: not available under torchrun")
-    if world_size > 1:
-        from c2fnas.search import distributed
-
-        distributed.init_process_group()
-        if rank > 0:
-            distributed.follow(evaluate, f"{name}-rank{rank}")
-            return
-        evaluate = distributed.announcing(evaluate)
-    try:
-        run_worker(
-            job.open_store(),
-            settings.make_strategy(),
-            evaluate,
-            settings.budget,
-            seed=settings.seed,
-            worker=name,
-            poll_seconds=settings.poll_seconds,
-            clusters=settings.clusters,
-        )
-    finally:
-        if world_size > 1:
-            distributed.announce_end()
-
-
-def _world() -> tuple[int, int]:
-    # Read here without importing torch: workers of a non-distributed search never need it.
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def run_under_torchrun(job: CoarseJob, factory: EvaluatorFactory) -> Snapshot | None:
-    """The command under ``torchrun``: this process is one rank of one multi-GPU worker.
-
-    Returns the final state on rank 0 (which also writes the outputs), None on other ranks.
-    """
-    rank, _ = _world()
-    if rank == 0:
-        open_search(job)
-    coarse_worker(int(os.environ.get("LOCAL_RANK", "0")), job, factory)
-    if rank != 0:
-        return None
-    snapshot = job.open_store().snapshot()
-    write_outputs(snapshot, job.folder, job.settings.clusters)
-    return snapshot
+    run_worker(
+        job.open_store(),
+        settings.make_strategy(),
+        evaluate,
+        settings.budget,
+        seed=settings.seed,
+        worker=worker,
+        poll_seconds=settings.poll_seconds,
+        clusters=settings.clusters,
+    )
 
 
 def open_search(job: CoarseJob) -> TrialStore:

@@ -6,6 +6,9 @@ candidate together (the training loop uses DDP when a process group exists). Whe
 it announces the end and the other ranks return.
 
 Pruning is not available here: rank 0 stopping a training alone would leave the others waiting.
+
+``run_under_torchrun`` is the coarse command's body on each rank; the coarse stage's local
+workers (``c2fnas.search.coarse``) never load this module, nor torch until they train.
 """
 
 from __future__ import annotations
@@ -18,10 +21,42 @@ from typing import cast
 import torch
 import torch.distributed as dist
 
-from c2fnas.search.worker import Evaluate, TrialContext
+from c2fnas.search.coarse import CoarseJob, EvaluatorFactory, open_search, search_candidates
+from c2fnas.search.report import write_outputs
+from c2fnas.search.store import Snapshot
+from c2fnas.search.worker import Evaluate, TrialContext, prepare_worker_process
 from c2fnas.space import Architecture
 
 logger = logging.getLogger(__name__)
+
+
+def run_under_torchrun(job: CoarseJob, factory: EvaluatorFactory) -> Snapshot | None:
+    """The coarse command under ``torchrun``: this process is one rank of one multi-GPU worker.
+
+    Returns the final state on rank 0 (which also writes the outputs), None on other ranks.
+
+    Raises:
+        ValueError: the job prunes, which needs every rank to stop together.
+    """
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        open_search(job)
+    index = int(os.environ.get("LOCAL_RANK", "0"))
+    name = prepare_worker_process(index, job.folder.logs)
+    evaluate = factory(job, index)
+    if job.settings.prune_min_iterations > 0:
+        raise ValueError("pruning needs every rank to stop together: not available under torchrun")
+    init_process_group()
+    if rank > 0:
+        follow(evaluate, f"{name}-rank{rank}")
+        return None
+    try:
+        search_candidates(job, announcing(evaluate), name)
+    finally:
+        announce_end()
+    snapshot = job.open_store().snapshot()
+    write_outputs(snapshot, job.folder, job.settings.clusters)
+    return snapshot
 
 
 def init_process_group() -> None:

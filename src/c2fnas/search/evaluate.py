@@ -19,20 +19,21 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
+import yaml  # type: ignore[import-untyped]
 
+from c2fnas.data.preprocess import Plan
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.search.coarse import CANDIDATE_SCORES, CoarseJob, CoarseSettings
 from c2fnas.search.report import code_text
 from c2fnas.search.study import RunFolderError, scoring_settings
 from c2fnas.search.worker import CandidateFailed, Evaluate, TrialContext
 from c2fnas.space import Architecture
-
-if TYPE_CHECKING:
-    from c2fnas.training import TrainResult
-    from c2fnas.training.config import RunConfig
+from c2fnas.training.config import RunConfig
+from c2fnas.training.errors import OutOfMemory
+from c2fnas.training.loop import TrainResult, with_smaller_micro_batches
+from c2fnas.training.run import train
 
 
 def settings_from_config(config: RunConfig, strategy: str, **overrides: object) -> CoarseSettings:
@@ -77,8 +78,6 @@ def candidate_score(result: TrainResult, score: str) -> float:
 
 def dataset_channels(run_dir: Path) -> tuple[int, int]:
     """``(input channels, classes with background)`` from the run's preprocessing plan."""
-    from c2fnas.data.preprocess import Plan
-
     try:
         plan = Plan.load(run_dir)
     except (OSError, ValueError) as error:
@@ -99,6 +98,8 @@ class TrainingEvaluator:
     Attributes:
         config_yaml: the resolved run configuration (``RunConfig.to_yaml()``).
         width: width multiplier of every candidate (1.0 in the paper).
+        accelerated: the candidates train with the fast layers swapped in (``accelerate``):
+            the command's choice, carried to the worker processes.
 
     With ``CoarseSettings.prune_min_iterations``, every validation Dice goes to the store's
     successive-halving pruner, which may stop the candidate early (``optuna.TrialPruned``).
@@ -106,13 +107,9 @@ class TrainingEvaluator:
 
     config_yaml: str
     width: float = 1.0
+    accelerated: bool = False
 
     def __call__(self, job: CoarseJob, index: int) -> Evaluate:
-        import yaml  # type: ignore[import-untyped]
-
-        from c2fnas.training import RunConfig, train
-        from c2fnas.training.loop import OutOfMemory, with_smaller_micro_batches
-
         config = RunConfig.model_validate(yaml.safe_load(self.config_yaml)).for_search()
         iterations = config.training.iterations
         prune = job.settings.prune_min_iterations > 0
@@ -139,6 +136,7 @@ class TrainingEvaluator:
                     progress=progress,
                     on_validation=validated,
                     micro_batch=micro_batch,
+                    accelerated=self.accelerated,
                 )
 
             try:

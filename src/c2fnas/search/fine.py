@@ -9,28 +9,41 @@ search over colourings scored with the supernet's weights.
    Optuna trial store like the coarse stage's (study ``fine``): resumable, nothing scored twice,
    a dead worker's candidate handed out again.
 
-A colouring is stored in the trial store as a code of op indices into ``OPS`` (``3d`` = 0,
-``2d`` = 1, ``p3d`` = 2), so the coarse stage's claim machinery serves it unchanged.
+The colourings as codes and the random search over them are ``c2fnas.search.colourings``.
 Outputs: ``RUN_DIR/fine/{supernet/, candidates.csv, best_architecture.json}``.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import torch
 import yaml  # type: ignore[import-untyped]
 
+from c2fnas.accel.precision import resolve_precision
+from c2fnas.accel.process import ThreadGovernor
+from c2fnas.accel.swap import accelerate
+from c2fnas.data import loader, splits
+from c2fnas.data.pipeline import cached_case_ids
+from c2fnas.data.preprocess import Plan
 from c2fnas.data.splits import SEARCH_FOLD
+from c2fnas.files import model_folder
 from c2fnas.files.atomic import write_text_atomic
 from c2fnas.files.run_folder import FineFolder, RunFolder
+from c2fnas.nn import Supernet
+from c2fnas.search.colourings import (
+    ColouringList,
+    colouring_text,
+    decode,
+    sample_colourings,
+    uniform_colouring,
+)
 from c2fnas.search.report import write_trials_csv
 from c2fnas.search.store import Snapshot, TrialStore, default_storage
-from c2fnas.search.strategies import Code, Finished
+from c2fnas.search.strategies import Code
 from c2fnas.search.study import dataset_identity, open_study, run_study, scoring_settings
 from c2fnas.search.worker import (
     Evaluate,
@@ -39,51 +52,13 @@ from c2fnas.search.worker import (
     run_local_workers,
     run_worker,
 )
-from c2fnas.space import NUM_CELLS, OPS, Architecture, Op
-
-if TYPE_CHECKING:
-    from c2fnas.training.config import RunConfig
-    from c2fnas.training.loop import TrainResult
+from c2fnas.space import NUM_CELLS, Architecture
+from c2fnas.training.config import RunConfig
+from c2fnas.training.loop import TrainResult
+from c2fnas.training.run import train
+from c2fnas.training.validation import validate
 
 logger = logging.getLogger(__name__)
-
-
-def encode(ops: Sequence[Op]) -> Code:
-    """A colouring as op indices into ``OPS``."""
-    return tuple(OPS.index(op) for op in ops)
-
-
-def decode(code: Code) -> tuple[Op, ...]:
-    return tuple(OPS[index] for index in code)
-
-
-def sample_colourings(count: int, seed: int) -> tuple[Code, ...]:
-    """``count`` distinct colourings drawn uniformly without replacement, fixed by ``seed``."""
-    total = len(OPS) ** NUM_CELLS
-    if not 1 <= count <= total:
-        raise ValueError(f"the number of candidates must be 1..{total}, got {count}")
-    numbers = random.Random(seed).sample(range(total), count)
-    return tuple(
-        tuple((number // len(OPS) ** cell) % len(OPS) for cell in range(NUM_CELLS))
-        for number in numbers
-    )
-
-
-def uniform_colouring(rng: random.Random) -> tuple[Op, ...]:
-    """The path a supernet trains at one iteration: one op per cell, uniformly."""
-    return tuple(rng.choice(OPS) for _ in range(NUM_CELLS))
-
-
-@dataclass(frozen=True)
-class ColouringList:
-    """Random search as a strategy: the pre-drawn colourings, in order, skipping taken ones."""
-
-    codes: tuple[Code, ...]
-    name: str = "random-colourings"
-
-    def propose(self, finished: Finished, pending: set[Code], rng: random.Random) -> Code | None:
-        taken = pending | {code for code, _ in finished}
-        return next((code for code in self.codes if code not in taken), None)
 
 
 @dataclass(frozen=True)
@@ -116,6 +91,9 @@ class FineJob:
     config_yaml: str
     dataset: dict[str, str]
     study: str
+    accelerated: bool = False
+    """The supernet trains, and is scored, with the fast layers swapped in (``accelerate``):
+    the command's choice, carried to the scoring processes."""
 
     @property
     def folder(self) -> FineFolder:
@@ -126,8 +104,6 @@ class FineJob:
         return self.folder.supernet.root
 
     def config(self) -> RunConfig:
-        from c2fnas.training.config import RunConfig
-
         return RunConfig.model_validate(yaml.safe_load(self.config_yaml))
 
     def candidate(self, code: Code) -> Architecture:
@@ -160,6 +136,7 @@ def make_job(
     topology: Architecture,
     config: RunConfig,
     storage: str | None = None,
+    accelerated: bool = False,
     **overrides: object,
 ) -> FineJob:
     """A fine-stage job from the run configuration (``search.fine_candidates``, ``fine_stride``)."""
@@ -181,6 +158,7 @@ def make_job(
         config_yaml=config.to_yaml(),
         dataset=dataset,
         study=run_study(run_dir, "fine", identity),
+        accelerated=accelerated,
     )
 
 
@@ -194,8 +172,6 @@ def _settings_identity(settings: FineSettings, topology: Architecture) -> dict[s
 
 
 def supernet_trained(job: FineJob) -> bool:
-    from c2fnas.files import model_folder
-
     model = job.folder.supernet.last
     if not all((model / name).is_file() for name in model_folder.MODEL_FILES):
         return False
@@ -204,15 +180,12 @@ def supernet_trained(job: FineJob) -> bool:
 
 
 def train_supernet(
-    job: FineJob, progress: Callable[[int, int, dict[str, float]], None] | None = None
+    job: FineJob,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    governor: ThreadGovernor | None = None,
 ) -> TrainResult:
-    """Train (or resume) the supernet of the job's topology for 2x the search iterations."""
-    import torch
-
-    from c2fnas.data.preprocess import Plan
-    from c2fnas.nn import Supernet
-    from c2fnas.training import train
-
+    """Train (or resume) the supernet of the job's topology for 2x the search iterations
+    (``governor``: see ``c2fnas.training.loop.fit``)."""
     config = job.config().for_search(2)
     plan = Plan.load(job.run_dir)
     torch.manual_seed(config.training.seed)
@@ -227,30 +200,28 @@ def train_supernet(
         network=supernet,
         sample_ops=uniform_colouring,
         progress=progress,
+        accelerated=job.accelerated,
+        governor=governor,
     )
 
 
-def supernet_scorer(job: FineJob) -> Evaluate:
-    """Load the trained supernet and the validation fold once; score a colouring by its path's
-    mean validation Dice (sliding window, ``settings.stride``)."""
-    import torch
-
-    from c2fnas.accel.precision import resolve_precision
-    from c2fnas.accel.swap import accelerate
-    from c2fnas.data import loader, splits
-    from c2fnas.data.pipeline import cached_case_ids
-    from c2fnas.data.preprocess import Plan
-    from c2fnas.files import model_folder
-    from c2fnas.nn import Supernet
-    from c2fnas.training.validation import validate
-
-    config = job.config()
+def load_supernet(job: FineJob) -> Supernet:
+    """The trained supernet (``supernet/last``) with its weights, in the paper's form."""
     plan = Plan.load(job.run_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     found, weights, _ = model_folder.read_model(job.folder.supernet.last)
     supernet = Supernet(job.topology, plan.in_channels, plan.num_classes)
     model_folder.load_weights(supernet, weights, job.folder.supernet.last, found)
-    accelerate(supernet).to(device).eval()
+    return supernet
+
+
+def supernet_scorer(job: FineJob, supernet: Supernet) -> Evaluate:
+    """Load the validation fold once; score a colouring by its path's mean validation Dice in
+    ``supernet`` (``load_supernet``, accelerated or not), with sliding-window step
+    ``settings.stride``."""
+    config = job.config()
+    plan = Plan.load(job.run_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    supernet.to(device).eval()
     folds = splits.load_or_create(job.run_dir, cached_case_ids(job.run_dir))
     cases = list(loader.validation_cases(job.run_dir, folds[SEARCH_FOLD].val))
     precision = resolve_precision(config.training.precision, device)
@@ -272,13 +243,17 @@ def supernet_scorer(job: FineJob) -> Evaluate:
 
 
 def fine_worker(index: int, job: FineJob) -> None:
-    """Body of one scoring worker process."""
+    """Body of one scoring worker process: the entry point of its process, so the place where
+    the fast layers go in (``FineJob.accelerated``)."""
     name = prepare_worker_process(index, job.folder.logs)
     settings = job.settings
+    supernet = load_supernet(job)
+    if job.accelerated:
+        accelerate(supernet)  # in place
     run_worker(
         job.open_store(),
         ColouringList(sample_colourings(settings.candidates, settings.seed)),
-        supernet_scorer(job),
+        supernet_scorer(job, supernet),
         settings.candidates,
         seed=settings.seed,
         worker=name,
@@ -286,11 +261,6 @@ def fine_worker(index: int, job: FineJob) -> None:
         clusters=None,
         architecture_of=job.candidate,
     )
-
-
-def colouring_text(code: Code | None) -> str:
-    """A colouring code as its op names, e.g. ``2d p3d 3d ...`` (empty when unknown)."""
-    return " ".join(decode(code)) if code else ""
 
 
 def write_outputs(snapshot: Snapshot, job: FineJob) -> Architecture | None:

@@ -10,13 +10,16 @@ import csv
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from c2fnas.files.atomic import replacing, write_text_atomic
 from c2fnas.files.run_folder import CoarseFolder
-from c2fnas.search.store import Record, Snapshot
 from c2fnas.space import Architecture
+
+if TYPE_CHECKING:  # the command line shows these tables without loading optuna
+    from c2fnas.search.store import Record, Snapshot
 
 CSV_COLUMNS = (
     "trial",

@@ -6,8 +6,7 @@ parameters, MACs (per sample, at the configured patch) and Dice per class, and
 ``RUN_DIR/scale/scaling.png`` plots Dice against MACs. A rerun resumes the width in progress and
 skips the finished ones (each width trains in its own resumable folder).
 
-torch, the training stack and matplotlib are imported inside the functions that use them (see
-``c2fnas.search``).
+matplotlib is imported where the plot is drawn: nothing else of this stage needs it.
 """
 
 from __future__ import annotations
@@ -17,15 +16,20 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from c2fnas.accel.process import ThreadGovernor
+from c2fnas.costs.profile import estimate_cost
+from c2fnas.data.preprocess import Plan
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.files.atomic import replacing, write_text_atomic
 from c2fnas.files.run_folder import RunFolder, ScaleFolder
+from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
-
-if TYPE_CHECKING:
-    from c2fnas.training.config import RunConfig
+from c2fnas.training.config import RunConfig
+from c2fnas.training.run import train
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +40,11 @@ def run_scaling(
     config: RunConfig,
     widths: Sequence[float],
     on_width: Callable[[dict[str, Any]], None] | None = None,
+    accelerated: bool = False,
+    governor: ThreadGovernor | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every width, write the table and the plot after each one; returns the rows."""
-    import torch
-
-    from c2fnas.data.preprocess import Plan
-    from c2fnas.nn import C2FNet
-    from c2fnas.nn.profile import estimate_cost
-    from c2fnas.training import train
-
+    """Train every width, write the table and the plot after each one; returns the rows.
+    ``accelerated`` and ``governor``: see ``c2fnas.training.run.train``."""
     if not widths or any(width <= 0 for width in widths):
         raise ValueError(f"widths must be positive multipliers, got {list(widths)}")
     plan = Plan.load(run_dir)
@@ -58,7 +58,7 @@ def run_scaling(
         cost = estimate_cost(network, (1, plan.in_channels, *config.data.patch))
         result = train(
             scaled, run_dir, SEARCH_FOLD, search_config, RunFolder(run_dir).scale.width(width).root,
-            resume=True, network=network,
+            resume=True, network=network, accelerated=accelerated, governor=governor,
         )  # fmt: skip
         row = {
             "width": width,

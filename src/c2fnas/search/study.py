@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from c2fnas.data.pipeline import cached_case_ids
+from c2fnas.data.preprocess import Plan
 from c2fnas.files.atomic import write_json_atomic
 from c2fnas.files.run_folder import FineFolder, RunFolder
 from c2fnas.search.store import StoreError, TrialStore
@@ -47,9 +49,6 @@ def dataset_identity(run_dir: Path) -> dict[str, str]:
     Raises:
         RunFolderError: ``plan.json`` or ``dataset.json`` is missing or unreadable.
     """
-    from c2fnas.data.pipeline import cached_case_ids  # the data stack takes ~1 s to import
-    from c2fnas.data.preprocess import Plan
-
     try:
         digest = Plan.load(run_dir).digest()
         cases = cached_case_ids(run_dir)

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -28,12 +29,15 @@ from c2fnas.accel.process import default_threads, use_threads
 from c2fnas.search.simulate import proposal_rng
 from c2fnas.search.store import EVALUATION, RELEASED, Record, Snapshot, TrialStore
 from c2fnas.search.strategies import NUM_CLUSTERS, Code, Strategy, topology_clusters
+from c2fnas.signals import exit_again_when_swallowed, exit_on_signal
 from c2fnas.space import Architecture
 
 logger = logging.getLogger(__name__)
 
 MAX_RELEASES = 3
 """A candidate released this often (its workers died) is no longer handed out again first."""
+STOP_SECONDS = 60
+"""How long a stopped search waits for a worker to release its candidate before killing it."""
 
 
 class CandidateFailed(Exception):
@@ -274,24 +278,31 @@ def start_workers(
     shared out, ``threads // count`` each, because OpenMP threads that outnumber the cores spin
     against each other and can make every step many times slower. Processes are spawned, not
     forked, so no CUDA or database connection leaks from the parent.
+
+    The workers start with Ctrl-C ignored (an ignored signal stays ignored across ``exec``): a
+    Ctrl-C in the terminal reaches every process of the group, and a worker would print a
+    traceback from wherever it was, its imports included. The parent stops them with SIGTERM
+    instead (``supervise``), on which they release their candidates.
     """
     context = multiprocessing.get_context("spawn")
     processes: list[BaseProcess] = []
     threads = None if gpus > 0 else max(1, default_threads() // max(1, count))
-    for index in range(count):
-        gpu = str(index % gpus) if gpus > 0 else None
-        process = context.Process(
-            target=_worker_entry,
-            args=(os.getpid(), gpu, threads, target, index, *args),
-            name=f"worker-{index}",
-        )
-        process.start()
-        processes.append(process)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+    try:
+        for index in range(count):
+            gpu = str(index % gpus) if gpus > 0 else None
+            process = context.Process(
+                target=_worker_entry,
+                args=(os.getpid(), gpu, threads, target, index, *args),
+                name=f"worker-{index}",
+            )
+            process.start()
+            processes.append(process)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return processes
-
-
-def exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 def prepare_worker_process(index: int, log_dir: Path) -> str:
@@ -306,6 +317,7 @@ def prepare_worker_process(index: int, log_dir: Path) -> str:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     signal.signal(signal.SIGTERM, exit_on_signal)
+    sys.unraisablehook = exit_again_when_swallowed
     return name
 
 
@@ -314,8 +326,8 @@ def supervise(
 ) -> None:
     """Wait for worker processes, calling ``refresh`` every ``refresh_seconds`` and at the end.
 
-    SIGTERM to this process (a scheduler stopping the job) terminates the workers, which
-    release their candidates; Ctrl-C reaches them by itself.
+    SIGTERM or Ctrl-C to this process (a scheduler stopping the job, a user) terminates the
+    workers, which release their candidates (``start_workers`` leaves Ctrl-C to this process).
     """
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, exit_on_signal) if in_main_thread else None
@@ -324,9 +336,14 @@ def supervise(
             refresh()
             for process in processes:
                 process.join(timeout=refresh_seconds / max(1, len(processes)))
-    except SystemExit:
+    except (SystemExit, KeyboardInterrupt):
         for process in processes:
             process.terminate()
+        for process in processes:
+            process.join(timeout=STOP_SECONDS)
+            if process.is_alive():  # stuck: its candidate comes back after the grace period
+                logger.warning("%s did not stop in %d s: killed", process.name, STOP_SECONDS)
+                process.kill()
         raise
     finally:
         for process in processes:

@@ -1,18 +1,18 @@
 """Training: the strict run configuration, the schedule, one training loop, checkpoints.
 
-``from c2fnas.training import train, fit, RunConfig, load_config, TrainingDiverged`` works.
+``train`` (``c2fnas.training.run``) trains one fold of a run folder, ``fit``
+(``c2fnas.training.loop``) any network on given batches. This ``__init__`` imports only what
+loads without torch: ``from c2fnas.training import RunConfig, load_config, TrainingDiverged``
+costs the command line no start-up time.
 """
 
 from c2fnas.training.config import ConfigError, RunConfig, load_config
-from c2fnas.training.loop import TrainingDiverged, TrainResult, fit
-from c2fnas.training.run import train
+from c2fnas.training.errors import OutOfMemory, TrainingDiverged
 
 __all__ = [
     "ConfigError",
+    "OutOfMemory",
     "RunConfig",
-    "TrainResult",
     "TrainingDiverged",
-    "fit",
     "load_config",
-    "train",
 ]

@@ -139,7 +139,7 @@ class SearchConfig(_Strict):
     mode: SearchMode = "coarse"
     """``coarse``: Algorithm 1, then the fine stage on its best topology (the paper); ``fine``:
     the fine stage alone on C2FNAS-Panc's topology; ``none``: C2FNAS-Panc trained without a
-    search. ``c2fnas plan`` chooses it from the budget (``planning.schedule.choose_search``)."""
+    search. ``c2fnas plan`` chooses it from the budget (``costs.solve.choose_search``)."""
     score: CandidateScore = "best"
     """What scores a coarse candidate: its best periodic validation Dice (``best``, the
     default), the Dice of its final weights (``final``, as in the paper), or the mean of its last

@@ -39,6 +39,7 @@ from c2fnas.files.run_folder import TrainingFolder
 from c2fnas.space import Architecture, Op
 from c2fnas.training import checkpoint as ckpt
 from c2fnas.training.config import RunConfig
+from c2fnas.training.errors import OutOfMemory, TrainingDiverged, first_line
 from c2fnas.training.report import RunLog
 from c2fnas.training.schedule import learning_rate
 from c2fnas.training.validation import ValidationCase, validate
@@ -58,28 +59,6 @@ OpsSampler = Callable[[random.Random], Sequence[Op]]
 Progress = Callable[[int, int, dict[str, float]], None]
 """Called on rank 0 after every iteration with (iterations done, total, {"loss", "lr", and
 "dice": the last validation mean Dice, once there is one})."""
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message gives the iteration and the value."""
-
-
-def _first_line(error: BaseException) -> str:
-    """The first line of ``error``'s message (allocators and compilers write pages), or its type."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-class OutOfMemory(RuntimeError):
-    """A training step ran out of memory with ``micro_batch`` samples per pass through the
-    network (on the GPU or the CPU); the original error is its ``__cause__``."""
-
-    def __init__(self, micro_batch: int, iteration: int, cause: BaseException) -> None:
-        super().__init__(
-            f"out of memory at iteration {iteration} with micro-batch {micro_batch}: "
-            f"{_first_line(cause)}"
-        )
-        self.micro_batch = micro_batch
-        self.iteration = iteration
 
 
 _ALLOCATION_FAILED = re.compile(
@@ -189,7 +168,7 @@ class _Trainer:
         except Exception as error:  # the compiler fails in many ways (its own, C++, Triton)
             log.warning(
                 "torch.compile failed (%s: %s); training continues without compiling",
-                type(error).__name__, _first_line(error),
+                type(error).__name__, first_line(error),
             )  # fmt: skip
             self.model, self.compiled = eager, False
             return self._step(iteration, batch)
@@ -303,6 +282,7 @@ def fit(
     model_info: dict[str, Any] | None = None,
     device: torch.device | None = None,
     micro_batch: int | None = None,
+    governor: ThreadGovernor | None = None,
 ) -> TrainResult:
     """Train ``network`` (a ``C2FNet``, or a ``Supernet`` when ``sample_ops`` is given).
 
@@ -323,6 +303,8 @@ def fit(
         micro_batch: samples per pass through the network, accumulating the gradients of a
             batch over several passes (same step, less memory). None: the micro-batch recorded
             in the checkpoint when resuming, else the whole batch. Saved in every checkpoint.
+        governor: ticked before every step, so that it fits the threads to the cores other
+            jobs leave free; the entry point that owns the process starts it (or not).
 
     Raises:
         TrainingDiverged: on a NaN or infinite loss.
@@ -350,7 +332,6 @@ def fit(
     started = time.perf_counter() - float(state.get("seconds", 0.0))
     start = int(state.get("iteration", 0))
     stream = batches(start)
-    governor = ThreadGovernor() if ThreadGovernor.wanted(device) else None  # other jobs' cores
     trainer.network.train()
     for iteration in range(start, training.iterations):
         if governor is not None:

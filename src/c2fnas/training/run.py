@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from c2fnas.accel.process import ThreadGovernor
 from c2fnas.accel.swap import accelerate
 from c2fnas.data import loader, splits
 from c2fnas.data.pipeline import cached_case_ids, verify_cache
@@ -63,6 +64,8 @@ def train(
     progress: Progress | None = None,
     micro_batch: int | None = None,
     on_validation: ValidationCallback | None = None,
+    accelerated: bool = False,
+    governor: ThreadGovernor | None = None,
 ) -> TrainResult:
     """Train ``architecture`` on fold ``fold`` of a preprocessed run folder.
 
@@ -79,6 +82,10 @@ def train(
         micro_batch: samples per pass through the network on each process, the gradients of
             ``data.batch_size // processes`` accumulated (see ``fit``); None: the checkpoint's
             when resuming, else the whole batch.
+        on_validation: see ``fit``.
+        accelerated: swap the fast layers into the network first (``accelerate``). The entry
+            point decides: the commands do, tests comparing numbers need not.
+        governor: see ``fit``; started by the entry point that owns the process.
 
     Raises:
         FileNotFoundError: the run folder is not preprocessed (names the missing file).
@@ -121,8 +128,8 @@ def train(
              fold, len(train_ids), len(val_ids), out)  # fmt: skip
     source: BatchSource = batches
     return fit(
-        accelerate(network), architecture, source, validation, config, out,
-        resume=resume, sample_ops=sample_ops, progress=progress, on_validation=on_validation,
-        device=device, micro_batch=micro_batch,
+        accelerate(network) if accelerated else network, architecture, source, validation,
+        config, out, resume=resume, sample_ops=sample_ops, progress=progress,
+        on_validation=on_validation, device=device, micro_batch=micro_batch, governor=governor,
         model_info={"fold": fold, "plan": plan.model_dump(mode="json"), "run_dir": str(run_dir)},
     )  # fmt: skip

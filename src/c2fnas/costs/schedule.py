@@ -1,15 +1,13 @@
 """Iterations, milestones and validation intervals that fit a wall-clock budget: pure functions
-of measured costs (seconds), so tests can plan for any machine."""
+of measured costs (seconds), so tests can plan for any machine. What a budget buys (search,
+folds, width, mirroring) is chosen by ``costs.solve``."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import get_args
 
-from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.training.config import SearchMode
 
 PAPER_ITERATIONS = 40000  # deployment schedule; more would not be the paper's any more
@@ -33,7 +31,6 @@ PAPER_COARSE_NETWORKS = 50
 MIN_COARSE_NETWORKS = 4
 NETWORKS_PER_CLUSTER = 6  # the paper's 50 networks over 8 clusters
 MAX_CLUSTERS = 8
-SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
 MIN_SEARCH_CLUSTERS = 2
 """Algorithm 1 differs from random search only with two clusters or more: with one, its initial
 networks and its ranking picks are all uniform draws from the 924 topologies."""
@@ -45,21 +42,11 @@ iterations ranked them like the 2,000-iteration Dice with a 95% interval clear o
 study's 240-iteration proxy ranked like a coin between two seeds (Spearman -0.03). 2,000 is the
 longest schedule measured, not one shown to rank: there the seed noise (sd 0.004) equals the
 spread between topologies (``benchmarks/results/search_landscape.json``)."""
-MIN_SUPERNET_ITERATIONS = 2 * MIN_RANKING_ITERATIONS
-"""Not measured (the benchmark's supernet part has not run yet): a supernet trains every path of
-the topology at once, so it is given at least twice what a stand-alone candidate needs, as the
-fine stage trains its supernet twice a candidate's schedule."""
 FINE_ONLY_SHARE = 0.25
 """Of the time left for networks, what a fine stage alone gets: its supernet trains about one
 fold's schedule (as in a full search, where it trains twice a coarse candidate's half)."""
 MIN_ITERATIONS = 100
 """Fewer iterations teach a network nothing: a budget that allows fewer is refused."""
-MIN_FOLD_ITERATIONS = 5000
-"""Under a budget, the plan trains the most folds (of five) that each still get this many
-iterations, and at least one: an eighth of the paper's 40000. A fold trained much less is a weak
-ensemble member and a poor estimate (Hippocampus, C2FNAS-Panc at width 0.25, planned for an hour:
-validation Dice 0.864 after 2500 iterations, 0.881 at its best after 6000,
-``benchmarks/results/hippocampus_run_panc.json``)."""
 CHECKPOINT_SECONDS = 600.0  # a killed run loses at most about this much training
 
 
@@ -308,29 +295,6 @@ def fit_budget(
     return Schedule(training, search_schedule, _seconds(costs, training, search_schedule, folds))
 
 
-def fit_folds(
-    budget: float, costs_of: Callable[[int], Costs], search: SearchMode, workers: int = 1
-) -> tuple[int, Schedule]:
-    """The most folds (of ``NUM_FOLDS``) whose training runs each still get
-    ``MIN_FOLD_ITERATIONS`` iterations in ``budget``, and their schedule; one fold when even
-    one gets fewer.
-
-    Args:
-        costs_of: the run's costs when it trains that many folds (prediction grows with them).
-
-    Raises:
-        BudgetError: not even one fold fits.
-    """
-    for folds in range(NUM_FOLDS, 1, -1):
-        try:
-            planned = fit_budget(budget, costs_of(folds), search, folds, workers)
-        except BudgetError:
-            continue
-        if planned.training.iterations >= MIN_FOLD_ITERATIONS:
-            return folds, planned
-    return 1, fit_budget(budget, costs_of(1), search, 1, workers)
-
-
 def paper_schedule(
     costs: Costs, search: SearchMode, folds: int, workers: int = 1, fine_candidates: int = 2000
 ) -> Schedule:
@@ -356,107 +320,3 @@ def _seconds(
         "training": folds * training.seconds,
         "prediction": costs.prediction,
     }
-
-
-@dataclass(frozen=True)
-class SearchChoice:
-    """What the plan searches, for how many folds, with which schedule, and why."""
-
-    mode: SearchMode
-    folds: int
-    schedule: Schedule
-    reason: str
-    """Why, and the search's size."""
-    why: str
-    """Why alone (the plan's table shows the size beside it)."""
-
-
-def choose_search(
-    budget: float,
-    costs_of: Callable[[int], Costs],
-    workers: int = 1,
-    folds: int | None = None,
-    forced: SearchMode | None = None,
-) -> SearchChoice:
-    """Search only where a search can pay: a coarse stage when the budget buys Algorithm 1 at
-    least ``MIN_SEARCH_CLUSTERS`` clusters of candidates trained at least
-    ``MIN_RANKING_ITERATIONS``; else the fine stage alone when its supernet trains at least
-    ``MIN_SUPERNET_ITERATIONS``; else no search. ``forced`` takes that mode whatever it buys,
-    and the reason then says what to expect of it.
-
-    Args:
-        costs_of: the run's costs when it trains that many folds.
-        folds: train this many folds (default: the most that each train
-            ``MIN_FOLD_ITERATIONS``, see ``fit_folds``).
-
-    Raises:
-        BudgetError: not even training without a search fits (or the forced mode does not).
-    """
-
-    def planned(mode: SearchMode) -> tuple[int, Schedule]:
-        if folds is None:
-            return fit_folds(budget, costs_of, mode, workers)
-        return folds, fit_budget(budget, costs_of(folds), mode, folds, workers)
-
-    if forced:
-        count, schedule = planned(forced)
-        problem = _search_problem(forced, schedule)
-        why = f"forced (--search {forced})" + (f"; expect little of it: {problem}" * bool(problem))
-        reason = f"forced (--search {forced}): {_search_summary(forced, schedule)}"
-        if problem:
-            reason += f"; expect little of it: {problem}"
-        return SearchChoice(forced, count, schedule, reason, why)
-    skipped = []
-    for mode in SEARCH_MODES:
-        try:
-            count, schedule = planned(mode)
-        except BudgetError as error:
-            if mode == "none":
-                raise
-            skipped.append(f"no {mode} stage: {error}")
-            continue
-        problem = _search_problem(mode, schedule)
-        if problem is None:
-            reason = "; ".join([*skipped, _search_summary(mode, schedule)])
-            why = "; ".join(skipped) or "the budget buys a search that can rank"
-            return SearchChoice(mode, count, schedule, reason, why)
-        skipped.append(f"no {mode} stage: {problem}")
-    raise AssertionError("unreachable: 'none' has no problem")  # pragma: no cover
-
-
-def _search_problem(mode: SearchMode, planned: Schedule) -> str | None:
-    """Why ``planned``'s search cannot pay, or None when it can."""
-    search = planned.search
-    if search is None:
-        return None
-    if mode == "coarse" and search.clusters < MIN_SEARCH_CLUSTERS:
-        return (
-            f"{search.coarse_networks} networks make {search.clusters} cluster(s), and "
-            f"Algorithm 1 needs {MIN_SEARCH_CLUSTERS} "
-            f"({MIN_SEARCH_CLUSTERS * NETWORKS_PER_CLUSTER} networks) to be more than random "
-            "search"
-        )
-    if mode == "coarse" and search.iterations < MIN_RANKING_ITERATIONS:
-        return (
-            f"candidates would train {search.iterations} iterations, and scores rank "
-            f"topologies only from {MIN_RANKING_ITERATIONS}"
-        )
-    if mode == "fine" and 2 * search.iterations < MIN_SUPERNET_ITERATIONS:
-        return (
-            f"the supernet would train {2 * search.iterations} iterations, and ranks "
-            f"colourings only from {MIN_SUPERNET_ITERATIONS}"
-        )
-    return None
-
-
-def _search_summary(mode: SearchMode, planned: Schedule) -> str:
-    search = planned.search
-    if mode == "none" or search is None:
-        return "C2FNAS-Panc trained without a search"
-    supernet = f"a supernet of {2 * search.iterations} iterations scoring {search.fine_candidates}"
-    if mode == "fine":
-        return f"the fine stage alone on C2FNAS-Panc's topology: {supernet} colourings"
-    return (
-        f"{search.coarse_networks} networks in {search.clusters} clusters x "
-        f"{search.iterations} iterations, then {supernet} colourings"
-    )

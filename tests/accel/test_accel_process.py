@@ -12,6 +12,7 @@ from c2fnas.accel.process import (
     ThreadGovernor,
     default_threads,
     keep_freed_memory,
+    start_governor,
     usable_cores,
 )
 from c2fnas.cli import app
@@ -122,8 +123,9 @@ def test_training_adapts_its_threads_unless_they_were_fixed(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("C2FNAS_ADAPT_THREADS", "1")
     assert ThreadGovernor.wanted(cpu) and not ThreadGovernor.wanted(cuda)
+    assert isinstance(start_governor(cpu), ThreadGovernor) and start_governor(cuda) is None
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # fixed by the user or `c2fnas --threads`
-    assert not ThreadGovernor.wanted(cpu)
+    assert not ThreadGovernor.wanted(cpu) and start_governor(cpu) is None
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setenv("C2FNAS_ADAPT_THREADS", "0")
-    assert not ThreadGovernor.wanted(cpu)
+    assert not ThreadGovernor.wanted(cpu) and start_governor(cpu) is None

@@ -1,7 +1,8 @@
-"""Batch size and width from the device's memory, by the project's own activation estimate.
+"""One training step's memory by the project's own activation estimate, and the batch that
+fits a device.
 
-``training_bytes`` is the model of one training step's memory; ``fit_batch`` and
-``choose_width`` are pure functions of it, so a test can give any memory figure.
+``training_bytes`` is the model of one training step's memory; ``fit_batch`` is a pure function
+of it, so a test can give any memory figure.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from c2fnas.costs.profile import estimate_cost
 from c2fnas.nn import C2FNet
-from c2fnas.nn.profile import estimate_cost
 from c2fnas.space import Architecture
 
 ACTIVATION_OVERHEAD = 1.5
@@ -24,8 +25,6 @@ PARAMETER_COPIES = 4  # weights, gradients, SGD momentum, autocast's half-precis
 USABLE_MEMORY = 0.8
 """Of the device's memory, what one training step may take: the data loader, the validation
 volume and (on CUDA) the context and kernels' workspaces need the rest."""
-WIDTHS = (0.25, 0.5, 0.75, 1.0)
-"""Widths the planner chooses from (the paper's scaling grid up to its searched width, 1.0)."""
 MIN_BATCH = 2  # the loader draws 2 patches per volume; instance norm works at any batch
 MAX_BATCH = 8  # the paper's batch
 

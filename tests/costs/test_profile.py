@@ -1,7 +1,7 @@
 import pytest
 
+from c2fnas.costs.profile import estimate_cost
 from c2fnas.nn import C2FNet
-from c2fnas.nn.profile import estimate_cost
 from c2fnas.nn.unet3d import UNet3D
 from c2fnas.space import Architecture
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from c2fnas.planning import memory
-from c2fnas.planning.memory import NetworkMemory, fit_batch
+from c2fnas.costs import memory
+from c2fnas.costs.memory import NetworkMemory, fit_batch
 from c2fnas.space import Architecture
 
 PANC_LEVELS = (0, 0, 1, 1, 2, 3, 2, 2, 1, 0, 0, 0)

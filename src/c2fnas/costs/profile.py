@@ -1,5 +1,5 @@
 """Parameters, multiply-accumulates and activation memory of any network (its timing is
-``c2fnas.training.measure``'s, as training runs it).
+``costs.measure``'s, as training runs it).
 
 MACs follow the paper's "FLOPs" convention (Table 2): the multiply-accumulates of convolutions
 (and transposed convolutions) for one sample; norms, activations, pooling and interpolation are
@@ -98,7 +98,7 @@ def profile_architecture(
     batch: int = 1,
 ) -> dict[str, object]:
     """What ``c2fnas profile`` counts (parameters, MACs, activation memory), as a JSON-ready
-    dict; its timing is ``training.measure.measure_step``'s, the step ``c2fnas plan`` measures."""
+    dict; its timing is ``costs.measure.measure_step``'s, the step ``c2fnas plan`` measures."""
     assert isinstance(architecture, Architecture)
     check_input_size((batch, in_channels, *patch))
     model = C2FNet(architecture, in_channels, num_classes)

@@ -1,5 +1,9 @@
 """One measured training step and one measured batch of sliding windows, as training and
-prediction run them: the accelerated network, the device's layout and precision."""
+prediction run them: the accelerated network, the device's layout and precision.
+
+``c2fnas profile``, ``c2fnas plan`` and ``search coarse --estimate`` all call ``measure_step``,
+so the step they report is the same one.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,15 @@ from dataclasses import dataclass
 import torch
 from monai.losses import DiceCELoss
 
-from c2fnas.accel.precision import autocast, memory_format
+from c2fnas.accel.precision import autocast, memory_format, resolve_precision
 from c2fnas.accel.swap import accelerate
 from c2fnas.inference.estimate import seconds_per_window
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
+from c2fnas.training.config import load_config
+
+CHEAP_STEP_MACS = 20e9
+"""Measure a training step on the CPU only below this many MACs per step (seconds, not minutes)."""
 
 
 @dataclass(frozen=True)
@@ -105,3 +113,23 @@ def measure_step(
     network.eval()
     window = seconds_per_window(network, in_channels, patch, window_batch, precision, device)
     return Measurement(times[len(times) // 2], window, peak)
+
+
+def measured_speed(
+    architecture: Architecture, patch: tuple[int, int, int], in_channels: int, classes: int,
+    batch: int,
+) -> dict[str, object]:  # fmt: skip
+    """``measure_step`` on the device and in the precision a run would use here, with the
+    paper configuration's window batch (what ``c2fnas profile`` shows)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision("auto", device)
+    window_batch = load_config("paper").training.window_batch
+    measured = measure_step(
+        architecture, in_channels, classes, patch, batch, window_batch, precision, device
+    )
+    return {
+        "device": str(device),
+        "precision": precision,
+        "step_seconds": measured.step_seconds,
+        "window_seconds": measured.window_seconds,
+    }

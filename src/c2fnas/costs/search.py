@@ -2,17 +2,17 @@
 
 Training cost per candidate ~ MACs per sample x batch x iterations x 3 (the backward pass costs
 about twice the forward). MACs differ between topologies, so they are counted (on the meta device,
-free) for one random topology per cluster. Validation costs a forward pass per sliding window: the
+free) for the topologies that stand for the search (the search picks one per cluster,
+``search.stages.typical_candidates``). Validation costs a forward pass per sliding window: the
 windows of the search fold's cached cases (``search_fold_windows``), at every validation of the
 training loop (``validates_after``). Times come from a training step and a batch of windows of the
-median topology, measured as training runs them (``c2fnas.training.measure``: the accelerated
-network in the device's layout and precision).
+median topology, measured as training runs them (``costs.measure``: the accelerated network in
+the device's layout and precision).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,22 +20,18 @@ from pathlib import Path
 import torch
 
 from c2fnas.accel.precision import resolve_precision
+from c2fnas.costs.measure import CHEAP_STEP_MACS, measure_step
+from c2fnas.costs.profile import estimate_cost
 from c2fnas.data import splits
 from c2fnas.data.cache import read_properties
 from c2fnas.data.pipeline import cached_case_ids
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.inference.sliding_window import window_count
 from c2fnas.nn.network import C2FNet
-from c2fnas.nn.profile import estimate_cost
-from c2fnas.search.strategies import topology_clusters
 from c2fnas.space import Architecture
 from c2fnas.training.loop import validates_after
-from c2fnas.training.measure import measure_step
 
 logger = logging.getLogger(__name__)
-
-CHEAP_STEP_MACS = 20e9
-"""Measure a training step on the CPU only below this many MACs per step (seconds, not minutes)."""
 
 
 @dataclass(frozen=True)
@@ -99,15 +95,13 @@ class ComputeEstimate:
 
 
 def estimate_search_compute(
+    architectures: Sequence[Architecture],
     patch: tuple[int, int, int],
     in_channels: int,
     classes: int,
     batch: int,
     iterations: int,
     budget: int,
-    width: float = 1.0,
-    seed: int = 0,
-    clusters: int = 8,
     measure: bool | None = None,
     *,
     validate_every: int | None = None,
@@ -115,10 +109,12 @@ def estimate_search_compute(
     precision: str = "auto",
     window_batch: int = 4,
 ) -> ComputeEstimate:
-    """Count MACs for one topology per cluster; measure a step when cheap (``measure=None``:
-    always on a GPU, on a CPU below ``CHEAP_STEP_MACS``) or when ``measure`` is true.
+    """Count MACs for each of ``architectures``; measure a step of the median one when cheap
+    (``measure=None``: always on a GPU, on a CPU below ``CHEAP_STEP_MACS``) or when ``measure``
+    is true.
 
     Args:
+        architectures: the candidates that stand for the search (at least one).
         validate_every: the training loop's ``training.validate_every`` (None: it validates
             only after the last iteration).
         validation_windows: sliding windows of one validation pass (``search_fold_windows``).
@@ -126,13 +122,6 @@ def estimate_search_compute(
 
     A step that does not fit in the GPU's memory is not timed (a warning says so).
     """
-    cluster_of = topology_clusters(seed, clusters)
-    rng = random.Random(seed)
-    sample = [
-        rng.choice(sorted(code for code, k in cluster_of.items() if k == cluster))
-        for cluster in range(clusters)
-    ]
-    architectures = [Architecture.coarse(code, width) for code in sample]
     with torch.device("meta"):  # shapes only: no weights are allocated or initialised
         networks = [C2FNet(architecture, in_channels, classes) for architecture in architectures]
     macs = [estimate_cost(net, (1, in_channels, *patch)).macs for net in networks]

@@ -5,22 +5,31 @@ import pytest
 import torch
 
 from c2fnas.accel.precision import resolve_precision
+from c2fnas.costs import search as estimate_module
+from c2fnas.costs.profile import estimate_cost
+from c2fnas.costs.search import estimate_search_compute, search_fold_windows
 from c2fnas.data.cache import case_paths
 from c2fnas.data.splits import SEARCH_FOLD
 from c2fnas.nn.network import C2FNet
-from c2fnas.nn.profile import estimate_cost
-from c2fnas.search import estimate as estimate_module
-from c2fnas.search.estimate import estimate_search_compute, search_fold_windows
+from c2fnas.search.stages import typical_candidates
 from c2fnas.space import Architecture, u_shaped_topologies
-from tests.search.toy_worker import FIVE_CASES
+from tests.search.toy_worker import FIVE_CASES, toy_run_folder
 
 PATCH = (32, 32, 16)
 
 
+def _candidates(width=0.125):
+    """The topologies that stand for a search of two clusters, as ``coarse_estimate`` picks."""
+    return typical_candidates(seed=0, clusters=2, width=width)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return toy_run_folder(tmp_path / "run")
+
+
 def test_estimate_counts_training_macs_of_the_whole_search_and_times_a_cheap_step():
-    estimate = estimate_search_compute(
-        PATCH, 1, 2, batch=2, iterations=10, budget=4, width=0.125, clusters=2
-    )
+    estimate = estimate_search_compute(_candidates(), PATCH, 1, 2, batch=2, iterations=10, budget=4)
     network = C2FNet(Architecture.coarse(u_shaped_topologies()[0], 0.125), 1, 2)
     one = estimate_cost(network, (1, 1, *PATCH)).macs
     assert 0.5 * one < estimate.macs_min <= estimate.macs_mean <= estimate.macs_max < 2 * one
@@ -35,7 +44,7 @@ def test_estimate_counts_training_macs_of_the_whole_search_and_times_a_cheap_ste
 
 def test_an_expensive_step_is_not_measured_on_a_cpu():
     estimate = estimate_search_compute(
-        (96, 96, 96), 1, 3, batch=8, iterations=20000, budget=50, clusters=2
+        _candidates(width=1.0), (96, 96, 96), 1, 3, batch=8, iterations=20000, budget=50
     )
     assert estimate.step_seconds is None and estimate.device_hours is None
     assert 100e9 < estimate.macs_mean < 200e9  # C2FNAS-Panc-sized networks: ~150 GMACs
@@ -44,7 +53,7 @@ def test_an_expensive_step_is_not_measured_on_a_cpu():
 
 def test_validations_are_costed_as_forward_passes_over_their_windows():
     estimate = estimate_search_compute(
-        PATCH, 1, 2, batch=2, iterations=10, budget=4, width=0.125, clusters=2,
+        _candidates(), PATCH, 1, 2, batch=2, iterations=10, budget=4,
         validate_every=4, validation_windows=5,
     )  # fmt: skip
     assert estimate.validations == 3  # after iterations 4, 8 and the last, 10
@@ -78,7 +87,7 @@ def test_a_step_that_does_not_fit_is_not_timed_and_the_search_goes_on(monkeypatc
     monkeypatch.setattr(estimate_module, "measure_step", out_of_memory)
     with caplog.at_level(logging.WARNING):
         estimate = estimate_search_compute(
-            PATCH, 1, 2, batch=8, iterations=10, budget=4, width=0.125, clusters=2, measure=True
+            _candidates(), PATCH, 1, 2, batch=8, iterations=10, budget=4, measure=True
         )
     assert estimate.step_seconds is None and estimate.device_hours is None
     assert estimate.total_macs > 0 and "PMACs" in estimate.describe()

@@ -1,0 +1,278 @@
+"""What a budget buys, solved once per plan (``solve_budget``): the search and the folds, the
+width, whether prediction mirrors, and the schedule that fits.
+
+Each choice takes what the earlier ones settled: the search and the folds from the narrowest
+network without mirroring, the width with those, mirroring with that width. A budget problem
+(the same costs, search and folds) is solved once: the schedule found while choosing is the
+plan's when the final costs are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, Self, TypeVar, get_args
+
+from c2fnas.costs.schedule import (
+    MIN_RANKING_ITERATIONS,
+    MIN_SEARCH_CLUSTERS,
+    NETWORKS_PER_CLUSTER,
+    BudgetError,
+    Costs,
+    Schedule,
+    fit_budget,
+)
+from c2fnas.data.splits import NUM_FOLDS
+from c2fnas.training.config import SearchMode
+
+SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
+MIN_SUPERNET_ITERATIONS = 2 * MIN_RANKING_ITERATIONS
+"""Not measured (the benchmark's supernet part has not run yet): a supernet trains every path of
+the topology at once, so it is given at least twice what a stand-alone candidate needs, as the
+fine stage trains its supernet twice a candidate's schedule."""
+MIN_FOLD_ITERATIONS = 5000
+"""Under a budget, the plan trains the most folds (of five) that each still get this many
+iterations, and at least one: an eighth of the paper's 40000. A fold trained much less is a weak
+ensemble member and a poor estimate (Hippocampus, C2FNAS-Panc at width 0.25, planned for an hour:
+validation Dice 0.864 after 2500 iterations, 0.881 at its best after 6000,
+``benchmarks/results/hippocampus_run_panc.json``)."""
+ITERATIONS_BEFORE_WIDTH = 20000
+"""Under a budget, a network wider than the narrowest is planned only when it still trains the
+paper's search schedule (20000 iterations, what the paper deemed enough to rank networks)."""
+TTA_SHARE = 0.05
+"""Under a budget, prediction mirrors when that costs at most this share of the budget."""
+
+
+class Candidate(Protocol):
+    """A network a plan may train, as the solver sees it."""
+
+    def costs(self, folds: int, mirrored: bool) -> Costs:
+        """The run's costs when it trains ``folds`` folds and prediction mirrors or not."""
+        ...
+
+    def measured(self) -> Self:
+        """Itself with a measured step where measuring is cheap (its costs may have been
+        extrapolated from another network's)."""
+        ...
+
+
+CandidateT = TypeVar("CandidateT", bound=Candidate)
+
+
+@dataclass(frozen=True)
+class BudgetPlan(Generic[CandidateT]):
+    """What ``solve_budget`` settled."""
+
+    mode: SearchMode
+    folds: int
+    network: CandidateT
+    """The chosen candidate, measured where that was cheap."""
+    mirrored: bool
+    """Whether prediction mirrors (test-time augmentation)."""
+    schedule: Schedule
+    why: str | None
+    """Why this search (``SearchChoice.why``); None when a given network is trained."""
+
+
+def solve_budget(
+    budget: float,
+    candidates: Sequence[CandidateT],
+    workers: int = 1,
+    folds: int | None = None,
+    search: SearchMode | None = None,
+    network_given: bool = False,
+) -> BudgetPlan[CandidateT]:
+    """Everything a plan fits into ``budget`` seconds, in one call.
+
+    1. The search and the folds (``choose_search``), or with ``network_given`` no search and the
+       folds of ``fit_folds`` (one where not even one fits: the schedule then says why).
+    2. The widest candidate that still trains ``ITERATIONS_BEFORE_WIDTH`` iterations, by its
+       costs as given; only that one is ``measured``.
+    3. Mirroring where it costs at most ``TTA_SHARE`` of the budget, and the schedule. When the
+       measured wider network no longer fits, the narrowest is planned instead.
+
+    Args:
+        candidates: the networks that fit the memory, narrowest first; the narrowest's costs
+            measured.
+        folds: train this many folds (default: see ``fit_folds``).
+        search: search this whatever the budget buys (``choose_search``'s ``forced``).
+        network_given: a given network is trained: nothing is searched or chosen to search.
+
+    Raises:
+        BudgetError: not even the narrowest network fits (says what the budget lacks).
+    """
+    narrowest = candidates[0]
+    solved: dict[Costs, Schedule] = {}
+
+    def costs_of(count: int) -> Costs:
+        return narrowest.costs(count, False)
+
+    why = None
+    mode: SearchMode = "none"
+    if not network_given:
+        choice = choose_search(budget, costs_of, workers, folds, search)
+        mode, count, why = choice.mode, choice.folds, choice.why
+        solved[costs_of(count)] = choice.schedule
+    elif folds is None:
+        try:
+            count, planned = fit_folds(budget, costs_of, mode, workers)
+            solved[costs_of(count)] = planned
+        except BudgetError:
+            count = 1  # the schedule below says what the budget lacks
+    else:
+        count = folds
+
+    def fit(costs: Costs) -> Schedule:
+        if costs not in solved:
+            solved[costs] = fit_budget(budget, costs, mode, count, workers)
+        return solved[costs]
+
+    chosen = narrowest
+    for candidate in reversed(candidates[1:]):
+        try:
+            planned = fit(candidate.costs(count, False))
+        except BudgetError:
+            continue
+        if planned.training.iterations >= ITERATIONS_BEFORE_WIDTH:
+            chosen = candidate.measured()
+            break
+
+    def mirrored_fit(candidate: CandidateT) -> tuple[Schedule, bool]:
+        mirrored = candidate.costs(count, True).prediction <= TTA_SHARE * budget
+        return fit(candidate.costs(count, mirrored)), mirrored
+
+    try:
+        planned, mirrored = mirrored_fit(chosen)
+    except BudgetError:
+        if chosen is narrowest:
+            raise
+        chosen = narrowest  # the measured step of the wider network was slower than estimated
+        planned, mirrored = mirrored_fit(chosen)
+    return BudgetPlan(mode, count, chosen, mirrored, planned, why)
+
+
+def fit_folds(
+    budget: float, costs_of: Callable[[int], Costs], search: SearchMode, workers: int = 1
+) -> tuple[int, Schedule]:
+    """The most folds (of ``NUM_FOLDS``) whose training runs each still get
+    ``MIN_FOLD_ITERATIONS`` iterations in ``budget``, and their schedule; one fold when even
+    one gets fewer.
+
+    Args:
+        costs_of: the run's costs when it trains that many folds (prediction grows with them).
+
+    Raises:
+        BudgetError: not even one fold fits.
+    """
+    for folds in range(NUM_FOLDS, 1, -1):
+        try:
+            planned = fit_budget(budget, costs_of(folds), search, folds, workers)
+        except BudgetError:
+            continue
+        if planned.training.iterations >= MIN_FOLD_ITERATIONS:
+            return folds, planned
+    return 1, fit_budget(budget, costs_of(1), search, 1, workers)
+
+
+@dataclass(frozen=True)
+class SearchChoice:
+    """What the plan searches, for how many folds, with which schedule, and why."""
+
+    mode: SearchMode
+    folds: int
+    schedule: Schedule
+    reason: str
+    """Why, and the search's size."""
+    why: str
+    """Why alone (the plan's table shows the size beside it)."""
+
+
+def choose_search(
+    budget: float,
+    costs_of: Callable[[int], Costs],
+    workers: int = 1,
+    folds: int | None = None,
+    forced: SearchMode | None = None,
+) -> SearchChoice:
+    """Search only where a search can pay: a coarse stage when the budget buys Algorithm 1 at
+    least ``MIN_SEARCH_CLUSTERS`` clusters of candidates trained at least
+    ``MIN_RANKING_ITERATIONS``; else the fine stage alone when its supernet trains at least
+    ``MIN_SUPERNET_ITERATIONS``; else no search. ``forced`` takes that mode whatever it buys,
+    and the reason then says what to expect of it.
+
+    Args:
+        costs_of: the run's costs when it trains that many folds.
+        folds: train this many folds (default: the most that each train
+            ``MIN_FOLD_ITERATIONS``, see ``fit_folds``).
+
+    Raises:
+        BudgetError: not even training without a search fits (or the forced mode does not).
+    """
+
+    def planned(mode: SearchMode) -> tuple[int, Schedule]:
+        if folds is None:
+            return fit_folds(budget, costs_of, mode, workers)
+        return folds, fit_budget(budget, costs_of(folds), mode, folds, workers)
+
+    if forced:
+        count, schedule = planned(forced)
+        problem = _search_problem(forced, schedule)
+        why = f"forced (--search {forced})" + (f"; expect little of it: {problem}" * bool(problem))
+        reason = f"forced (--search {forced}): {_search_summary(forced, schedule)}"
+        if problem:
+            reason += f"; expect little of it: {problem}"
+        return SearchChoice(forced, count, schedule, reason, why)
+    skipped = []
+    for mode in SEARCH_MODES:
+        try:
+            count, schedule = planned(mode)
+        except BudgetError as error:
+            if mode == "none":
+                raise
+            skipped.append(f"no {mode} stage: {error}")
+            continue
+        problem = _search_problem(mode, schedule)
+        if problem is None:
+            reason = "; ".join([*skipped, _search_summary(mode, schedule)])
+            why = "; ".join(skipped) or "the budget buys a search that can rank"
+            return SearchChoice(mode, count, schedule, reason, why)
+        skipped.append(f"no {mode} stage: {problem}")
+    raise AssertionError("unreachable: 'none' has no problem")  # pragma: no cover
+
+
+def _search_problem(mode: SearchMode, planned: Schedule) -> str | None:
+    """Why ``planned``'s search cannot pay, or None when it can."""
+    search = planned.search
+    if search is None:
+        return None
+    if mode == "coarse" and search.clusters < MIN_SEARCH_CLUSTERS:
+        return (
+            f"{search.coarse_networks} networks make {search.clusters} cluster(s), and "
+            f"Algorithm 1 needs {MIN_SEARCH_CLUSTERS} "
+            f"({MIN_SEARCH_CLUSTERS * NETWORKS_PER_CLUSTER} networks) to be more than random "
+            "search"
+        )
+    if mode == "coarse" and search.iterations < MIN_RANKING_ITERATIONS:
+        return (
+            f"candidates would train {search.iterations} iterations, and scores rank "
+            f"topologies only from {MIN_RANKING_ITERATIONS}"
+        )
+    if mode == "fine" and 2 * search.iterations < MIN_SUPERNET_ITERATIONS:
+        return (
+            f"the supernet would train {2 * search.iterations} iterations, and ranks "
+            f"colourings only from {MIN_SUPERNET_ITERATIONS}"
+        )
+    return None
+
+
+def _search_summary(mode: SearchMode, planned: Schedule) -> str:
+    search = planned.search
+    if mode == "none" or search is None:
+        return "C2FNAS-Panc trained without a search"
+    supernet = f"a supernet of {2 * search.iterations} iterations scoring {search.fine_candidates}"
+    if mode == "fine":
+        return f"the fine stage alone on C2FNAS-Panc's topology: {supernet} colourings"
+    return (
+        f"{search.coarse_networks} networks in {search.clusters} clusters x "
+        f"{search.iterations} iterations, then {supernet} colourings"
+    )
