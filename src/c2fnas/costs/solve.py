@@ -27,9 +27,13 @@ from c2fnas.training.config import SearchMode
 
 SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
 MIN_SUPERNET_ITERATIONS = 2 * MIN_RANKING_ITERATIONS
-"""Not measured (the benchmark's supernet part has not run yet): a supernet trains every path of
-the topology at once, so it is given at least twice what a stand-alone candidate needs, as the
-fine stage trains its supernet twice a candidate's schedule."""
+"""A supernet trains every path of the topology at once, so it gets at least twice what a
+stand-alone candidate needs to rank (as the fine stage trains its supernet twice a candidate's
+schedule). ``benchmarks/search_landscape.py`` part 7 (Hippocampus, C2FNAS-Panc's topology, AMD
+EPYC) measured only below this: a 2,000-iteration supernet against 10 colourings trained 1,000
+iterations with two seeds gave Spearman +0.13 [-0.55, +0.69], and the colourings' own
+seed-to-seed Spearman was +0.13 [-0.70, +0.81] (their spread sd 0.010, a seed's difference 0.014
+on average): nothing to rank at that length. Whether 4,000 ranks is not measured."""
 MIN_FOLD_ITERATIONS = 5000
 """Under a budget, the plan trains the most folds (of five) that each still get this many
 iterations, and at least one: an eighth of the paper's 40000. A fold trained much less is a weak
