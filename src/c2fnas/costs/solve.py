@@ -39,7 +39,7 @@ MIN_FOLD_ITERATIONS = 5000
 iterations, and at least one: an eighth of the paper's 40000. A fold trained much less is a weak
 ensemble member and a poor estimate (Hippocampus, C2FNAS-Panc at width 0.25, planned for an hour:
 validation Dice 0.864 after 2500 iterations, 0.881 at its best after 6000,
-``benchmarks/results/hippocampus_run_panc.json``)."""
+``benchmarks/results/hippocampus_run_panc_60m.json``)."""
 ITERATIONS_BEFORE_WIDTH = 20000
 """Under a budget, a network wider than the narrowest is planned only when it still trains the
 paper's search schedule (20000 iterations, what the paper deemed enough to rank networks)."""

@@ -51,7 +51,7 @@ MIRROR_PASSES = 8  # test-time mirroring: every flip of the three axes
 PREDICTION_SECONDS_PER_CASE = 1.3
 """What predicting one case costs beyond its windows and its preprocessing: reading it, restoring
 the probabilities to its geometry, writing, and (out of fold) scoring the post-processing choice.
-The 60-minute Hippocampus run (``benchmarks/results/hippocampus_run_panc.json``, AMD EPYC with
+The 60-minute Hippocampus run (``benchmarks/results/hippocampus_run_panc_60m.json``, AMD EPYC with
 AVX2) planned 13.7 s for 40 out-of-fold cases with mirroring and spent 65.3 s: 1.3 s a case."""
 
 
