@@ -11,6 +11,7 @@ from rich.table import Table
 
 from c2fnas.cli.display import console, err_console, fail, progress_bar
 from c2fnas.cli.options import gpu_count
+from c2fnas.evaluation import metrics, report
 
 app = typer.Typer()
 
@@ -150,9 +151,6 @@ def evaluate(
     tolerance: Annotated[float, typer.Option(help="Surface Dice tolerance in mm.")] = 1.0,
 ) -> None:
     """Dice, HD95 (mm) and surface Dice per case and class; mean and std per class."""
-    # heavy: see the package docstring
-    from c2fnas.evaluation import metrics, report
-
     tokens = ([labels] if labels else []) + list(ctx.args)
     try:
         values = [int(part) for token in tokens for part in token.replace(",", " ").split()]

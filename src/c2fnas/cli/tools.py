@@ -32,17 +32,13 @@ def profile(
     """Parameters, MACs, training activation memory and measured speed of an architecture: the
     training step and sliding window `c2fnas plan` measures (accelerated, Dice + cross-entropy,
     the precision `auto` picks), on this machine."""
-    # heavy: see the package docstring
-    from c2fnas.costs.measure import measured_speed
-    from c2fnas.costs.profile import profile_architecture
+    from c2fnas.costs.profile import profile_architecture  # heavy: see the package docstring
 
     try:
         architecture = Architecture.load(arch_json)
         if width is not None:
             architecture = architecture.with_width(width)
-        report = profile_architecture(architecture, patch, in_channels, classes, batch)
-        if timing:
-            report.update(measured_speed(architecture, patch, in_channels, classes, batch))
+        report = profile_architecture(architecture, patch, in_channels, classes, batch, timing)
     except (ArchitectureError, ValueError) as error:
         raise fail(str(error)) from None
     if as_json:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from c2fnas.costs.measure import measured_speed
 from c2fnas.nn.network import C2FNet, check_input_size
 from c2fnas.space import Architecture
 
@@ -96,9 +97,11 @@ def profile_architecture(
     in_channels: int,
     num_classes: int,
     batch: int = 1,
+    timing: bool = False,
 ) -> dict[str, object]:
     """What ``c2fnas profile`` counts (parameters, MACs, activation memory), as a JSON-ready
-    dict; its timing is ``costs.measure.measure_step``'s, the step ``c2fnas plan`` measures."""
+    dict; with ``timing``, also the measured step and window (``costs.measure.measured_speed``:
+    the step ``c2fnas plan`` measures)."""
     assert isinstance(architecture, Architecture)
     check_input_size((batch, in_channels, *patch))
     model = C2FNet(architecture, in_channels, num_classes)
@@ -113,4 +116,6 @@ def profile_architecture(
         "macs": cost.macs,
         "activation_bytes_fp32": cost.activation_bytes,
     }
+    if timing:
+        report.update(measured_speed(architecture, patch, in_channels, num_classes, batch))
     return report

@@ -7,7 +7,9 @@ Conventions for empty masks (a class absent from the reference, the prediction, 
 | empty | empty | 1 | 0 | 1 |
 | empty | not empty, or the reverse | 0 | undefined (NaN, left out of the mean) | 0 |
 
-Distances use the voxel size of the reference's affine (column norms), so they are in mm.
+Distances use the voxel size of the reference's affine (column norms), so they are in mm. torch
+and MONAI are imported where the distances are computed, so that the command line imports this
+module (and ``c2fnas --help`` starts) without them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
 from c2fnas.data.io import IMAGE_SUFFIXES, NiftiError, image_files_in, load_volume
 
@@ -91,6 +91,9 @@ def class_scores(
         return 1.0, 0.0, 1.0
     if not predicted.any() or not expected.any():
         return 0.0, math.nan, 0.0
+    import torch  # heavy: see the module docstring
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
     # MONAI takes one-hot (B, C, ...) tensors; channel 0 is the background, left out.
     masks = [torch.from_numpy(np.stack([~mask, mask])[None]) for mask in (predicted, expected)]
     hd95 = compute_hausdorff_distance(*masks, percentile=95, spacing=list(spacing))
