@@ -78,6 +78,7 @@ from c2fnas.training.run import stream_seed
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import machine  # noqa: E402
+from search_study import interval_of_cases  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
 RESULTS = REPO / "benchmarks" / "results"
@@ -466,10 +467,7 @@ def out_of_fold_dice(run_dir: Path, data: Path) -> dict[str, Any] | None:
     for score in scores:
         per_case.setdefault(score.case, []).append(score.dice)
     means = np.array([np.mean(values) for values in per_case.values()])
-    resampled = means[np.random.default_rng(0).integers(0, len(means), (5000, len(means)))]
-    low, high = np.percentile(resampled.mean(axis=1), [2.5, 97.5])
-    return {"cases": len(means), "mean": float(means.mean()), "low": float(low),
-            "high": float(high)}  # fmt: skip
+    return {"cases": len(means), **interval_of_cases(means)}
 
 
 def show(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
