@@ -2,7 +2,8 @@
 
 import-linter (the README's test command) checks the layers through every import, wherever it
 is; this test keeps the imports hidden inside functions few: one per command-line command that
-needs torch, so that ``c2fnas --help`` starts without it (``tests/cli/test_commands.py`` checks that).
+needs torch, so that ``c2fnas --help`` starts without it (``tests/cli/test_commands.py`` checks
+that).
 """
 
 from __future__ import annotations
