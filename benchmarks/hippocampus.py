@@ -293,6 +293,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--search", action="store_true", help="with --run-budget: search, leave out --arch"
     )
     parser.add_argument(
+        "--accept-changed-data",
+        action="store_true",
+        help="with --run-budget: pass --accept-changed-data to a resumed run (the dataset was "
+        "copied again, same contents, new modification times); the start records it",
+    )
+    parser.add_argument(
         "--parallel",
         action="store_true",
         help="train the models at the same time (with --threads 1 on a machine with a core each)",
@@ -363,12 +369,15 @@ def run_mode(args: argparse.Namespace) -> None:
                "--time-budget", args.run_budget]  # fmt: skip
     if not args.search:
         command += ["--arch", str(REPO / "architectures" / "c2fnas-panc.json")]
+    if args.accept_changed_data:
+        command.append("--accept-changed-data")
     log.info("running: %s", " ".join(command))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     starts = json.loads(starts_file.read_text()) if starts_file.is_file() else []
     started = time.perf_counter()
     start = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": run_dir.exists(),
-             "cpu": machine.describe()["cpu"]}  # fmt: skip
+             "cpu": machine.describe()["cpu"],
+             "accepted_changed_data": args.accept_changed_data}  # fmt: skip
     log_path = run_dir.parent / f"{run_dir.name}.log"
     returncode: int | None = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally below still runs
