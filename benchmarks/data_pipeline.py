@@ -6,7 +6,11 @@ Measures, on MSD Task04 Hippocampus (200 cases):
    (target: under 60 s on a 2-core machine), then a rerun (everything skipped);
 2. patch batches per second from ``train_batches`` in this process and with worker processes;
 3. training steps per second of C2FNAS-Panc (width ``--width``) at the same patch and batch size,
-   bf16 autocast + channels_last_3d on a CPU (faster than fp32 there), cross-entropy loss.
+   bf16 autocast + channels_last_3d on a CPU (faster than fp32 there), cross-entropy loss;
+4. milliseconds per batch from ``train_batches`` in this process for each augmentation
+   (``paper``, ``nnunet``) at ``--augment-patch`` (48 x 64 x 48, the Hippocampus patch) and
+   ``--batch``; the difference is what the nnU-Net-like transforms add. One thread when run with
+   ``OMP_NUM_THREADS=1``.
 
 The loader must outpace training: compare rows 2 and 3. Prints a table and writes JSON.
 
@@ -62,6 +66,24 @@ def time_loader(run_dir: Path, patch: list[int], batch: int, workers: int, n: in
     return rate
 
 
+def time_augmentation(run_dir: Path, patch: list[int], batch: int, n: int) -> dict[str, float]:
+    """Milliseconds per batch in this process, by augmentation (first batch not counted)."""
+    from c2fnas.data.loader import AUGMENTATIONS, train_batches
+    from c2fnas.data.pipeline import cached_case_ids
+
+    milliseconds = {}
+    for name in AUGMENTATIONS:
+        stream = train_batches(
+            run_dir, cached_case_ids(run_dir), patch, batch, 0, augmentation=name
+        )
+        next(stream)
+        start = time.perf_counter()
+        for _ in range(n):
+            next(stream)
+        milliseconds[name] = (time.perf_counter() - start) / n * 1e3
+    return milliseconds
+
+
 def time_training(run_dir: Path, patch: list[int], batch: int, width: float, steps: int) -> float:
     """Training steps per second of C2FNAS-Panc on real batches (first step not counted)."""
     import torch
@@ -105,6 +127,8 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--loader-batches", type=int, default=100)
     parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--augment-patch", type=int, nargs=3, default=[48, 64, 48])
+    parser.add_argument("--augment-batches", type=int, default=200)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/data_pipeline.json")
     args = parser.parse_args()
     if not (args.dataset / "dataset.json").is_file():
@@ -119,6 +143,9 @@ def main() -> None:
             for w in (0, args.workers)
         }
         train = time_training(run_dir, args.patch, args.batch, args.width, args.train_steps)
+        augmentation = time_augmentation(
+            run_dir, args.augment_patch, args.batch, args.augment_batches
+        )
     result = {
         "dataset": str(args.dataset),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
@@ -129,6 +156,7 @@ def main() -> None:
         "loader_batches_per_second": loader,
         "training": {"model": "c2fnas-panc", "width": args.width, "precision": "bf16 autocast"},
         "training_steps_per_second": train,
+        "augmentation_ms_per_batch": {"patch": args.augment_patch, **augmentation},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -157,6 +185,13 @@ def _print_table(result: dict) -> None:
         f"training C2FNAS-Panc w{result['training']['width']}, same batch, bf16",
         f"{result['training_steps_per_second']:.3f} /s",
     )
+    augmentation = dict(result["augmentation_ms_per_batch"])
+    augment_patch = "x".join(map(str, augmentation.pop("patch")))
+    for name, milliseconds in augmentation.items():
+        table.add_row(
+            f"loader, {name} augmentation, batch {result['batch']} of {augment_patch}",
+            f"{milliseconds:.1f} ms",
+        )
     Console().print(table)
 
 

@@ -9,7 +9,7 @@ from c2fnas.search import fine
 from c2fnas.search.coarse import CoarseSettings, make_job, open_search
 from c2fnas.search.evaluate import settings_from_config
 from c2fnas.search.store import StoreError, TrialStore
-from c2fnas.search.study import RunFolderError
+from c2fnas.search.study import RunFolderError, scoring_settings
 from c2fnas.space import Architecture, u_shaped_topologies
 from c2fnas.training.config import load_config
 from tests.search.toy_worker import toy_run_folder
@@ -184,3 +184,14 @@ def test_the_fine_search_refuses_a_resume_that_scores_colourings_otherwise(
     changed = fine.make_job(run_dir, topology, config.with_fields(section, **values))
     with pytest.raises(StoreError, match=rf"fine search .*{re.escape(change)}"):
         fine.open_search(changed)
+
+
+def test_training_levers_at_their_defaults_leave_the_scoring_settings_as_before():
+    """A study stored before the levers existed keeps its settings, so its name and resume."""
+    config = load_config("smoke")
+    before = scoring_settings(config)
+    assert not {"lr_decay", "deep_supervision", "augmentation"} & set(before)
+    poly = config.with_fields("training", lr_decay="poly", deep_supervision=True)
+    changed = scoring_settings(poly.with_fields("data", augmentation="nnunet"))
+    assert changed == {**before, "lr_decay": "poly", "deep_supervision": True,
+                       "augmentation": "nnunet"}  # fmt: skip

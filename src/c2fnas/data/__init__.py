@@ -11,6 +11,7 @@ Modules (see ``docs/design.md``, "Data API"):
 - ``fingerprint`` and ``pipeline``: ``preprocess_dataset`` caches a dataset into a run folder.
 - ``cache``: ``load_case``; ``io``: image reading (NIfTI; ITK formats through ``itk``) and
   ``write_like``.
-- ``splits``: ``load_or_create``; ``loader``: ``train_batches``, ``validation_cases``.
+- ``splits``: ``load_or_create``; ``loader``: ``train_batches``, ``validation_cases``;
+  ``augment``: the nnU-Net-like rotation, scaling and intensity transforms of a patch.
 - ``synth``: ``make_synthetic_dataset``.
 """

@@ -11,6 +11,9 @@ two, because it is the in-plane plane of most acquisitions: rotating there never
 slice axis Z into the plane, matches the ``2d`` ops' 3x3x1 kernels, and leaves a patch such as
 128x128x32 with its shape. When the patch's X and Y sizes differ only 0 and 180 degrees are used.
 
+``augmentation="nnunet"`` (``data.augment``) adds nnU-Net-like rotation and scaling before these
+flips and turns, and intensity changes after them.
+
 Rotations and flips are ``numpy`` views; MONAI's ``RandRotate90d``/``RandFlipd`` do the same with
 per-call metadata overhead that costs more than the patch cutting itself at these sizes.
 
@@ -31,9 +34,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from c2fnas.data.augment import random_affine, random_intensity, resample
 from c2fnas.data.cache import load_arrays
 
 PATCHES_PER_VOLUME = 2
+AUGMENTATIONS = ("paper", "nnunet")
+"""``paper``: ``augment`` only; ``nnunet``: ``data.augment``'s rotation and scaling, ``augment``,
+then its intensity transforms (the choices of ``DataConfig.augmentation``)."""
 MEMORY_BUDGET = 4 * 2**30  # bytes of cached cases kept in memory, shared by the workers
 
 
@@ -115,13 +122,24 @@ def augment(
     return image, label
 
 
+def check_augmentation(augmentation: str) -> None:
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"augmentation {augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
+
+
 def sample_patch(
     arrays: dict[str, np.ndarray],
     patch: Sequence[int],
     rng: np.random.Generator,
     foreground: bool,
+    augmentation: str = "paper",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented patch ``(C, *patch)`` float32 and ``(*patch)`` uint8 from a cached case."""
+    """One augmented patch ``(C, *patch)`` float32 and ``(*patch)`` uint8 from a cached case.
+
+    ``augmentation`` is one of ``AUGMENTATIONS``; ``nnunet`` resamples from the whole case when
+    it rotates or scales, so the patch has no empty borders.
+    """
+    check_augmentation(augmentation)
     image, label, locations = arrays["image"], arrays["label"], arrays["locations"]
     centre = None
     if foreground and len(locations):
@@ -129,7 +147,15 @@ def sample_patch(
         rows = locations[locations[:, 0] == rng.choice(values)]
         centre = rows[rng.integers(len(rows)), 1:]
     start = patch_start(rng, label.shape, patch, centre)
-    return augment(cut(image, start, patch), cut(label, start, patch), rng)
+    if augmentation == "paper":
+        return augment(cut(image, start, patch), cut(label, start, patch), rng)
+    matrix = random_affine(rng, patch)
+    if matrix is None:
+        image, label = cut(image, start, patch), cut(label, start, patch)
+    else:
+        image, label = resample(image, label, start, patch, matrix)
+    image, label = augment(image, label, rng)
+    return random_intensity(image, rng), label
 
 
 class PatchBatches(IterableDataset):  # type: ignore[type-arg]
@@ -144,7 +170,9 @@ class PatchBatches(IterableDataset):  # type: ignore[type-arg]
         seed: int,
         foreground_oversample: float,
         memory_budget: int = MEMORY_BUDGET,
+        augmentation: str = "paper",
     ) -> None:
+        check_augmentation(augmentation)
         if not case_ids:
             raise ValueError("train_batches needs at least one case")
         if batch_size < 1 or len(patch) != 3 or min(patch) < 1:
@@ -156,6 +184,7 @@ class PatchBatches(IterableDataset):  # type: ignore[type-arg]
         self.seed = seed
         self.foreground_oversample = foreground_oversample
         self.memory_budget = memory_budget
+        self.augmentation = augmentation
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
@@ -173,7 +202,7 @@ class PatchBatches(IterableDataset):  # type: ignore[type-arg]
             arrays = store.get(self.case_ids[index])
             for _ in range(PATCHES_PER_VOLUME):
                 foreground = rng.random() < self.foreground_oversample
-                image, label = sample_patch(arrays, self.patch, rng, foreground)
+                image, label = sample_patch(arrays, self.patch, rng, foreground, self.augmentation)
                 images.append(image)
                 labels.append(label)
         image_batch = np.stack(images[: self.batch_size]).astype(np.float32, copy=False)
@@ -189,6 +218,7 @@ def train_batches(
     seed: int,
     foreground_oversample: float = 0.33,
     workers: int = 0,
+    augmentation: str = "paper",
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches ``{"image": float32 (B, C, *patch), "label": int64 (B, 1, *patch)}``.
 
@@ -202,8 +232,14 @@ def train_batches(
         workers: DataLoader worker processes (0: in this process). On a CPU-only machine 0 is
             usually best: cutting a batch takes milliseconds, a training step seconds, and
             workers add inter-process copies (see ``benchmarks/data_pipeline.py``).
+        augmentation: one of ``AUGMENTATIONS`` (``DataConfig.augmentation``).
+
+    Raises:
+        ValueError: no cases, a bad batch size or patch, an unknown augmentation.
     """
-    dataset = PatchBatches(run_dir, case_ids, patch, batch_size, seed, foreground_oversample)
+    dataset = PatchBatches(
+        run_dir, case_ids, patch, batch_size, seed, foreground_oversample, augmentation=augmentation
+    )
     if workers <= 0:
         return iter(dataset)
     loader = DataLoader(

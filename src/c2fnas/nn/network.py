@@ -85,12 +85,29 @@ class _CellNetwork(nn.Module):
             nn.Conv3d(filters, num_classes, 1),
         )
 
-    def _forward(self, x: torch.Tensor, ops: Sequence[Op]) -> torch.Tensor:
+    def nodes(self, x: torch.Tensor, ops: Sequence[Op]) -> list[torch.Tensor]:
+        """The stem's output and every cell's, in order (node ``i + 1`` is cell ``i``'s)."""
         check_input_size(x.shape)
         nodes = [self.stem(x)]
         for cell, cell_wiring, op in zip(self.cells, self.architecture.wiring, ops, strict=True):
             nodes.append(cell([nodes[node] for node in cell_wiring.inputs], op))
-        return self.head(nodes[-1])
+        return nodes
+
+    def _forward(self, x: torch.Tensor, ops: Sequence[Op]) -> torch.Tensor:
+        return self.head(self.nodes(x, ops)[-1])
+
+
+def decoder_nodes(architecture: Architecture) -> list[tuple[int, int]]:
+    """``(node, level)`` of the last cell at each level from the deepest minus one up to 1, the
+    decoder outputs that deep supervision puts heads on (nnU-Net leaves out the deepest too).
+
+    Level ``l`` has 1 / 2**(l + 1) of the input's resolution; level 0 feeds the network's own
+    head. Example: the levels 0 1 2 3 2 1 0 ... give [(5, 2), (6, 1)] (node i is cell i - 1).
+    """
+    levels = [cell.level for cell in architecture.wiring]
+    deepest = max(levels)
+    last = {level: index + 1 for index, level in enumerate(levels)}
+    return [(last[level], level) for level in range(deepest - 1, 0, -1)]
 
 
 class C2FNet(_CellNetwork):

@@ -88,6 +88,18 @@ def scoring_settings(config: RunConfig, iterations_factor: int = 1) -> dict[str,
         "momentum": schedule.momentum,
         "weight_decay": schedule.weight_decay,
         "gamma": schedule.gamma,
+        # Settings added later count only where they differ from their default, so that the
+        # studies of runs planned before they existed keep their names.
+        **{
+            name: value
+            for name, value, default in (
+                ("lr_decay", schedule.lr_decay, "step"),
+                ("poly_exponent", schedule.poly_exponent, 0.9),
+                ("deep_supervision", schedule.deep_supervision, False),
+                ("augmentation", config.data.augmentation, "paper"),
+            )
+            if value != default
+        },
     }
 
 

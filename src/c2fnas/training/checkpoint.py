@@ -33,6 +33,8 @@ from c2fnas.files.model_folder import (
 )
 from c2fnas.space import Architecture
 
+HEADS = "heads.safetensors"
+
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[Any]]:
     """Split an optimizer's state into tensors (``state.<param>.<key>``) and JSON param groups."""
@@ -102,8 +104,13 @@ def write_checkpoint(
     info: dict[str, Any],
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
+    heads: nn.Module | None = None,
 ) -> Path:
-    """Write ``iter_NNNNNNN/`` complete, then point ``latest.json`` at it and drop older ones."""
+    """Write ``iter_NNNNNNN/`` complete, then point ``latest.json`` at it and drop older ones.
+
+    ``heads``: modules trained beside the network but not part of the model (deep
+    supervision's), written to ``heads.safetensors``.
+    """
     checkpoints.mkdir(parents=True, exist_ok=True)
     folder = checkpoints / f"iter_{iteration:07d}"
     write_model(folder, network, architecture, info)
@@ -113,6 +120,8 @@ def write_checkpoint(
         "optimizer.safetensors": write_tensors(folder / "optimizer.safetensors", tensors),
         "rng.safetensors": write_tensors(folder / "rng.safetensors", rng_tensors),
     }
+    if heads is not None:
+        checksums[HEADS] = write_tensors(folder / HEADS, heads.state_dict())
     write_json_atomic(
         folder / "state.json",
         {**state, "iteration": iteration, "param_groups": groups, "rng": rng_info,
@@ -138,9 +147,13 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
 
 
 def read_checkpoint(
-    folder: Path, network: nn.Module, optimizer: torch.optim.Optimizer
+    folder: Path,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    heads: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Load weights, optimizer and global RNG states in place; return ``state.json``."""
+    """Load weights, optimizer and global RNG states (and ``heads``' weights) in place; return
+    ``state.json``."""
     architecture, weights, _ = read_model(folder)
     load_weights(network, weights, folder, found=architecture)
     state: dict[str, Any] = read_json(folder / "state.json")
@@ -148,6 +161,12 @@ def read_checkpoint(
         read_tensors(folder / name, recorded_checksum(state, name))
         for name in ("optimizer.safetensors", "rng.safetensors")
     )
+    if heads is not None:
+        if HEADS not in state.get(CHECKSUMS, {}):
+            raise CheckpointError(
+                f"{folder}: has no {HEADS}; it was trained without deep supervision"
+            )
+        heads.load_state_dict(read_tensors(folder / HEADS, recorded_checksum(state, HEADS)))
     load_optimizer_state(optimizer, optimizer_tensors, state["param_groups"])
     set_rng_state(rng_tensors, state["rng"])
     return state

@@ -26,6 +26,8 @@ PRESETS = ("paper", "cpu", "smoke")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 SearchMode = Literal["coarse", "fine", "none"]
 CandidateScore = Literal["best", "final", "last3"]
+LearningRateDecay = Literal["step", "poly"]
+Augmentation = Literal["paper", "nnunet"]
 """What scores a coarse candidate; see ``SearchConfig.score``."""
 """What a run searches; see ``SearchConfig.mode``."""
 
@@ -48,6 +50,11 @@ class DataConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     foreground_oversample: float = Field(0.33, ge=0.0, le=1.0)
     workers: int = Field(0, ge=0)
+    augmentation: Augmentation = "paper"
+    """``paper``: random flips and quarter turns in the X-Y plane (``data.loader.augment``);
+    ``nnunet``: those plus nnU-Net-like rotation, scaling and intensity changes
+    (``data.augment``). The default keeps the paper's recipe and plans written before the setting
+    existed; ``c2fnas plan`` chooses from ``benchmarks/levers.py``'s measurements."""
 
     @model_validator(mode="after")
     def _spacing_positive(self) -> DataConfig:
@@ -74,6 +81,15 @@ class TrainingConfig(_Strict):
     iterations: int = Field(40000, ge=1)
     milestones: tuple[int, ...] = (16000, 32000)
     gamma: float = Field(0.5, gt=0.0)
+    lr_decay: LearningRateDecay = "step"
+    """``step``: x ``gamma`` at each milestone (the paper); ``poly``: after the warm-up the rate
+    falls as ``(1 - t)**poly_exponent`` of the remaining fraction ``t`` of iterations, to 0 at
+    the end (nnU-Net's schedule); milestones and gamma are then unused."""
+    poly_exponent: float = Field(0.9, gt=0.0)
+    deep_supervision: bool = False
+    """Add a 1x1x1 logits head to the last cell of each decoder level above the deepest and train
+    on the weighted sum of the losses at every resolution (nnU-Net's default; the heads are
+    dropped from the saved model, so prediction is unchanged). ``training.deep_supervision``."""
     learning_rate: float = Field(0.02, gt=0.0)
     warmup_start_lr: float = Field(0.0025, ge=0.0)
     warmup_iterations: int = Field(1000, ge=0)

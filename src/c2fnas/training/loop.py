@@ -39,6 +39,7 @@ from c2fnas.files.run_folder import TrainingFolder
 from c2fnas.space import Architecture, Op
 from c2fnas.training import checkpoint as ckpt
 from c2fnas.training.config import RunConfig
+from c2fnas.training.deep_supervision import DeepSupervision, DeepSupervisionLoss
 from c2fnas.training.errors import OutOfMemory, TrainingDiverged, first_line
 from c2fnas.training.report import RunLog
 from c2fnas.training.schedule import learning_rate
@@ -150,6 +151,8 @@ class _Trainer:
     """While ``model`` is compiled and has not yet finished a step: the uncompiled model, which
     the step falls back to if compiling fails."""
     compiled: bool = False
+    heads: nn.Module | None = None
+    """Deep supervision's heads (trained, checkpointed, never saved with the model)."""
 
     def run_step(self, iteration: int, batch: dict[str, torch.Tensor]) -> float:
         """One SGD step on ``batch``; returns the loss averaged over processes.
@@ -211,6 +214,9 @@ class _Trainer:
             training.warmup_iterations,
             training.milestones,
             training.gamma,
+            decay=training.lr_decay,
+            iterations=training.iterations,
+            poly_exponent=training.poly_exponent,
         )
         for group in self.optimizer.param_groups:
             group["lr"] = rate
@@ -223,10 +229,10 @@ class _Trainer:
             compiling.step_begins()  # the last pass's CUDA-graph buffers may be reused
         with autocast(self.precision, self.device):
             logits = self.model(image, *arguments)
-        # float32 at least: autocast's bf16/fp16 logits are widened; a float64 model keeps float64
-        return self.loss(
-            logits.to(torch.promote_types(logits.dtype, torch.float32)), label.to(self.device)
-        )
+        label = label.to(self.device)
+        if isinstance(logits, list):  # deep supervision: one output per scale
+            return self.loss([_widened(output) for output in logits], label)
+        return self.loss(_widened(logits), label)
 
     def _sync_gradients(self, last: bool) -> contextlib.AbstractContextManager[Any]:
         model = getattr(self.model, "_orig_mod", self.model)  # under torch.compile's wrapper
@@ -246,6 +252,11 @@ class _Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+
+
+def _widened(logits: torch.Tensor) -> torch.Tensor:
+    """float32 at least: autocast's bf16/fp16 logits are widened; a float64 model keeps float64."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 @contextlib.contextmanager
@@ -394,23 +405,29 @@ def _make_trainer(
     training = config.training
     precision = resolve_precision(training.precision, device)
     network = network.to(device, memory_format=memory_format(device))
+    trained: nn.Module = network
+    loss: nn.Module = DiceCELoss(to_onehot_y=True, softmax=True)
+    if training.deep_supervision:
+        supervised = DeepSupervision(network).to(device, memory_format=memory_format(device))
+        trained, loss = supervised, DeepSupervisionLoss(loss, supervised.weights())
     optimizer = torch.optim.SGD(
-        network.parameters(),
+        trained.parameters(),
         lr=training.learning_rate,
         momentum=training.momentum,
         weight_decay=training.weight_decay,
     )
-    model: nn.Module = network
+    model: nn.Module = trained
     if _rank()[1] > 1:
         model = DistributedDataParallel(
-            network,
+            trained,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=sample_ops is not None,  # a supernet trains one path per step
         )
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     trainer = _Trainer(
-        network, model, optimizer, DiceCELoss(to_onehot_y=True, softmax=True), config,
-        precision, device, scaler, sample_ops, random.Random(training.seed),
+        network, model, optimizer, loss, config, precision, device, scaler, sample_ops,
+        random.Random(training.seed),
+        heads=trained.heads if isinstance(trained, DeepSupervision) else None,
     )  # fmt: skip
     supernet = sample_ops is not None
     if compiling.wanted(training.compile, device, supernet, training.iterations):
@@ -430,7 +447,7 @@ def _restore(trainer: _Trainer, checkpoints: Path, resume: bool) -> dict[str, An
     checkpoints.parent.mkdir(parents=True, exist_ok=True)
     if existing is None:
         return {}
-    state = ckpt.read_checkpoint(existing, trainer.network, trainer.optimizer)
+    state = ckpt.read_checkpoint(existing, trainer.network, trainer.optimizer, trainer.heads)
     trainer.sampler_rng.setstate(ckpt.python_state_from_json(state["sampler_rng"]))
     if trainer.scaler is not None and "scaler" in state:
         trainer.scaler.load_state_dict(state["scaler"])
@@ -453,8 +470,9 @@ def _checkpoint(
         **({"scaler": trainer.scaler.state_dict()} if trainer.scaler is not None else {}),
     }
     ckpt.write_checkpoint(
-        checkpoints, iteration, trainer.network, architecture, info, trainer.optimizer, state
-    )
+        checkpoints, iteration, trainer.network, architecture, info, trainer.optimizer, state,
+        heads=trainer.heads,
+    )  # fmt: skip
 
 
 def _validate(

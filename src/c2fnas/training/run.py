@@ -114,7 +114,7 @@ def train(
         return loader.train_batches(
             run_dir, train_ids, data.patch, data.batch_size // world,
             stream_seed(config.training.seed, rank, start), data.foreground_oversample,
-            data.workers,
+            data.workers, data.augmentation,
         )  # fmt: skip
 
     def validation() -> Any:
