@@ -462,7 +462,8 @@ def trained_architecture(run_dir: Path, folds: Sequence[int]) -> dict[str, Any]:
 
 def out_of_fold_dice(run_dir: Path, data: Path) -> dict[str, Any] | None:
     """Mean Dice of the run's out-of-fold predictions (``RUN_DIR/crossval``, in the source
-    images' geometry) against the source labels, with a 95% bootstrap interval over cases."""
+    images' geometry) against the source labels, with a 95% bootstrap interval over cases, and
+    each case's Dice (mean over the foreground classes) for paired comparisons with peers."""
     crossval = RunFolder(run_dir).crossval
     if not crossval.is_dir():
         return None
@@ -475,8 +476,9 @@ def out_of_fold_dice(run_dir: Path, data: Path) -> dict[str, Any] | None:
     per_case: dict[str, list[float]] = {}
     for score in scores:
         per_case.setdefault(score.case, []).append(score.dice)
-    means = np.array([np.mean(values) for values in per_case.values()])
-    return {"cases": len(means), **interval_of_cases(means)}
+    means = {case: float(np.mean(values)) for case, values in sorted(per_case.items())}
+    summary = interval_of_cases(np.array(list(means.values())))
+    return {"cases": len(means), **summary, "per_case": means}
 
 
 def show(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
