@@ -1,0 +1,175 @@
+"""c2fnas against nnU-Net v2 on the same Hippocampus cases, from the two benchmarks' records.
+
+Reads, for each budget found, ``results/hippocampus_run_<kind>_<budget>.json`` (``hippocampus.py
+--run-budget``: ``c2fnas run`` planned to the budget; its out-of-fold Dice per case in the source
+geometry) and ``results/nnunet_peer_<budget>.json`` (``nnunet_peer.py``: nnU-Net's
+``3d_fullres`` trained for the budget per fold, its held-out cases scored by c2fnas's
+evaluation). For every fold nnU-Net trained, both tools are compared on that fold's held-out
+cases: each mean with a 95% bootstrap interval over the cases and the paired difference
+(c2fnas - nnU-Net). Writes ``results/versus_nnunet.json`` and a figure of Dice against wall
+time, one line per tool (``results/versus_nnunet.png``). Nothing is trained here.
+
+Wall time: c2fnas's is its whole run (planning, preprocessing, every fold, prediction), summed
+over its starts; nnU-Net's is its preprocessing plus, for each compared fold, the calibration,
+the training and the prediction (its records time each phase). The records name their CPUs;
+a pair measured on different CPU kinds is flagged, not compared.
+
+Usage::
+
+    .venv/bin/python benchmarks/versus_nnunet.py                  # every budget with both records
+    .venv/bin/python benchmarks/versus_nnunet.py --kind panc      # c2fnas runs with --arch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from search_study import interval_of_cases, paired_bootstrap  # noqa: E402
+
+SHARED_PHASES = ("convert", "plan", "calibrate")
+"""nnU-Net's phases that every fold's wall time includes (``score`` is c2fnas's evaluation)."""
+
+
+def budget_of(path: Path, prefix: str) -> str:
+    return path.stem.removeprefix(prefix)
+
+
+def nnunet_seconds(record: dict[str, Any], fold: int) -> float:
+    """Preprocessing, calibration, and the fold's training and prediction."""
+    own = (f"train_fold{fold}", f"predict_fold{fold}")
+    return sum(
+        seconds
+        for name, seconds in record["seconds_per_phase"].items()
+        if name in SHARED_PHASES or name.startswith(own)
+    )
+
+
+def compare(c2fnas: dict[str, Any], nnunet: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per fold nnU-Net trained: both tools on that fold's held-out cases."""
+    ours = (c2fnas.get("out_of_fold") or {}).get("per_case")
+    rows = []
+    for row in nnunet["results"]:
+        theirs = {case: float(np.mean(list(dice.values()))) for case, dice in row["dice"].items()}
+        entry: dict[str, Any] = {
+            "fold": row["fold"],
+            "cases": len(theirs),
+            "nnunet": interval_of_cases(np.array(list(theirs.values()))),
+            "nnunet_wall_seconds": round(nnunet_seconds(nnunet, row["fold"]), 1),
+            "c2fnas_wall_seconds": c2fnas["wall_seconds"],
+        }
+        if ours is None:
+            entry["c2fnas"] = None
+            entry["why_not_compared"] = "the c2fnas record has no per-case out-of-fold Dice"
+        elif missing := sorted(set(theirs) - set(ours)):
+            entry["c2fnas"] = None
+            entry["why_not_compared"] = f"c2fnas predicted {len(missing)} of these cases not"
+        else:
+            cases = sorted(theirs)
+            a = np.array([ours[case] for case in cases])
+            b = np.array([theirs[case] for case in cases])
+            entry["c2fnas"] = interval_of_cases(a)
+            entry["c2fnas_minus_nnunet"] = paired_bootstrap(a, b)
+        rows.append(entry)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kind", default="panc", choices=["panc", "search"])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    report: dict[str, Any] = {"c2fnas_kind": args.kind, "budgets": {}}
+    for path in sorted(args.results.glob("nnunet_peer_*.json")):
+        budget = budget_of(path, "nnunet_peer_")
+        ours_path = args.results / f"hippocampus_run_{args.kind}_{budget}.json"
+        if budget.endswith("_smoke") or not ours_path.is_file():
+            continue
+        nnunet, c2fnas = json.loads(path.read_text()), json.loads(ours_path.read_text())
+        cpus = {c2fnas["machine"]["cpu"], nnunet["machine"]["cpu"]}
+        flags = {tuple(c2fnas["machine"]["flags"]), tuple(nnunet["machine"]["flags"])}
+        entry: dict[str, Any] = {"cpu": sorted(cpus), "records": [ours_path.name, path.name]}
+        if len(cpus) > 1 or len(flags) > 1:
+            entry["why_not_compared"] = "measured on different CPU kinds"
+        else:
+            entry["folds"] = compare(c2fnas, nnunet)
+        report["budgets"][budget] = entry
+    out = args.results / "versus_nnunet.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    show(report)
+    figure(report, args.results / "versus_nnunet.png")
+
+
+def show(report: dict[str, Any]) -> None:
+    table = Table(title="c2fnas against nnU-Net v2, same held-out cases (mean Dice [95%])")
+    for column in ("budget", "fold", "cases", "c2fnas", "wall (min)", "nnU-Net", "wall (min)",
+                   "c2fnas - nnU-Net"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for budget, entry in report["budgets"].items():
+        if "folds" not in entry:
+            table.add_row(budget, "-", "-", entry["why_not_compared"], "", "", "", "")
+            continue
+        for row in entry["folds"]:
+            ours, theirs = row["c2fnas"], row["nnunet"]
+            difference = row.get("c2fnas_minus_nnunet")
+            table.add_row(
+                budget, str(row["fold"]), str(row["cases"]),
+                _interval(ours) if ours else row["why_not_compared"],
+                f"{row['c2fnas_wall_seconds'] / 60:.1f}", _interval(theirs),
+                f"{row['nnunet_wall_seconds'] / 60:.1f}",
+                _interval(difference, "difference", signed=True) if difference else "-",
+            )  # fmt: skip
+    Console().print(table)
+
+
+def _interval(values: dict[str, float], key: str = "mean", signed: bool = False) -> str:
+    form = "+.4f" if signed else ".4f"
+    return f"{values[key]:{form}} [{values['low']:{form}}, {values['high']:{form}}]"
+
+
+def figure(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for tool, colour in (("c2fnas", "tab:blue"), ("nnunet", "tab:orange")):
+        points = [
+            (row[f"{tool}_wall_seconds"] / 60, row[tool])
+            for entry in report["budgets"].values()
+            for row in entry.get("folds", [])
+            if row[tool] is not None
+        ]
+        if not points:
+            continue
+        points.sort(key=lambda point: point[0])
+        minutes = [point[0] for point in points]
+        means = np.array([point[1]["mean"] for point in points])
+        low = means - np.array([point[1]["low"] for point in points])
+        high = np.array([point[1]["high"] for point in points]) - means
+        label = "c2fnas (C2FNAS-Panc)" if tool == "c2fnas" else "nnU-Net v2 3d_fullres"
+        ax.errorbar(minutes, means, yerr=[low, high], marker="o", capsize=3, color=colour,
+                    label=label)  # fmt: skip
+    ax.set_xlabel("wall time (minutes)")
+    ax.set_ylabel("mean Dice, held-out cases (95% over cases)")
+    ax.set_title("Hippocampus on the same CPU and cases")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
