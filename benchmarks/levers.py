@@ -42,7 +42,7 @@ iteration (augmentation, deep supervision, width) wins or loses by how fast this
 
 Usage::
 
-    .venv/bin/python benchmarks/levers.py     # 8 variants x 25 min + folds: ~2.3 h on 2 cores
+    .venv/bin/python benchmarks/levers.py     # 8 variants x 20 min + folds: ~1.9 h on 2 cores
     .venv/bin/python benchmarks/levers.py --only poly width-0.5     # a subset
     .venv/bin/python benchmarks/levers.py --analyse    # the report from --records
     .venv/bin/python -m c2fnas data synth /tmp/levers/data --cases 10 --shape 40 48 32
@@ -548,7 +548,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=REPO.parent / "c2fnas-levers")
     parser.add_argument("--records", type=Path, default=RESULTS / "levers_records.json")
     parser.add_argument("--out", type=Path, default=RESULTS / "levers.json")
-    parser.add_argument("--minutes", type=float, default=25.0, help="training time per variant")
+    parser.add_argument("--minutes", type=float, default=20.0, help="training time per variant")
     parser.add_argument("--only", nargs="+", choices=[*VARIANTS, FOLDS],
                         help="run these variants (folds: the folds experiment)")  # fmt: skip
     parser.add_argument("--cores", type=int, nargs="+", default=[0, 1],
