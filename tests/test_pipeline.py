@@ -432,3 +432,23 @@ def test_a_label_edited_before_training_is_preprocessed_again(tmp_path):
     assert (run_dir / "preprocessed" / "synth_000.npz").stat().st_mtime_ns == cached["synth_000"]
     assert (run_dir / "preprocessed" / "synth_001.npz").stat().st_mtime_ns != cached["synth_001"]
     assert "preprocess: done before, skipped" in _prepare(data, run_dir).stderr
+
+
+def test_a_stopped_stage_counts_its_time_when_it_finishes_on_resume(tmp_path, monkeypatch):
+    """SIGTERM or Ctrl-C in a stage: the attempt's seconds are kept and added on resume."""
+    root = make_synthetic_dataset(tmp_path / "data", cases=3, shape=(16, 16, 16))
+    pipeline = Pipeline(root, tmp_path / "run", load_config("smoke"))
+    finish = pipeline.stage_check
+    clock = iter([100.0, 130.0, 200.0, 205.0])  # attempt 1: 30 s, stopped; attempt 2: 5 s
+    monkeypatch.setattr("c2fnas.pipeline.time.perf_counter", lambda: next(clock))
+
+    def stopped():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "stage_check", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(["check"])
+    assert pipeline.state().interrupted == {"check": 30.0}
+    monkeypatch.setattr(pipeline, "stage_check", finish)
+    state = pipeline.run(["check"])
+    assert state.stages["check"].seconds == pytest.approx(35.0) and state.interrupted == {}

@@ -235,7 +235,12 @@ class Pipeline:
             # the files as preprocessing finds them: one edited meanwhile counts as changed
             sources = self._source_stamps() if stage == "preprocess" else None
             start = time.perf_counter()
-            result = calls[stage]()
+            try:
+                result = calls[stage]()
+            except BaseException:  # a signal or an error: the time was spent all the same
+                stopped = self.state().with_interrupted(stage, time.perf_counter() - start)
+                stopped.write(self.folder.pipeline_state)
+                raise
             seconds = time.perf_counter() - start
             state = self.state().with_stage(stage, seconds, result)
             if sources is not None:

@@ -110,3 +110,18 @@ def test_time_planned_against_spent_adds_the_stages_of_each_part():
         ("data", 60.0, 10.0), ("training", 600.0, 500.0), ("prediction", 60.0, 0.0),
     ]  # fmt: skip
     assert RunState().planned_against_spent() == []
+
+
+def test_stopped_attempts_count_in_the_stage_that_finishes_after_them(tmp_path):
+    """A run resumed after SIGTERMs accounts for the time of every attempt, in the file too."""
+    path = tmp_path / "pipeline.json"
+    state = RunState().with_interrupted("train", 100.0)
+    state.write(path)
+    state = RunState.read(path).with_interrupted("train", 50.0)
+    assert state.interrupted == {"train": 150.0} and state.seconds == 0
+    state.write(path)
+    done = RunState.read(path).with_stage("train", 25.0, TrainResult((0,), (0.5,)))
+    assert done.stages["train"].seconds == 175.0 and done.interrupted == {}
+    done.write(path)
+    assert "interrupted" not in json.loads(path.read_text())
+    assert RunState.read(path).seconds == 175.0

@@ -3,10 +3,11 @@
 ``RunState`` is the only reader and writer of the file. It holds the dataset the run belongs to
 (``DatasetIdentity``), the size and modification time of each training case's source files
 when it was preprocessed (``sources``, as ``c2fnas.data.fingerprint.stamps`` gives them), the
-plan's estimated seconds per part, and one ``StageRecord`` per finished stage: its seconds and
-its result, a small type per stage whose ``summary()`` is the line ``c2fnas run`` prints for
-it. The value is frozen: ``with_stage`` and friends return a new one, and ``write`` saves it
-atomically.
+plan's estimated seconds per part, and one ``StageRecord`` per finished stage: its seconds (with
+those of its attempts a signal or an error stopped: ``interrupted`` keeps them until the stage
+finishes) and its result, a small type per stage whose ``summary()`` is the line ``c2fnas run``
+prints for it. The value is frozen: ``with_stage`` and friends return a new one, and ``write``
+saves it atomically.
 
 The file (schema ``VERSION``)::
 
@@ -14,11 +15,12 @@ The file (schema ``VERSION``)::
      "dataset": {"path": "/data/Task04_Hippocampus", "cases": 260, "sha256": "..."},
      "planned": {"data": 60.0, "training": 3600.0, ...},
      "sources": {"hippocampus_001": {"image": [size, mtime_ns], "label": [...]}, ...},
+     "interrupted": {"train": 3554.5},
      "stages": {"check": {"done": true, "seconds": 1.2, "cases": 260}, ...}}
 
 Files written before the version (version 0) have the same layout and still load; a stage
 record that lacks a field (older runs recorded fewer) takes the field's default, and a file
-without ``sources`` (older runs) has ``sources`` None.
+without ``sources`` (older runs) has ``sources`` None, and one without ``interrupted`` none.
 """
 
 from __future__ import annotations
@@ -190,6 +192,9 @@ class RunState:
     dataset: DatasetIdentity | None = None
     planned: Mapping[str, float] | None = None
     sources: Mapping[str, Mapping[str, Any]] | None = None
+    interrupted: Mapping[str, float] = field(default_factory=dict)
+    """Seconds spent in attempts of an unfinished stage that were stopped (a signal, an error):
+    added to the stage's seconds when it finishes, so a resumed run accounts for all its time."""
 
     @classmethod
     def read(cls, path: Path) -> RunState:
@@ -226,7 +231,10 @@ class RunState:
         sources = data.get("sources")
         if sources is not None and not all(isinstance(s, dict) for s in sources.values()):
             raise ValueError("sources: not a stamp per case")
-        return cls(stages, dataset, planned, sources)
+        interrupted = {
+            stage: float(seconds) for stage, seconds in data.get("interrupted", {}).items()
+        }
+        return cls(stages, dataset, planned, sources, interrupted)
 
     def write(self, path: Path) -> None:
         data: dict[str, Any] = {"version": VERSION}
@@ -236,6 +244,8 @@ class RunState:
             data["planned"] = dict(self.planned)
         if self.sources is not None:
             data["sources"] = {case: dict(stamps) for case, stamps in self.sources.items()}
+        if self.interrupted:
+            data["interrupted"] = {stage: round(s, 1) for stage, s in self.interrupted.items()}
         data["stages"] = {
             stage: {"done": True, "seconds": round(record.seconds, 1), **asdict(record.result)}
             for stage, record in self.stages.items()
@@ -243,10 +253,20 @@ class RunState:
         write_json_atomic(path, data)
 
     def with_stage(self, stage: str, seconds: float, result: StageResult) -> RunState:
-        """This state with ``stage`` finished (an earlier record of it replaced in its place)."""
+        """This state with ``stage`` finished (an earlier record of it replaced in its place)
+        after ``seconds`` in its last attempt; the seconds of its interrupted attempts are
+        added."""
         if not isinstance(result, RESULT_TYPES[stage]):
             raise TypeError(f"stage {stage}: a {RESULT_TYPES[stage].__name__}, not {result!r}")
-        return replace(self, stages={**self.stages, stage: StageRecord(seconds, result)})
+        earlier = self.interrupted.get(stage, 0.0)
+        interrupted = {name: value for name, value in self.interrupted.items() if name != stage}
+        record = StageRecord(seconds + earlier, result)
+        return replace(self, stages={**self.stages, stage: record}, interrupted=interrupted)
+
+    def with_interrupted(self, stage: str, seconds: float) -> RunState:
+        """This state with an attempt of ``stage`` stopped after ``seconds``."""
+        spent = self.interrupted.get(stage, 0.0) + seconds
+        return replace(self, interrupted={**self.interrupted, stage: spent})
 
     def with_dataset(self, dataset: DatasetIdentity) -> RunState:
         return replace(self, dataset=dataset)
