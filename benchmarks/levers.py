@@ -10,15 +10,24 @@ over the foreground classes, the validation's sliding window on the preprocessed
 ``best/`` is chosen on these same 40 cases (as ``c2fnas run`` chooses it on a fold's own
 validation cases), so its score is optimistic; ``last/``'s is not.
 
-Equal wall time: each variant gets ``--minutes`` of training. In its own process, pinned to its
-core with one torch thread, it first times ``--calibration-steps`` real iterations of its own
-training (batch loading and augmentation included, after ``WARMUP_STEPS``) and one validation,
-then the planner's ``costs.schedule.fit_training`` lays the run over the minutes: iterations,
-up to 40 validations in at most 10% of the time, warm-up and milestones, as ``c2fnas plan``
-would for a fold of that length. A wider network or a larger batch thus trains fewer
-iterations. Recorded per variant: the calibrated seconds per iteration (wall and CPU), the
-iterations, the training's actual wall seconds, the core, the variant that ran beside it and
-the per-case Dice.
+Equal wall time: each variant gets the iterations that ``--minutes`` of training buy at its own
+cost per iteration, laid out by the planner's ``costs.schedule.fit_training`` (iterations, up to
+40 validations in at most 10% of the time, warm-up and milestones, as ``c2fnas plan`` would for
+a fold of that length). The cost is measured once, for ``baseline`` (the reference): in its own
+process, pinned to a core with one torch thread, ``--calibration-steps`` real iterations of the
+run's training (batch loading and augmentation included, after ``WARMUP_STEPS``) and one
+validation. Other variants do not calibrate on their own: the same work per iteration calibrated
+at 0.291 s (baseline) and 0.267 s (poly) in two sittings, 8%, as large as a lever's effect. A
+variant whose overrides change no iteration's work (``SAME_STEP``: the seed, the learning-rate
+curve) trains exactly the baseline's schedule; any other (deep supervision's heads,
+augmentation, width, batch) measures its cost *relative to the baseline*, the two recipes timed
+alternately in one process (``RATIO_ROUNDS`` rounds, A B then B A, after an untimed one), and
+scales the reference by that ratio. A wider network or a larger batch thus trains fewer
+iterations, by what it costs on this CPU. Recorded per variant: the seconds per iteration used
+and how they were obtained, the iterations, the training's actual wall seconds, the core, the
+variant that ran beside it and the per-case Dice.
+``--rerun NAME`` moves a recorded variant to ``superseded/`` in the records (kept, not read by
+the analysis) and deletes its checkpoints, so the next invocation trains it again.
 
 Two variants train at once (``--cores 0 1``), one per core, in the order of ``VARIANTS``: first
 ``baseline`` and ``baseline-seed1`` (the noise ceiling: the same recipe, another seed for the
@@ -45,6 +54,7 @@ Usage::
     .venv/bin/python benchmarks/levers.py     # 8 variants x 20 min + folds: ~1.9 h on 2 cores
     .venv/bin/python benchmarks/levers.py --only poly width-0.5     # a subset
     .venv/bin/python benchmarks/levers.py --analyse    # the report from --records
+    .venv/bin/python benchmarks/levers.py --rerun poly --only poly    # train a variant again
     .venv/bin/python -m c2fnas data synth /tmp/levers/data --cases 10 --shape 40 48 32
     .venv/bin/python benchmarks/levers.py --data /tmp/levers/data --work /tmp/levers/work \\
         --records /tmp/levers/records.json --out /tmp/levers/levers.json --minutes 0.2 \\
@@ -112,6 +122,12 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 """Variant -> config overrides by section, on top of ``base_config``; run in this order."""
 BASELINE, SEED_TWIN = "baseline", "baseline-seed1"
+SAME_STEP = frozenset({SEED_TWIN, "poly"})
+"""Variants whose overrides change no iteration's work: they train the baseline's schedule."""
+RATIO_ROUNDS = 2
+"""Rounds of timing the baseline's and a variant's recipe alternately (A B, then B A) that give
+the variant's cost ratio."""
+SUPERSEDED = "superseded"
 REFERENCE = (BASELINE, "best")
 """Today's recipe: ``c2fnas run`` deploys each fold's best model."""
 CHECKPOINTS = ("best", "last")
@@ -261,9 +277,78 @@ def validation_seconds(
     return (time.perf_counter() - started) * len(case_ids) / len(sample)
 
 
-def run_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
+def reference_costs(args: argparse.Namespace) -> dict[str, Any]:
+    """The baseline's calibration at ``--minutes`` (``--calibrate-only`` makes it)."""
+    return dict(json.loads((variant_folder(args, BASELINE) / "calibration.json").read_text()))
+
+
+def own_costs(
+    architecture: Architecture, run_dir: Path, fold: int, config: RunConfig, folder: Path,
+    steps: int, validated: list[str], plan: Plan,
+) -> dict[str, Any]:  # fmt: skip
+    costs: dict[str, Any] = calibrate(architecture, run_dir, fold, config, folder, steps)
+    costs["validation_seconds"] = validation_seconds(architecture, run_dir, validated, config, plan)
+    return costs
+
+
+def relative_costs(
+    args: argparse.Namespace, name: str, run_dir: Path, validated: list[str], plan: Plan,
+    folder: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """The reference's costs scaled by the variant's cost relative to the baseline's recipe,
+    both timed alternately in this process (the same core, the same neighbour), after an
+    untimed first calibration."""
+    reference = reference_costs(args)
+    recipes = {BASELINE: base_config(args), name: variant_config(args, name)}
+    steps: dict[str, list[float]] = {BASELINE: [], name: []}
+    validations: dict[str, float] = {}
+    # an untimed first calibration pays the process's first allocations; then A B B A ... so
+    # that a drift of the machine's speed weighs on both recipes alike
+    pairs = [(BASELINE, name) if round_ % 2 == 0 else (name, BASELINE)
+             for round_ in range(RATIO_ROUNDS)]  # fmt: skip
+    order = [BASELINE] + [recipe for pair in pairs for recipe in pair]
+    for index, recipe in enumerate(order):
+        config = recipes[recipe]
+        architecture = Architecture.load(PANC).with_width(config.search.width)
+        timed = calibrate(architecture, run_dir, FOLD, config, folder, args.calibration_steps)
+        if index:
+            steps[recipe].append(timed["seconds_per_iteration"])
+    for recipe, config in recipes.items():
+        architecture = Architecture.load(PANC).with_width(config.search.width)
+        validations[recipe] = validation_seconds(architecture, run_dir, validated, config, plan)
+    step_ratio = sum(steps[name]) / sum(steps[BASELINE])
+    validation_ratio = validations[name] / validations[BASELINE]
+    return {
+        "seconds_per_iteration": reference["seconds_per_iteration"] * step_ratio,
+        "validation_seconds": reference["validation_seconds"] * validation_ratio,
+        "from": "the baseline's calibration x this variant's cost ratio, timed alternately",
+        "step_ratio": step_ratio, "validation_ratio": validation_ratio,
+        "timed_steps": {recipe: [round(value, 4) for value in values]
+                        for recipe, values in steps.items()},
+    }  # fmt: skip
+
+
+def variant_costs(
+    args: argparse.Namespace, name: str, run_dir: Path, validated: list[str], plan: Plan,
+    folder: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Seconds per iteration and per validation that lay out ``name``'s schedule."""
+    if name in SAME_STEP or name in MEMBERS:
+        reference = reference_costs(args)
+        scored = splits.load_or_create(run_dir, cached_case_ids(run_dir))[FOLD].val
+        return {
+            "seconds_per_iteration": reference["seconds_per_iteration"],
+            # a member validates its own (fewer) cases
+            "validation_seconds": reference["validation_seconds"] * len(validated) / len(scored),
+            "from": "the baseline's calibration (the same work per iteration)",
+        }
+    return relative_costs(args, name, run_dir, validated, plan, folder)
+
+
+def run_variant(args: argparse.Namespace, name: str) -> dict[str, Any] | None:
     """Calibrate (once), train for ``--minutes`` (resuming) and score one variant, or one
-    ensemble member for a third of the minutes on its fold of ``members_run``."""
+    ensemble member for a third of the minutes on its fold of ``members_run``; with
+    ``--calibrate-only`` (the baseline) write the reference costs and stop."""
     torch.set_num_threads(1)
     keep_freed_memory()  # as the c2fnas command line does
     run_dir = args.work / "run"
@@ -281,13 +366,16 @@ def run_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
     calibration_file = folder / "calibration.json"
     if calibration_file.is_file():  # a resumed variant keeps its first schedule
         calibration = json.loads(calibration_file.read_text())
+    elif name == BASELINE:
+        calibration = own_costs(
+            architecture, train_run, train_fold, config, folder / "calibration",
+            args.calibration_steps, validated, plan,
+        )  # fmt: skip
     else:
-        calibration = calibrate(architecture, train_run, train_fold, config,
-                                folder / "calibration", args.calibration_steps)  # fmt: skip
-        calibration["validation_seconds"] = validation_seconds(
-            architecture, train_run, validated, config, plan
-        )
-        write_json_atomic(calibration_file, calibration)
+        calibration = variant_costs(args, name, train_run, validated, plan, folder / "calibration")
+    write_json_atomic(calibration_file, calibration)
+    if args.calibrate_only:
+        return None
     schedule = fold_schedule(
         minutes * 60, calibration["seconds_per_iteration"], calibration["validation_seconds"]
     )
@@ -407,6 +495,11 @@ def run_all(args: argparse.Namespace, records: Records, names: list[str]) -> Non
     if FOLDS in names:
         members = members_run(args.work)
         splits.load_or_create(members, cached_case_ids(members))
+    if pending and not (variant_folder(args, BASELINE) / "calibration.json").is_file():
+        log.info("calibrating the baseline (the reference cost of an iteration)")
+        variant_folder(args, BASELINE).mkdir(parents=True, exist_ok=True)
+        subprocess.run(child_command(args, args.cores[0], BASELINE, "--calibrate-only"),
+                       env=child_environment(), check=True)  # fmt: skip
     width = len(args.cores)
     for start in range(0, len(pending), width):
         group = pending[start : start + width]
@@ -414,10 +507,8 @@ def run_all(args: argparse.Namespace, records: Records, names: list[str]) -> Non
         children = []
         for core, name in zip(args.cores, group, strict=False):
             variant_folder(args, name).mkdir(parents=True, exist_ok=True)
-            command = ["taskset", "-c", str(core), sys.executable, __file__, *child_arguments(args),
-                       "--child", name]  # fmt: skip
-            environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-            children.append((name, subprocess.Popen(command, env=environment)))
+            command = child_command(args, core, name)
+            children.append((name, subprocess.Popen(command, env=child_environment())))
         try:
             for name, child in children:
                 if child.wait():
@@ -434,6 +525,28 @@ def run_all(args: argparse.Namespace, records: Records, names: list[str]) -> Non
     if FOLDS in names and record_key(args.minutes, ENSEMBLE) not in records:
         log.info("scoring the ensemble of %s", ", ".join(MEMBERS))
         records.add(record_key(args.minutes, ENSEMBLE), score_ensemble(args, records))
+
+
+def child_command(args: argparse.Namespace, core: int, name: str, *extra: str) -> list[str]:
+    return ["taskset", "-c", str(core), sys.executable, __file__, *child_arguments(args),
+            "--child", name, *extra]  # fmt: skip
+
+
+def child_environment() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def rerun(args: argparse.Namespace, records: Records, names: list[str]) -> None:
+    """Move ``names``' records to ``superseded/`` (kept for the history, not analysed) and
+    delete their checkpoints, so that they train again."""
+    for name in unit_names(names):
+        key = record_key(args.minutes, name)
+        if key in records:
+            records.supersede(key, f"{SUPERSEDED}/{key}")
+            log.info("%s: record moved to %s/%s", name, SUPERSEDED, key)
+        shutil.rmtree(variant_folder(args, name), ignore_errors=True)
+    if FOLDS in names:
+        records.drop(record_key(args.minutes, ENSEMBLE))
 
 
 def child_arguments(args: argparse.Namespace) -> list[str]:
@@ -560,7 +673,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calibration-steps", type=int, default=20)
     parser.add_argument("--analyse", action="store_true",
                         help="train nothing: the report from what --records holds")  # fmt: skip
+    parser.add_argument("--rerun", nargs="+", choices=[*VARIANTS, FOLDS], default=[],
+                        help="supersede these variants' records and train them again")  # fmt: skip
     parser.add_argument("--child", choices=[*VARIANTS, *MEMBERS], help=argparse.SUPPRESS)
+    parser.add_argument("--calibrate-only", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -571,9 +687,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.child:
         record = run_variant(args, args.child)
-        write_json_atomic(variant_folder(args, args.child) / "record.json", record)
+        if record is not None:
+            write_json_atomic(variant_folder(args, args.child) / "record.json", record)
         return
     records = Records(args.records)
+    if args.rerun:
+        rerun(args, records, args.rerun)
     if not args.analyse:
         # a SIGTERM (or Ctrl-C) still records this invocation's minutes
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -210,6 +210,16 @@ class Records:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, self.data)
 
+    def supersede(self, key: str, new_key: str) -> None:
+        """Keep ``key``'s record under ``new_key`` (for the history) and free ``key``."""
+        self.data["runs"][new_key] = self.data["runs"].pop(key)
+        write_json_atomic(self.path, self.data)
+
+    def drop(self, key: str) -> None:
+        """Forget a record derived from others (it is made again from them)."""
+        if self.data["runs"].pop(key, None) is not None:
+            write_json_atomic(self.path, self.data)
+
     def add_invocation(
         self, described: dict[str, Any], seconds: float, parts: tuple, completed: bool
     ) -> float:
