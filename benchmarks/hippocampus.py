@@ -12,20 +12,23 @@ the wall time (reported) but not the compute each model gets; with ``--threads 1
 is a wall-clock second of an unloaded core. Each model trains in its own process so its peak
 memory (max RSS) is its own.
 
-``--run-budget 60m`` measures instead what a user gets from the README's one command,
-``c2fnas run DATA --run RUN --arch architectures/c2fnas-panc.json --time-budget 60m`` (planned
-from the data, this machine and the budget): its wall time against the budget, the planned
-against the spent time per stage, the mean validation Dice of the folds it trained and the
-out-of-fold Dice of the training cases in their own geometry, written to
+``--run-budget 60m`` measures instead what a user gets from the README's one command, ``c2fnas run
+DATA --run RUN --arch architectures/c2fnas-panc.json --time-budget 60m`` (planned from the data,
+this machine and the budget): its wall time against the budget, the planned against the spent time
+per stage, the mean validation Dice of the folds it trained and the out-of-fold Dice of the
+training cases in their own geometry, written to
 ``benchmarks/results/hippocampus_run_<panc|search>_<budget>.json``. ``--search`` leaves out
-``--arch``, so the budget also covers what the plan searches. A run stopped by the end of a
-session resumes when the same command is run again; the wall time adds up the starts.
+``--arch``, so the budget also covers what the plan searches. ``--folds 0`` passes ``--folds 0``
+to ``c2fnas run`` (one model gets the whole budget: the per-model match of a peer that trains one
+fold in it) and adds ``_folds0`` to the run's and the record's names. A run stopped by the end of
+a session resumes when the same command is run again; the wall time adds up the starts.
 
 Usage::
 
     python benchmarks/hippocampus.py --budget-minutes 30
     python benchmarks/hippocampus.py --run-budget 60m          # the README's one command
     python benchmarks/hippocampus.py --run-budget 3h --search  # with a search
+    python benchmarks/hippocampus.py --run-budget 60m --folds 0  # one model in the budget
     python benchmarks/hippocampus.py --budget-minutes 12 --threads 1 --parallel  # shared CPU
     python benchmarks/hippocampus.py --budget-minutes 1 --test-cases 4   # a quick check
 """
@@ -293,6 +296,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--search", action="store_true", help="with --run-budget: search, leave out --arch"
     )
     parser.add_argument(
+        "--folds",
+        type=int,
+        nargs="+",
+        choices=range(5),
+        help="with --run-budget: the folds `c2fnas run` trains (default: what it plans)",
+    )
+    parser.add_argument(
         "--accept-changed-data",
         action="store_true",
         help="with --run-budget: pass --accept-changed-data to a resumed run (the dataset was "
@@ -363,12 +373,17 @@ def run_mode(args: argparse.Namespace) -> None:
     """
     budget = parse_duration(args.run_budget)
     kind = "search" if args.search else "panc"
-    run_dir = args.work / f"run-{kind}-{args.run_budget}"
+    name = f"{kind}_{args.run_budget}" + (
+        f"_folds{''.join(map(str, args.folds))}" if args.folds else ""
+    )
+    run_dir = args.work / f"run-{name.replace('_', '-')}"
     starts_file = run_dir.parent / f"{run_dir.name}.starts.json"
     command = [sys.executable, "-m", "c2fnas", "run", str(args.data), "--run", str(run_dir),
                "--time-budget", args.run_budget]  # fmt: skip
     if not args.search:
         command += ["--arch", str(REPO / "architectures" / "c2fnas-panc.json")]
+    if args.folds:
+        command += ["--folds", *map(str, args.folds)]
     if args.accept_changed_data:
         command.append("--accept-changed-data")
     log.info("running: %s", " ".join(command))
@@ -434,7 +449,7 @@ def run_mode(args: argparse.Namespace) -> None:
         "planned_seconds": dict(state.planned) if state.planned is not None else None,
         "machine": machine.describe(),
     }
-    out = args.out or RESULTS / f"hippocampus_run_{kind}_{args.run_budget}.json"
+    out = args.out or RESULTS / f"hippocampus_run_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     table = Table(title=f"{report['command']}  ({report['machine']['cpu']})")

@@ -2,12 +2,13 @@
 
 Reads, for each budget found, ``results/hippocampus_run_<kind>_<budget>.json`` (``hippocampus.py
 --run-budget``: ``c2fnas run`` planned to the budget; its out-of-fold Dice per case in the source
-geometry) and ``results/nnunet_peer_<budget>.json`` (``nnunet_peer.py``: nnU-Net's
-``3d_fullres`` trained for the budget per fold, its held-out cases scored by c2fnas's
+geometry), ``..._<budget>_folds0.json`` where it exists (``--folds 0``: one model gets the whole
+budget, as nnU-Net's fold does) and ``results/nnunet_peer_<budget>.json`` (``nnunet_peer.py``:
+nnU-Net's ``3d_fullres`` trained for the budget per fold, its held-out cases scored by c2fnas's
 evaluation). For every fold nnU-Net trained, both tools are compared on that fold's held-out
-cases: each mean with a 95% bootstrap interval over the cases and the paired difference
-(c2fnas - nnU-Net). Writes ``results/versus_nnunet.json`` and a figure of Dice against wall
-time, one line per tool (``results/versus_nnunet.png``). Nothing is trained here.
+cases: each mean with a 95% bootstrap interval over the cases and the paired difference (c2fnas -
+nnU-Net). Writes ``results/versus_nnunet.json`` and a figure of Dice against wall time, one line
+per tool and way of spending the budget (``results/versus_nnunet.png``). Nothing is trained here.
 
 Wall time: c2fnas's is its whole run (planning, preprocessing, every fold, prediction), summed
 over its starts; nnU-Net's is its preprocessing plus, for each compared fold, the calibration,
@@ -55,6 +56,16 @@ def nnunet_seconds(record: dict[str, Any], fold: int) -> float:
     )
 
 
+def c2fnas_label(record: dict[str, Any]) -> str:
+    """How the c2fnas run spent its budget: its folds."""
+    folds = record["folds"]
+    return f"{len(folds)} folds" if len(folds) > 1 else f"fold {folds[0]} only"
+
+
+def machine_kind(record: dict[str, Any]) -> str:
+    return " ".join([record["machine"]["cpu"], *record["machine"]["flags"]])
+
+
 def compare(c2fnas: dict[str, Any], nnunet: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per fold nnU-Net trained: both tools on that fold's held-out cases."""
     ours = (c2fnas.get("out_of_fold") or {}).get("per_case")
@@ -62,6 +73,7 @@ def compare(c2fnas: dict[str, Any], nnunet: dict[str, Any]) -> list[dict[str, An
     for row in nnunet["results"]:
         theirs = {case: float(np.mean(list(dice.values()))) for case, dice in row["dice"].items()}
         entry: dict[str, Any] = {
+            "c2fnas_run": c2fnas_label(c2fnas),
             "fold": row["fold"],
             "cases": len(theirs),
             "nnunet": interval_of_cases(np.array(list(theirs.values()))),
@@ -92,17 +104,26 @@ def main(argv: list[str] | None = None) -> None:
     report: dict[str, Any] = {"c2fnas_kind": args.kind, "budgets": {}}
     for path in sorted(args.results.glob("nnunet_peer_*.json")):
         budget = budget_of(path, "nnunet_peer_")
-        ours_path = args.results / f"hippocampus_run_{args.kind}_{budget}.json"
-        if budget.endswith("_smoke") or not ours_path.is_file():
+        stem = f"hippocampus_run_{args.kind}_{budget}"
+        ours_paths = [
+            args.results / f"{stem}.json",
+            *sorted(args.results.glob(f"{stem}_folds*.json")),
+        ]
+        ours_paths = [ours for ours in ours_paths if ours.is_file()]
+        if budget.endswith("_smoke") or not ours_paths:
             continue
-        nnunet, c2fnas = json.loads(path.read_text()), json.loads(ours_path.read_text())
-        cpus = {c2fnas["machine"]["cpu"], nnunet["machine"]["cpu"]}
-        flags = {tuple(c2fnas["machine"]["flags"]), tuple(nnunet["machine"]["flags"])}
-        entry: dict[str, Any] = {"cpu": sorted(cpus), "records": [ours_path.name, path.name]}
-        if len(cpus) > 1 or len(flags) > 1:
-            entry["why_not_compared"] = "measured on different CPU kinds"
-        else:
-            entry["folds"] = compare(c2fnas, nnunet)
+        nnunet = json.loads(path.read_text())
+        entry: dict[str, Any] = {"records": [path.name], "cpu": [nnunet["machine"]["cpu"]],
+                                 "folds": [], "not_compared": []}  # fmt: skip
+        for ours_path in ours_paths:
+            c2fnas = json.loads(ours_path.read_text())
+            entry["records"].append(ours_path.name)
+            if machine_kind(c2fnas) != machine_kind(nnunet):
+                entry["not_compared"].append(
+                    f"{ours_path.name}: measured on another CPU kind ({machine_kind(c2fnas)})"
+                )
+            else:
+                entry["folds"] += compare(c2fnas, nnunet)
         report["budgets"][budget] = entry
     out = args.results / "versus_nnunet.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -112,24 +133,23 @@ def main(argv: list[str] | None = None) -> None:
 
 def show(report: dict[str, Any]) -> None:
     table = Table(title="c2fnas against nnU-Net v2, same held-out cases (mean Dice [95%])")
-    for column in ("budget", "fold", "cases", "c2fnas", "wall (min)", "nnU-Net", "wall (min)",
-                   "c2fnas - nnU-Net"):  # fmt: skip
+    for column in ("budget", "c2fnas run", "fold", "cases", "c2fnas", "wall (min)", "nnU-Net",
+                   "wall (min)", "c2fnas - nnU-Net"):  # fmt: skip
         table.add_column(column, justify="right")
     for budget, entry in report["budgets"].items():
-        if "folds" not in entry:
-            table.add_row(budget, "-", "-", entry["why_not_compared"], "", "", "", "")
-            continue
+        for reason in entry["not_compared"]:
+            table.add_row(budget, "-", "-", "-", reason, "", "", "", "")
         for row in entry["folds"]:
             ours, theirs = row["c2fnas"], row["nnunet"]
             difference = row.get("c2fnas_minus_nnunet")
             table.add_row(
-                budget, str(row["fold"]), str(row["cases"]),
+                budget, row["c2fnas_run"], str(row["fold"]), str(row["cases"]),
                 _interval(ours) if ours else row["why_not_compared"],
                 f"{row['c2fnas_wall_seconds'] / 60:.1f}", _interval(theirs),
                 f"{row['nnunet_wall_seconds'] / 60:.1f}",
                 _interval(difference, "difference", signed=True) if difference else "-",
             )  # fmt: skip
-    Console().print(table)
+    Console(width=max(140, Console().width)).print(table)  # not cut to 80 columns in a log
 
 
 def _interval(values: dict[str, float], key: str = "mean", signed: bool = False) -> str:
@@ -143,24 +163,24 @@ def figure(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for tool, colour in (("c2fnas", "tab:blue"), ("nnunet", "tab:orange")):
-        points = [
-            (row[f"{tool}_wall_seconds"] / 60, row[tool])
-            for entry in report["budgets"].values()
-            for row in entry.get("folds", [])
-            if row[tool] is not None
-        ]
-        if not points:
-            continue
-        points.sort(key=lambda point: point[0])
+    series: dict[str, dict[tuple[str, int], tuple[float, dict[str, float]]]] = {}
+    for budget, entry in report["budgets"].items():
+        for row in entry["folds"]:
+            if row["c2fnas"] is not None:
+                series.setdefault(f"c2fnas, C2FNAS-Panc, {row['c2fnas_run']}", {})[
+                    (budget, row["fold"])
+                ] = (row["c2fnas_wall_seconds"] / 60, row["c2fnas"])
+            series.setdefault("nnU-Net v2 3d_fullres, one fold", {})[(budget, row["fold"])] = (
+                row["nnunet_wall_seconds"] / 60, row["nnunet"],
+            )  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, keyed in series.items():
+        points = sorted(keyed.values(), key=lambda point: point[0])
         minutes = [point[0] for point in points]
         means = np.array([point[1]["mean"] for point in points])
         low = means - np.array([point[1]["low"] for point in points])
         high = np.array([point[1]["high"] for point in points]) - means
-        label = "c2fnas (C2FNAS-Panc)" if tool == "c2fnas" else "nnU-Net v2 3d_fullres"
-        ax.errorbar(minutes, means, yerr=[low, high], marker="o", capsize=3, color=colour,
-                    label=label)  # fmt: skip
+        ax.errorbar(minutes, means, yerr=[low, high], marker="o", capsize=3, label=label)
     ax.set_xlabel("wall time (minutes)")
     ax.set_ylabel("mean Dice, held-out cases (95% over cases)")
     ax.set_title("Hippocampus on the same CPU and cases")
