@@ -27,7 +27,8 @@ iterations, by what it costs on this CPU. Recorded per variant: the seconds per 
 and how they were obtained, the iterations, the training's actual wall seconds, the core, the
 variant that ran beside it and the per-case Dice.
 ``--rerun NAME`` moves a recorded variant to ``superseded/`` in the records (kept, not read by
-the analysis) and deletes its checkpoints, so the next invocation trains it again.
+the analysis), deletes its checkpoints and trains nothing: the next invocation trains it again
+(and a repeated invocation resumes it instead of starting over).
 
 Two variants train at once (``--cores 0 1``), one per core, in the order of ``VARIANTS``: first
 ``baseline`` and ``baseline-seed1`` (the noise ceiling: the same recipe, another seed for the
@@ -54,7 +55,8 @@ Usage::
     .venv/bin/python benchmarks/levers.py     # 8 variants x 20 min + folds: ~1.9 h on 2 cores
     .venv/bin/python benchmarks/levers.py --only poly width-0.5     # a subset
     .venv/bin/python benchmarks/levers.py --analyse    # the report from --records
-    .venv/bin/python benchmarks/levers.py --rerun poly --only poly    # train a variant again
+    .venv/bin/python benchmarks/levers.py --rerun poly    # forget poly's record; then
+    .venv/bin/python benchmarks/levers.py --only poly     # train it again (resumes if stopped)
     .venv/bin/python -m c2fnas data synth /tmp/levers/data --cases 10 --shape 40 48 32
     .venv/bin/python benchmarks/levers.py --data /tmp/levers/data --work /tmp/levers/work \\
         --records /tmp/levers/records.json --out /tmp/levers/levers.json --minutes 0.2 \\
@@ -674,7 +676,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--analyse", action="store_true",
                         help="train nothing: the report from what --records holds")  # fmt: skip
     parser.add_argument("--rerun", nargs="+", choices=[*VARIANTS, FOLDS], default=[],
-                        help="supersede these variants' records and train them again")  # fmt: skip
+                        help="supersede these variants' records (train nothing now)")  # fmt: skip
     parser.add_argument("--child", choices=[*VARIANTS, *MEMBERS], help=argparse.SUPPRESS)
     parser.add_argument("--calibrate-only", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -693,7 +695,7 @@ def main(argv: list[str] | None = None) -> None:
     records = Records(args.records)
     if args.rerun:
         rerun(args, records, args.rerun)
-    if not args.analyse:
+    if not (args.analyse or args.rerun):
         # a SIGTERM (or Ctrl-C) still records this invocation's minutes
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         started, completed = time.perf_counter(), False
