@@ -11,10 +11,8 @@ from c2fnas.costs import measure
 from c2fnas.costs import search as search_estimate
 from c2fnas.costs.measure import Measurement
 from c2fnas.data.synth import make_synthetic_dataset
-from c2fnas.nn import C2FNet
 from c2fnas.planning import plan as plan_module
 from c2fnas.space import Architecture
-from c2fnas.training.deep_supervision import DeepSupervision
 
 runner = CliRunner()
 
@@ -50,19 +48,3 @@ def test_profile_and_plan_time_the_same_step(tmp_path, monkeypatch):
 def test_the_plan_and_the_search_estimate_import_the_one_measured_step():
     assert plan_module.measure_step is measure.measure_step
     assert search_estimate.measure_step is measure.measure_step
-
-
-def test_a_deep_supervision_step_trains_the_heads_and_returns_the_network_alone():
-    """With ``deep_supervision`` the measured step is training's: the heads are in the forward
-    pass, the loss and the optimizer (their weights move); the network returned has no heads."""
-    architecture = Architecture.coarse(plan_module.REFERENCE_LEVELS, 0.25)
-    supervised = DeepSupervision(C2FNet(architecture, 1, 3))
-    before = [head.weight.detach().clone() for head in supervised.heads]
-    trained, step = measure.network_step(supervised, 1, 3, (32, 32, 32), 2, "fp32",
-                                         torch.device("cpu"))  # fmt: skip
-    assert step() > 0
-    assert all(not torch.equal(head.weight, old)
-               for head, old in zip(trained.heads, before, strict=True))  # fmt: skip
-    network, _ = measure.training_step(architecture, 1, 3, (32, 32, 32), 2, "fp32",
-                                       torch.device("cpu"), deep_supervision=True)  # fmt: skip
-    assert isinstance(network, C2FNet)

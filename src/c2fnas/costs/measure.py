@@ -20,7 +20,6 @@ from c2fnas.inference.estimate import seconds_per_window
 from c2fnas.nn import C2FNet
 from c2fnas.space import Architecture
 from c2fnas.training.config import load_config
-from c2fnas.training.deep_supervision import DeepSupervision, DeepSupervisionLoss
 
 CHEAP_STEP_MACS = 20e9
 """Measure a training step on the CPU only below this many MACs per step (seconds, not minutes)."""
@@ -44,18 +43,13 @@ def training_step(
     batch: int,
     precision: str,
     device: torch.device,
-    deep_supervision: bool = False,
 ) -> tuple[torch.nn.Module, Callable[[], float]]:
     """The accelerated network and a function that takes one SGD step of it on fixed random
-    data (Dice + cross-entropy, as training; with ``deep_supervision`` through the decoder's
-    heads and a loss at every scale, as ``training.deep_supervision`` trains) and returns its
-    seconds. The returned network is the C2FNAS network alone, heads or not."""
-    network = C2FNet(architecture, in_channels, classes)
-    trained: torch.nn.Module = DeepSupervision(network) if deep_supervision else network
-    accelerated, step = network_step(trained, in_channels, classes, patch, batch, precision, device)
-    if isinstance(accelerated, DeepSupervision):
-        return accelerated.network, step
-    return accelerated, step
+    data (Dice + cross-entropy, as training) and returns its seconds."""
+    return network_step(
+        C2FNet(architecture, in_channels, classes), in_channels, classes, patch, batch,
+        precision, device,
+    )  # fmt: skip
 
 
 def network_step(
@@ -67,14 +61,11 @@ def network_step(
     precision: str,
     device: torch.device,
 ) -> tuple[torch.nn.Module, Callable[[], float]]:
-    """``training_step`` for any network (e.g. a benchmark's peer), ``accelerate``d first; a
-    ``DeepSupervision`` network is scored at each of its outputs, as training scores it."""
+    """``training_step`` for any network (e.g. a benchmark's peer), ``accelerate``d first."""
     generator = torch.Generator().manual_seed(0)
     network = accelerate(network).to(device, memory_format=memory_format(device))
     optimizer = torch.optim.SGD(network.parameters(), lr=1e-3, momentum=0.9)
-    loss_of: torch.nn.Module = DiceCELoss(to_onehot_y=True, softmax=True)
-    if isinstance(network, DeepSupervision):
-        loss_of = DeepSupervisionLoss(loss_of, network.weights())
+    loss_of = DiceCELoss(to_onehot_y=True, softmax=True)
     image = torch.randn(batch, in_channels, *patch, generator=generator)
     image = image.to(device, memory_format=memory_format(device))
     label = torch.randint(0, classes, (batch, 1, *patch), generator=generator).to(device)
@@ -85,10 +76,7 @@ def network_step(
         start = time.perf_counter()
         with autocast(precision, device):
             logits = network(image)
-        if isinstance(logits, list):
-            loss = loss_of([output.float() for output in logits], label)
-        else:
-            loss = loss_of(logits.float(), label)
+        loss = loss_of(logits.float(), label)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -109,16 +97,14 @@ def measure_step(
     precision: str,
     device: torch.device,
     repeats: int = 2,
-    deep_supervision: bool = False,
 ) -> Measurement:
-    """Time training steps of ``architecture`` (with ``deep_supervision``'s heads and losses
-    where a run trains them) on random data after one warm-up step.
+    """Time training steps of ``architecture`` on random data after one warm-up step.
 
     Raises:
         torch.OutOfMemoryError: the step does not fit on ``device`` (CUDA).
     """
     network, step = training_step(
-        architecture, in_channels, classes, patch, batch, precision, device, deep_supervision
+        architecture, in_channels, classes, patch, batch, precision, device
     )
     network.train()
     step()  # pays for allocations and kernel selection
