@@ -331,13 +331,13 @@ def relative_costs(
 
 
 def variant_costs(
-    args: argparse.Namespace, name: str, run_dir: Path, validated: list[str], plan: Plan,
-    folder: Path,
+    args: argparse.Namespace, name: str, run_dir: Path, validated: list[str], scored: list[str],
+    plan: Plan, folder: Path,
 ) -> dict[str, Any]:  # fmt: skip
-    """Seconds per iteration and per validation that lay out ``name``'s schedule."""
+    """Seconds per iteration and per validation that lay out ``name``'s schedule (the reference
+    validated the ``scored`` cases; ``name`` validates ``validated``)."""
     if name in SAME_STEP or name in MEMBERS:
         reference = reference_costs(args)
-        scored = splits.load_or_create(run_dir, cached_case_ids(run_dir))[FOLD].val
         return {
             "seconds_per_iteration": reference["seconds_per_iteration"],
             # a member validates its own (fewer) cases
@@ -374,7 +374,9 @@ def run_variant(args: argparse.Namespace, name: str) -> dict[str, Any] | None:
             args.calibration_steps, validated, plan,
         )  # fmt: skip
     else:
-        calibration = variant_costs(args, name, train_run, validated, plan, folder / "calibration")
+        calibration = variant_costs(
+            args, name, train_run, validated, scored, plan, folder / "calibration"
+        )
     write_json_atomic(calibration_file, calibration)
     if args.calibrate_only:
         return None
