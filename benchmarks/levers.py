@@ -22,10 +22,13 @@ variant whose overrides change no iteration's work (``SAME_STEP``: the seed, the
 curve) trains exactly the baseline's schedule; any other (deep supervision's heads,
 augmentation, width, batch) measures its cost *relative to the baseline*, the two recipes timed
 alternately in one process (``RATIO_ROUNDS`` rounds, A B then B A, after an untimed one), and
-scales the reference by that ratio. A wider network or a larger batch thus trains fewer
-iterations, by what it costs on this CPU. Recorded per variant: the seconds per iteration used
-and how they were obtained, the iterations, the training's actual wall seconds, the core, the
-variant that ran beside it and the per-case Dice.
+scales the reference by that ratio. Every calibration runs alone, the other cores idle, as the
+reference's did: timed beside another variant's calibration, each recipe's turn met different
+work on the neighbouring core (deep supervision then timed 3% cheaper than the baseline, whose
+work it contains, and its validation, the same network's, 27% cheaper). A wider network or a
+larger batch thus trains fewer iterations, by what it costs on this CPU. Recorded per variant:
+the seconds per iteration used and how they were obtained, the iterations, the training's actual
+wall seconds, the core, the variant that ran beside it and the per-case Dice.
 ``--rerun NAME`` moves a recorded variant to ``superseded/`` in the records (kept, not read by
 the analysis), deletes its checkpoints and trains nothing: the next invocation trains it again
 (and a repeated invocation resumes it instead of starting over).
@@ -507,6 +510,12 @@ def run_all(args: argparse.Namespace, records: Records, names: list[str]) -> Non
     width = len(args.cores)
     for start in range(0, len(pending), width):
         group = pending[start : start + width]
+        for name in group:  # alone, as the reference was calibrated
+            if not (variant_folder(args, name) / "calibration.json").is_file():
+                log.info("timing %s against the baseline, alone", name)
+                variant_folder(args, name).mkdir(parents=True, exist_ok=True)
+                subprocess.run(child_command(args, args.cores[0], name, "--calibrate-only"),
+                               env=child_environment(), check=True)  # fmt: skip
         log.info("training %s", " and ".join(group))
         children = []
         for core, name in zip(args.cores, group, strict=False):
