@@ -22,10 +22,11 @@ variant whose overrides change no iteration's work (``SAME_STEP``: the seed, the
 curve) trains exactly the baseline's schedule; any other (deep supervision's heads,
 augmentation, width, batch) measures its cost *relative to the baseline*, the two recipes timed
 alternately in one process (``RATIO_ROUNDS`` rounds, A B then B A, after an untimed one), and
-scales the reference by that ratio. Every calibration runs alone, the other cores idle, as the
-reference's did: timed beside another variant's calibration, each recipe's turn met different
-work on the neighbouring core (deep supervision then timed 3% cheaper than the baseline, whose
-work it contains, and its validation, the same network's, 27% cheaper). A wider network or a
+scales the reference by that ratio (its validation's too where the width differs; otherwise the
+same network validates the same windows, and timing it gave ratios of 0.73-1.00: noise). Every
+calibration runs alone, the other cores idle, as the reference's did: timed beside another
+variant's calibration, each recipe's turn met different work on the neighbouring core (deep
+supervision then timed 3% cheaper than the baseline, whose work it contains). A wider network or a
 larger batch thus trains fewer iterations, by what it costs on this CPU. Recorded per variant:
 the seconds per iteration used and how they were obtained, the iterations, the training's actual
 wall seconds, the core, the variant that ran beside it and the per-case Dice.
@@ -318,11 +319,13 @@ def relative_costs(
         timed = calibrate(architecture, run_dir, FOLD, config, folder, args.calibration_steps)
         if index:
             steps[recipe].append(timed["seconds_per_iteration"])
-    for recipe, config in recipes.items():
-        architecture = Architecture.load(PANC).with_width(config.search.width)
-        validations[recipe] = validation_seconds(architecture, run_dir, validated, config, plan)
+    validation_ratio = 1.0  # the same network validates the same windows: only noise to time
+    if recipes[name].search.width != recipes[BASELINE].search.width:
+        for recipe, config in recipes.items():
+            architecture = Architecture.load(PANC).with_width(config.search.width)
+            validations[recipe] = validation_seconds(architecture, run_dir, validated, config, plan)
+        validation_ratio = validations[name] / validations[BASELINE]
     step_ratio = sum(steps[name]) / sum(steps[BASELINE])
-    validation_ratio = validations[name] / validations[BASELINE]
     return {
         "seconds_per_iteration": reference["seconds_per_iteration"] * step_ratio,
         "validation_seconds": reference["validation_seconds"] * validation_ratio,
