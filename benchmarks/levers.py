@@ -22,10 +22,10 @@ variant whose overrides change no iteration's work (``SAME_STEP``: the seed, the
 curve) trains exactly the baseline's schedule; any other (deep supervision's heads,
 augmentation, width, batch) measures its cost *relative to the baseline*, the two recipes timed
 alternately in one process (``RATIO_ROUNDS`` rounds, A B then B A, after an untimed one), and
-scales the reference by that ratio (its validation's too where the width differs; otherwise the
-same network validates the same windows, and timing it gave ratios of 0.73-1.00: noise). Every
-calibration runs alone, the other cores idle, as the reference's did: timed beside another
-variant's calibration, each recipe's turn met different work on the neighbouring core (deep
+scales the reference by the median round's ratio (its validation's too where the width differs;
+otherwise the same network validates the same windows, and timing it gave ratios of 0.73-1.00:
+noise). Every calibration runs alone, the other cores idle, as the reference's did: timed beside
+another variant's calibration, each recipe's turn met different work on the neighbouring core (deep
 supervision then timed 3% cheaper than the baseline, whose work it contains). A wider network or a
 larger batch thus trains fewer iterations, by what it costs on this CPU. Recorded per variant:
 the seconds per iteration used and how they were obtained, the iterations, the training's actual
@@ -130,9 +130,11 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 BASELINE, SEED_TWIN = "baseline", "baseline-seed1"
 SAME_STEP = frozenset({SEED_TWIN, "poly"})
 """Variants whose overrides change no iteration's work: they train the baseline's schedule."""
-RATIO_ROUNDS = 2
-"""Rounds of timing the baseline's and a variant's recipe alternately (A B, then B A) that give
-the variant's cost ratio."""
+RATIO_ROUNDS = 6
+"""Rounds of timing the baseline's and a variant's recipe alternately (A B, then B A, ...): the
+variant's cost ratio is the median of the rounds' ratios. Blocks of 20 iterations of one recipe
+vary by up to 20% on this machine from one block to the next (0.29-0.35 s for the baseline's), so
+two rounds gave deep supervision ratios from 0.91 to 1.10 in three sittings."""
 SUPERSEDED = "superseded"
 REFERENCE = (BASELINE, "best")
 """Today's recipe: ``c2fnas run`` deploys each fold's best model."""
@@ -325,12 +327,14 @@ def relative_costs(
             architecture = Architecture.load(PANC).with_width(config.search.width)
             validations[recipe] = validation_seconds(architecture, run_dir, validated, config, plan)
         validation_ratio = validations[name] / validations[BASELINE]
-    step_ratio = sum(steps[name]) / sum(steps[BASELINE])
+    rounds = [variant / base for variant, base in zip(steps[name], steps[BASELINE], strict=True)]
+    step_ratio = float(np.median(rounds))
     return {
         "seconds_per_iteration": reference["seconds_per_iteration"] * step_ratio,
         "validation_seconds": reference["validation_seconds"] * validation_ratio,
         "from": "the baseline's calibration x this variant's cost ratio, timed alternately",
-        "step_ratio": step_ratio, "validation_ratio": validation_ratio,
+        "step_ratio": step_ratio, "round_ratios": [round(value, 4) for value in rounds],
+        "validation_ratio": validation_ratio,
         "timed_steps": {recipe: [round(value, 4) for value in values]
                         for recipe, values in steps.items()},
     }  # fmt: skip
