@@ -26,14 +26,18 @@ from c2fnas.data.splits import NUM_FOLDS
 from c2fnas.training.config import SearchMode
 
 SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
-MIN_SUPERNET_ITERATIONS = 2 * MIN_RANKING_ITERATIONS
-"""A supernet trains every path of the topology at once, so it gets at least twice what a
-stand-alone candidate needs to rank (as the fine stage trains its supernet twice a candidate's
-schedule). ``benchmarks/search_landscape.py`` part 7 (Hippocampus, C2FNAS-Panc's topology, AMD
-EPYC) measured only below this: a 2,000-iteration supernet against 10 colourings trained 1,000
-iterations with two seeds gave Spearman +0.13 [-0.55, +0.69], and the colourings' own
-seed-to-seed Spearman was +0.13 [-0.70, +0.81] (their spread sd 0.010, a seed's difference 0.014
-on average): nothing to rank at that length. Whether 4,000 ranks is not measured."""
+MIN_SUPERNET_ITERATIONS = 10_000
+"""The fine stage is planned only when its supernet trains at least this many iterations: the
+round number above the longest supernet measured not to pay. End to end on Hippocampus (AMD EPYC
+with AVX-512, 2 cores, 3 h): the fine stage alone with a supernet of 8,388 iterations took 38 of
+the 180 minutes and left 5 folds of 5,590 iterations, out-of-fold Dice 0.876
+(``benchmarks/results/hippocampus_run_search_3h.json``); C2FNAS-Panc trained the whole budget, 5
+folds of 10,096, scored 0.881, +0.005 [+0.004, +0.007] paired over the 200 cases
+(``hippocampus_run_panc_3h.json``). Shorter supernets rank nothing either:
+``benchmarks/search_landscape.py`` part 7 (2,000 iterations against 10 colourings trained 1,000
+with two seeds) gave Spearman +0.13 [-0.55, +0.69], no better than the colourings' own seed-to-seed
++0.13. Whether 10,000 pays is not measured; it is at least twice a candidate's
+``MIN_RANKING_ITERATIONS``, as the paper trains a supernet twice a candidate's schedule."""
 MIN_FOLD_ITERATIONS = 5000
 """Under a budget, the plan trains the most folds (of five) that each still get this many
 iterations, and at least one: an eighth of the paper's 40000. A fold trained much less is a weak
