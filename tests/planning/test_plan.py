@@ -15,7 +15,7 @@ from c2fnas.cli import app
 from c2fnas.costs import memory, solve
 from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.files.run_folder import RunFolder
-from c2fnas.planning import PlanError, plan_run
+from c2fnas.planning import PlanError, plan_run, recipe
 from c2fnas.planning.plan import PREDICTION_SECONDS_PER_CASE
 from c2fnas.space import Architecture
 from c2fnas.training.config import load_config
@@ -112,6 +112,24 @@ def test_without_a_budget_the_papers_schedule(isotropic, tmp_path):
     assert plan.config.training.milestones == paper.training.milestones
     assert plan.config.search.iterations == paper.search.iterations
     assert plan.config.search.width == 1.0  # memory allows the paper's width
+
+
+def test_a_plan_trains_the_recipe_measured_to_win(isotropic, tmp_path):
+    """Every lever of ``planning.recipe`` is in the plan's configuration, in the written
+    ``plan.yaml`` and in its table with the measurement behind it; the paper preset keeps the
+    paper's recipe."""
+    run_dir = tmp_path / "run"
+    plan = plan_run(isotropic, run_dir, device=CPU, memory_bytes=64 * GIB)
+    written = load_config("paper", plan.write(run_dir))
+    paper = load_config("paper")
+    rows = {choice.setting: choice for choice in plan.choices}
+    for lever in recipe.LEVERS:
+        assert getattr(getattr(plan.config, lever.section), lever.field) == lever.value
+        assert getattr(getattr(written, lever.section), lever.field) == lever.value
+        assert rows[lever.setting].value == lever.shown
+        assert "levers" in rows[lever.setting].reason
+    assert paper.training.lr_decay == "step" and paper.training.deep_supervision is False
+    assert paper.data.augmentation == "paper"
 
 
 def test_the_planned_batch_fits_a_small_memory(isotropic, tmp_path):

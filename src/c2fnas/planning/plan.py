@@ -1,7 +1,8 @@
 """``plan_run``: a complete run configuration from the dataset, the device and a time budget.
 
 The plan starts from the ``paper`` preset and replaces what the data, the device and the budget
-decide: the patch, the batch, the width, the sliding-window strides and the schedules. Every
+decide: the patch, the batch, the width, the sliding-window strides and the schedules, and sets
+the training recipe measured to win at equal time (``recipe``). Every
 choice carries its reason, for the table ``c2fnas plan`` prints and the comments of
 ``plan.yaml``.
 """
@@ -33,7 +34,7 @@ from c2fnas.files.atomic import write_json_atomic, write_text_atomic
 from c2fnas.files.run_folder import RunFolder
 from c2fnas.inference.sliding_window import window_count
 from c2fnas.nn import C2FNet
-from c2fnas.planning import geometry
+from c2fnas.planning import geometry, recipe
 from c2fnas.space import C2FNAS_PANC, Architecture
 from c2fnas.training.config import RunConfig, SearchMode, load_config
 
@@ -225,8 +226,9 @@ def plan_run(
         _folds_choice(context.folds, folds is not None, budget),
         *_network_choices(chosen.network, narrowest, context),
         *_schedule_choices(planned, budget, architecture, workers, tta, mode, search_reason),
+        *(Choice(lever.setting, lever.shown, lever.reason) for lever in recipe.LEVERS),
     ]
-    config = _configure(chosen.network, context, planned, tta, mode)
+    config = recipe.apply(_configure(chosen.network, context, planned, tta, mode))
     config = config.with_fields("data", spacing=list(spacing))
     return RunPlan(
         config, spacing, context.stride, budget, planned.seconds, context.folds, tuple(choices)
