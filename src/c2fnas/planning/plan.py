@@ -421,7 +421,8 @@ def _network_choices(chosen: _Network, narrowest: _Network, context: _Context) -
     if context.device.type == "cpu":
         batch_reason = (
             f"the smallest the loader draws (2 patches per volume): on a CPU a larger batch only "
-            f"slows each step; needs {needed:.2f} of {usable:.1f} GiB"
+            f"slows each step (batch 4 at equal time: -0.0017 Dice, benchmarks/levers.py); "
+            f"needs {needed:.2f} of {usable:.1f} GiB"
         )
     else:
         batch_reason = (
@@ -429,7 +430,10 @@ def _network_choices(chosen: _Network, narrowest: _Network, context: _Context) -
             f"{usable:.1f} GiB usable (activation estimate x {memory.ACTIVATION_OVERHEAD:g})"
         )
     if chosen.width == narrowest.width:
-        width_reason = "the narrowest planned width: more iterations help more than more width"
+        width_reason = (
+            "the narrowest planned width: more iterations help more than more width (width 0.5 "
+            "at equal time: -0.0035 Dice, benchmarks/levers.py)"
+        )
     else:
         width_reason = (
             f"the widest that fits the memory at batch {memory.MIN_BATCH} and, under a budget, "
