@@ -2,9 +2,8 @@
 
 The plan starts from the ``paper`` preset and replaces what the data, the device and the budget
 decide: the patch, the batch, the width, the sliding-window strides and the schedules, and sets
-the training recipe measured to win at equal time (``recipe``). Every
-choice carries its reason, for the table ``c2fnas plan`` prints and the comments of
-``plan.yaml``.
+the training recipe lever by lever from measurements at equal time (``recipe``). Every choice
+carries its reason, for the table ``c2fnas plan`` prints and the comments of ``plan.yaml``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from c2fnas.training.config import Augmentation, LearningRateDecay, RunConfig
 LR_DECAY: LearningRateDecay = "step"
 """The paper's step decay. A polynomial decay (exponent 0.9, nnU-Net's) at the same 3,779
 iterations: +0.0025 [-0.0008, +0.0061] Dice, within the seed gap. (Given 7.6% more iterations in
-an earlier sitting it scored +0.0063: the compute, not the curve.)"""
+an earlier sitting it scored +0.0063: most of that was the compute.)"""
 DEEP_SUPERVISION = False
 """No heads on the decoder. Deep supervision (nnU-Net's default) costs 5% per iteration here
 and, at equal time (3,600 iterations against 3,779): -0.0028 [-0.0080, +0.0023] Dice with the
