@@ -509,20 +509,13 @@ def run_all(args: argparse.Namespace, records: Records, names: list[str]) -> Non
     if FOLDS in names:
         members = members_run(args.work)
         splits.load_or_create(members, cached_case_ids(members))
-    if pending and not (variant_folder(args, BASELINE) / "calibration.json").is_file():
-        log.info("calibrating the baseline (the reference cost of an iteration)")
-        variant_folder(args, BASELINE).mkdir(parents=True, exist_ok=True)
-        subprocess.run(child_command(args, args.cores[0], BASELINE, "--calibrate-only"),
-                       env=child_environment(), check=True)  # fmt: skip
+    if pending:
+        calibrate_alone(args, BASELINE)  # the reference cost of an iteration, before any ratio
     width = len(args.cores)
     for start in range(0, len(pending), width):
         group = pending[start : start + width]
-        for name in group:  # alone, as the reference was calibrated
-            if not (variant_folder(args, name) / "calibration.json").is_file():
-                log.info("timing %s against the baseline, alone", name)
-                variant_folder(args, name).mkdir(parents=True, exist_ok=True)
-                subprocess.run(child_command(args, args.cores[0], name, "--calibrate-only"),
-                               env=child_environment(), check=True)  # fmt: skip
+        for name in group:
+            calibrate_alone(args, name)
         log.info("training %s", " and ".join(group))
         children = []
         for core, name in zip(args.cores, group, strict=False):
@@ -545,6 +538,17 @@ def run_all(args: argparse.Namespace, records: Records, names: list[str]) -> Non
     if FOLDS in names and record_key(args.minutes, ENSEMBLE) not in records:
         log.info("scoring the ensemble of %s", ", ".join(MEMBERS))
         records.add(record_key(args.minutes, ENSEMBLE), score_ensemble(args, records))
+
+
+def calibrate_alone(args: argparse.Namespace, name: str) -> None:
+    """``name``'s costs (``calibration.json``) unless it has them, timed in a child process on
+    the first core while the others idle, as every calibration is."""
+    if (variant_folder(args, name) / "calibration.json").is_file():
+        return
+    log.info("calibrating %s alone", name)
+    variant_folder(args, name).mkdir(parents=True, exist_ok=True)
+    subprocess.run(child_command(args, args.cores[0], name, "--calibrate-only"),
+                   env=child_environment(), check=True)  # fmt: skip
 
 
 def child_command(args: argparse.Namespace, core: int, name: str, *extra: str) -> list[str]:

@@ -114,7 +114,7 @@ def test_without_a_budget_the_papers_schedule(isotropic, tmp_path):
     assert plan.config.search.width == 1.0  # memory allows the paper's width
 
 
-def test_a_plan_trains_the_recipe_measured_to_win(isotropic, tmp_path):
+def test_a_plan_sets_every_measured_lever_and_says_why(isotropic, tmp_path):
     """Every lever of ``planning.recipe`` is in the plan's configuration, in the written
     ``plan.yaml`` and in its table with the measurement behind it; the paper preset keeps the
     paper's recipe."""
