@@ -6,6 +6,7 @@ Usage::
     .venv/bin/python benchmarks/compare_runs.py \\
         benchmarks/results/hippocampus_run_panc_3h.json \\
         benchmarks/results/hippocampus_run_search_3h.json
+    .venv/bin/python benchmarks/compare_runs.py --common A.json B.json   # A trained fewer folds
 """
 
 from __future__ import annotations
@@ -35,13 +36,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="record A (the difference is A - B)")
     parser.add_argument("b", type=Path, help="record B")
+    parser.add_argument(
+        "--common",
+        action="store_true",
+        help="compare on the cases both scored (a run of fewer folds scored fewer cases)",
+    )
     args = parser.parse_args()
     a, b = per_case(args.a), per_case(args.b)
-    if set(a) != set(b):
-        raise SystemExit(f"the records scored different cases ({len(a)} and {len(b)})")
-    cases = sorted(a)
+    if set(a) != set(b) and not args.common:
+        raise SystemExit(
+            f"the records scored different cases ({len(a)} and {len(b)}); "
+            "--common compares the cases both scored"
+        )
+    cases = sorted(set(a) & set(b))
+    if not cases:
+        raise SystemExit("the records scored no case in common")
     first, second = np.array([a[c] for c in cases]), np.array([b[c] for c in cases])
-    table = Table(title=f"out-of-fold Dice over {len(cases)} cases")
+    scope = "" if set(a) == set(b) else f" (those both scored, of {len(a)} and {len(b)})"
+    table = Table(title=f"out-of-fold Dice over {len(cases)} cases{scope}")
     for column in ("record", "mean Dice [95%]"):
         table.add_column(column)
     for path, values in ((args.a, first), (args.b, second)):

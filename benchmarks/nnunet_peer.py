@@ -34,9 +34,10 @@ names the budget), so that a re-run skips the finished ones:
    A separate run because nnU-Net lays its poly learning-rate schedule over ``num_epochs`` when
    training starts: the count must be known before.
 5. train: ``nnUNetv2_train -device cpu`` for ``floor((budget - start-up) / epoch seconds)``
-   epochs (at least 1), so the whole training command fits the budget (its start-up is a little
-   shorter than the calibration's, which unpacked the dataset). An interrupted training resumes
-   with ``--c``; every fold gets the budget.
+   epochs, so the whole training command fits the budget (its start-up is a little shorter than
+   the calibration's, which unpacked the dataset). Where fewer than 10 of nnU-Net's epochs fit (on
+   a small CPU one can take most of an hour), 10 shorter epochs fill the budget instead
+   (``schedule_for``). An interrupted training resumes with ``--c``; every fold gets the budget.
 6. predict: ``nnUNetv2_predict`` on the fold's held-out source images (mirroring on, step 0.5:
    nnU-Net's defaults), with ``checkpoint_final.pth``; ``--continue_prediction`` on a re-run.
 7. score: c2fnas's ``evaluate_folders`` against the source labels; per-case Dice, its mean and
@@ -112,6 +113,7 @@ CALIBRATION_TRAINER = f"{TRAINER}Calibration"
 EPOCH_ITERATIONS = 250  # nnU-Net's training iterations per epoch (and 50 validation ones)
 CALIBRATION_EPOCHS = 3  # the first warms up; the other two are timed
 SMOKE_ITERATIONS = 2
+MIN_EPOCHS = 10  # below it, shorter epochs fill the budget (``schedule_for``)
 SMOKE_CASES = 4
 log = logging.getLogger("nnunet_peer")
 
@@ -363,6 +365,25 @@ def epochs_for(budget: float, calibration: dict[str, Any]) -> int:
     return max(1, math.floor(room / float(calibration["epoch_seconds"])))
 
 
+def schedule_for(budget: float, calibration: dict[str, Any]) -> tuple[int, int | None]:
+    """The epochs and, where nnU-Net's 250-iteration epochs are too long, the iterations per
+    epoch (None: nnU-Net's) that fill the budget.
+
+    With fewer than ``MIN_EPOCHS`` full epochs in the budget, whole epochs would waste up to one
+    epoch of it (or, when not even one fits, overrun it by most of one), and nnU-Net's poly
+    learning rate, set per epoch, would fall in a few coarse steps: the epochs then get fewer
+    iterations each (validation stays a fifth of them, nnU-Net's 250:50) so that ``MIN_EPOCHS``
+    of them fill the budget. Only the epoch's length changes, not what an iteration does.
+    """
+    epochs = epochs_for(budget, calibration)
+    if epochs >= MIN_EPOCHS:
+        return epochs, None
+    room = budget - float(calibration["startup_seconds"])
+    per_iteration = float(calibration["iterations_seconds"]) / calibration["iterations_per_epoch"]
+    epoch = room / MIN_EPOCHS - float(calibration["epoch_end_seconds"])
+    return MIN_EPOCHS, max(1, math.floor(epoch / per_iteration))
+
+
 def train(peer: Peer, fold: int, epochs: int, iterations: int | None) -> dict[str, Any]:
     output = peer.output(TRAINER, fold)
     resume = any(
@@ -495,10 +516,14 @@ def main(argv: list[str] | None = None) -> None:
     folds = write_splits(dataset, peer, args.c2fnas_run)
     iterations = SMOKE_ITERATIONS if args.smoke else args.calibration_iterations
     calibration = state.phase("calibrate", lambda: calibrate(peer, args.fold[0], iterations))
-    epochs = 1 if args.smoke else epochs_for(budget, calibration)
-    log.info(
-        "%.0f s per epoch -> %d epochs in %s", calibration["epoch_seconds"], epochs, args.budget
+    epochs, epoch_iterations = (
+        (1, SMOKE_ITERATIONS) if args.smoke else schedule_for(budget, calibration)
     )
+    log.info(
+        "%.0f s per epoch of %d iterations -> %d epochs of %d iterations in %s",
+        calibration["epoch_seconds"], EPOCH_ITERATIONS, epochs,
+        epoch_iterations or EPOCH_ITERATIONS, args.budget,
+    )  # fmt: skip
     test_cases = args.test_cases or (SMOKE_CASES if args.smoke else None)
     held_out = f"_{test_cases}cases" if test_cases else ""  # a phase of its own
     rows = []
@@ -507,7 +532,7 @@ def main(argv: list[str] | None = None) -> None:
         case_ids = folds[fold].val[:test_cases]
         trained = state.phase(
             f"train_fold{fold}",
-            lambda fold=fold: train(peer, fold, epochs, SMOKE_ITERATIONS if args.smoke else None),
+            lambda fold=fold: train(peer, fold, epochs, epoch_iterations),
         )
 
         def predicted(fold: int = fold, folder: Path = folder, ids: list[str] = case_ids) -> Any:
@@ -529,7 +554,9 @@ def main(argv: list[str] | None = None) -> None:
                 "score_seconds": scored["seconds"],
             }
         )
-    report = summary(args, peer, versions, budget, calibration, epochs, rows, shared, state)
+    report = summary(
+        args, peer, versions, budget, calibration, epochs, epoch_iterations, rows, shared, state
+    )
     report["seconds_this_call"] = round(time.perf_counter() - started, 1)
     out = args.out or RESULTS / f"nnunet_peer_{args.budget}{'_smoke' if args.smoke else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -545,6 +572,7 @@ def summary(
     budget: float,
     calibration: dict[str, Any],
     epochs: int,
+    epoch_iterations: int | None,
     rows: list[dict[str, Any]],
     shared: State,
     state: State,
@@ -573,7 +601,8 @@ def summary(
         "machine": machine.describe(),
         "calibration": calibration,
         "epochs": epochs,
-        "epochs_for_budget": epochs_for(budget, calibration),
+        "iterations_per_epoch": epoch_iterations or EPOCH_ITERATIONS,
+        "full_epochs_for_budget": epochs_for(budget, calibration),
         "seconds_per_phase": {
             name: record["seconds"]
             for states in (shared, state)
@@ -602,8 +631,9 @@ def show(report: dict[str, Any]) -> None:
     Console().print(table)
     scores = Table(
         title="held-out Dice (c2fnas's evaluation)",
-        caption=f"{report['epochs']} epochs of ~{report['calibration']['epoch_seconds']:.0f} s "
-        f"(for the budget: {report['epochs_for_budget']}); all: mean [95% bootstrap]",
+        caption=f"{report['epochs']} epochs of {report['iterations_per_epoch']} iterations "
+        f"(a full one of {EPOCH_ITERATIONS}: ~{report['calibration']['epoch_seconds']:.0f} s, "
+        f"{report['full_epochs_for_budget']} in the budget); all: mean [95% bootstrap]",
     )
     classes = list(report["dice_per_class"])
     for column in ("fold", "cases", *classes, "mean Dice"):
