@@ -37,7 +37,9 @@ names the budget), so that a re-run skips the finished ones:
    epochs, so the whole training command fits the budget (its start-up is a little shorter than
    the calibration's, which unpacked the dataset). Where fewer than 10 of nnU-Net's epochs fit (on
    a small CPU one can take most of an hour), 10 shorter epochs fill the budget instead
-   (``schedule_for``). An interrupted training resumes with ``--c``; every fold gets the budget.
+   (``schedule_for``). An interrupted training resumes with ``--c`` when the same command is run
+   again (a budget longer than a session spans sessions); its time is summed over the starts from
+   nnU-Net's own training logs (``logged_spans``). Every fold gets the budget.
 6. predict: ``nnUNetv2_predict`` on the fold's held-out source images (mirroring on, step 0.5:
    nnU-Net's defaults), with ``checkpoint_final.pth``; ``--continue_prediction`` on a re-run.
 7. score: c2fnas's ``evaluate_folders`` against the source labels; per-case Dice, its mean and
@@ -82,6 +84,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -394,13 +397,35 @@ def train(peer: Peer, fold: int, epochs: int, iterations: int | None) -> dict[st
     recorded = timing(output)
     starts = recorded["epoch_starts"]
     spent = recorded["loop_end"] - starts[0] if starts else 0.0
+    spans = logged_spans(output)
     return {
         "epochs": epochs,
+        "iterations_per_epoch": iterations or EPOCH_ITERATIONS,
         "resumed": resume,
         "epochs_this_call": len(starts),
         "epochs_seconds_this_call": round(spent, 1),
         "epoch_seconds_measured": round(spent / len(starts), 1) if starts else None,
+        "starts": len(spans),
+        "seconds_over_starts": round(sum(spans), 1),
     }
+
+
+def logged_spans(output: Path) -> list[float]:
+    """Seconds from the first to the last line of each of nnU-Net's training logs in ``output``
+    (one per start of ``nnUNetv2_train``): a training stopped (the session ended) and resumed with
+    ``--c`` is timed over all its starts, the stopped ones included, which left no other record.
+    The few seconds before a start's first line (imports) are left out."""
+    spans = []
+    for path in sorted(output.glob("training_log_*.txt")):
+        stamps = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                stamps.append(datetime.strptime(line[:26], "%Y-%m-%d %H:%M:%S.%f"))
+            except ValueError:
+                continue  # nnU-Net's banner and configuration lines carry no time
+        if stamps:
+            spans.append((stamps[-1] - stamps[0]).total_seconds())
+    return spans
 
 
 def held_out_folder(dataset: Dataset, case_ids: list[str], folder: Path) -> None:
@@ -603,8 +628,8 @@ def summary(
         "epochs": epochs,
         "iterations_per_epoch": epoch_iterations or EPOCH_ITERATIONS,
         "full_epochs_for_budget": epochs_for(budget, calibration),
-        "seconds_per_phase": {
-            name: record["seconds"]
+        "seconds_per_phase": {  # a training resumed: over all its starts, from nnU-Net's logs
+            name: max(record["seconds"], record.get("seconds_over_starts", 0.0))
             for states in (shared, state)
             for name, record in states.phases.items()
         },

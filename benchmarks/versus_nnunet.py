@@ -7,8 +7,10 @@ budget, as nnU-Net's fold does) and ``results/nnunet_peer_<budget>.json`` (``nnu
 nnU-Net's ``3d_fullres`` trained for the budget per fold, its held-out cases scored by c2fnas's
 evaluation). For every fold nnU-Net trained, both tools are compared on that fold's held-out
 cases: each mean with a 95% bootstrap interval over the cases and the paired difference (c2fnas -
-nnU-Net). Writes ``results/versus_nnunet.json`` and a figure of Dice against wall time, one line
-per tool and way of spending the budget (``results/versus_nnunet.png``). Nothing is trained here.
+nnU-Net). Writes ``results/versus_nnunet.json`` and a figure of Dice against wall time on each
+fold nnU-Net trained, a line per tool through every budget recorded on that CPU kind (a c2fnas run
+of more folds is scored on the fold's cases from its out-of-fold Dice;
+``results/versus_nnunet.png``). Nothing is trained here.
 
 Wall time: c2fnas's is its whole run (planning, preprocessing, every fold, prediction), summed
 over its starts; nnU-Net's is its preprocessing plus, for each compared fold, the calibration,
@@ -125,10 +127,51 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 entry["folds"] += compare(c2fnas, nnunet)
         report["budgets"][budget] = entry
+    report["curves"] = curves(args.results, args.kind)
     out = args.results / "versus_nnunet.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     show(report)
     figure(report, args.results / "versus_nnunet.png")
+
+
+def curves(results: Path, kind: str) -> dict[str, list[dict[str, Any]]]:
+    """Dice against wall time on each fold nnU-Net trained: every c2fnas and nnU-Net record of
+    any budget measured on that CPU kind, scored on the fold's held-out cases (a c2fnas run of
+    more folds has them all in its out-of-fold Dice), so the figure has a line per tool."""
+    nnunet = [
+        json.loads(path.read_text())
+        for path in sorted(results.glob("nnunet_peer_*.json"))
+        if not path.stem.endswith("_smoke")
+    ]
+    prefix = f"hippocampus_run_{kind}_"
+    ours = {
+        budget_of(path, prefix): json.loads(path.read_text())
+        for path in sorted(results.glob(f"{prefix}*.json"))
+    }
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for record in nnunet:
+        for row in record["results"]:
+            theirs = {c: float(np.mean(list(d.values()))) for c, d in row["dice"].items()}
+            line = lines.setdefault(f"fold {row['fold']}", [])
+            line.append({
+                "tool": "nnU-Net v2", "budget": record["budget"], "cases": len(theirs),
+                "minutes": nnunet_seconds(record, row["fold"]) / 60,
+                "dice": interval_of_cases(np.array(list(theirs.values()))),
+            })  # fmt: skip
+            for budget, run in ours.items():
+                per_case = (run.get("out_of_fold") or {}).get("per_case") or {}
+                if machine_kind(run) != machine_kind(record) or not set(theirs) <= set(per_case):
+                    continue
+                point = {
+                    "tool": f"c2fnas ({c2fnas_label(run)})",
+                    "budget": budget,
+                    "cases": len(theirs),
+                    "minutes": run["wall_seconds"] / 60,
+                    "dice": interval_of_cases(np.array([per_case[c] for c in sorted(theirs)])),
+                }
+                if point not in line:  # two nnU-Net budgets meet the same c2fnas runs
+                    line.append(point)
+    return lines
 
 
 def show(report: dict[str, Any]) -> None:
@@ -163,29 +206,31 @@ def figure(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, dict[tuple[str, int], tuple[float, dict[str, float]]]] = {}
-    for budget, entry in report["budgets"].items():
-        for row in entry["folds"]:
-            if row["c2fnas"] is not None:
-                series.setdefault(f"c2fnas, C2FNAS-Panc, {row['c2fnas_run']}", {})[
-                    (budget, row["fold"])
-                ] = (row["c2fnas_wall_seconds"] / 60, row["c2fnas"])
-            series.setdefault("nnU-Net v2 3d_fullres, one fold", {})[(budget, row["fold"])] = (
-                row["nnunet_wall_seconds"] / 60, row["nnunet"],
-            )  # fmt: skip
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, keyed in series.items():
-        points = sorted(keyed.values(), key=lambda point: point[0])
-        minutes = [point[0] for point in points]
-        means = np.array([point[1]["mean"] for point in points])
-        low = means - np.array([point[1]["low"] for point in points])
-        high = np.array([point[1]["high"] for point in points]) - means
-        ax.errorbar(minutes, means, yerr=[low, high], marker="o", capsize=3, label=label)
-    ax.set_xlabel("wall time (minutes)")
-    ax.set_ylabel("mean Dice, held-out cases (95% over cases)")
-    ax.set_title("Hippocampus on the same CPU and cases")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    lines = report["curves"]
+    fig, axes = plt.subplots(1, max(1, len(lines)), figsize=(7 * max(1, len(lines)), 4.5))
+    for ax, (fold, points) in zip(np.atleast_1d(axes), lines.items(), strict=False):
+        tools = sorted({point["tool"].split(" (")[0] for point in points})
+        for tool in tools:
+            own = sorted(
+                (point for point in points if point["tool"].startswith(tool)),
+                key=lambda point: point["minutes"],
+            )
+            means = np.array([point["dice"]["mean"] for point in own])
+            low = means - np.array([point["dice"]["low"] for point in own])
+            high = np.array([point["dice"]["high"] for point in own]) - means
+            minutes = [point["minutes"] for point in own]
+            ax.errorbar(minutes, means, yerr=[low, high], marker="o", capsize=3, label=tool)
+            for point, x, y in zip(own, minutes, means, strict=True):
+                how = point["tool"].removeprefix(tool).strip(" ()")
+                text = f"{point['budget']} budget" + (f", {how}" if how else "")
+                ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
+        ax.set_title(f"held-out cases of {fold} ({points[0]['cases']})")
+        ax.set_xlabel("wall time (minutes)")
+        ax.set_ylabel("mean Dice (95% over cases)")
+        ax.margins(x=0.2)  # room for the labels
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Hippocampus, same CPU, same cases")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
