@@ -28,7 +28,9 @@ def per_case(path: Path) -> dict[str, float]:
     record = json.loads(path.read_text())
     scores = (record.get("out_of_fold") or {}).get("per_case")
     if not scores:
-        raise SystemExit(f"{path}: no out-of-fold per-case Dice (a run of all five folds has it)")
+        raise SystemExit(
+            f"{path}: no out-of-fold per-case Dice (c2fnas run's postprocess stage writes it)"
+        )
     return {case: float(value) for case, value in scores.items()}
 
 
