@@ -58,6 +58,11 @@ def nnunet_seconds(record: dict[str, Any], fold: int) -> float:
     )
 
 
+def per_case_mean(row: dict[str, Any]) -> dict[str, float]:
+    """An nnU-Net fold's Dice per held-out case, the mean over the classes."""
+    return {case: float(np.mean(list(dice.values()))) for case, dice in row["dice"].items()}
+
+
 def c2fnas_label(record: dict[str, Any]) -> str:
     """How the c2fnas run spent its budget: its folds."""
     folds = record["folds"]
@@ -73,7 +78,7 @@ def compare(c2fnas: dict[str, Any], nnunet: dict[str, Any]) -> list[dict[str, An
     ours = (c2fnas.get("out_of_fold") or {}).get("per_case")
     rows = []
     for row in nnunet["results"]:
-        theirs = {case: float(np.mean(list(dice.values()))) for case, dice in row["dice"].items()}
+        theirs = per_case_mean(row)
         entry: dict[str, Any] = {
             "c2fnas_run": c2fnas_label(c2fnas),
             "fold": row["fold"],
@@ -151,7 +156,7 @@ def curves(results: Path, kind: str) -> dict[str, list[dict[str, Any]]]:
     lines: dict[str, list[dict[str, Any]]] = {}
     for record in nnunet:
         for row in record["results"]:
-            theirs = {c: float(np.mean(list(d.values()))) for c, d in row["dice"].items()}
+            theirs = per_case_mean(row)
             line = lines.setdefault(f"fold {row['fold']}", [])
             line.append({
                 "tool": "nnU-Net v2", "budget": record["budget"], "cases": len(theirs),
