@@ -42,12 +42,13 @@ MIN_FOLD_ITERATIONS = 5000
 """Under a budget, the plan trains the most folds (of five) that each still get this many
 iterations, and at least one: an eighth of the paper's 40000. A fold trained much less is a weak
 ensemble member and a poor estimate (Hippocampus, C2FNAS-Panc at width 0.25, planned for an hour:
-validation Dice 0.864 after 2500 iterations, 0.881 at its best after 6000,
-``benchmarks/results/hippocampus_run_panc_60m.json``). At equal time one model beats an ensemble
-of short ones: three models of 1,243 iterations, each on another 4/5 of the same 160 cases,
-averaged, scored -0.0203 [-0.0251, -0.0155] Dice against one model of 3,779 iterations
-(``benchmarks/levers.py``, Hippocampus fold 0, AMD EPYC). Whether five folds of 5,000 beat one
-model of 25,000 is not measured."""
+validation Dice 0.864 after 2500 iterations, 0.881 at its best after 6000 on the AVX2 AMD EPYC,
+``benchmarks/results/hippocampus_run_panc_60m.json`` as of commit 3ae71b6; on the AVX-512 EPYC
+the same command's fold 0 read 0.863 after 2,528 and 0.879 at 5,580, in its run log). At equal
+time one model beats an ensemble of short ones: three models of 1,243 iterations, each on another
+4/5 of the same 160 cases, averaged, scored -0.0203 [-0.0251, -0.0155] Dice against one model of
+3,779 iterations (``benchmarks/levers.py``, Hippocampus fold 0, AMD EPYC). Whether five folds of
+5,000 beat one model of 25,000 is not measured."""
 ITERATIONS_BEFORE_WIDTH = 20000
 """Under a budget, a network wider than the narrowest is planned only when it still trains the
 paper's search schedule (20000 iterations, what the paper deemed enough to rank networks).
