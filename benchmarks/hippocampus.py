@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -441,7 +442,9 @@ def run_mode(args: argparse.Namespace) -> None:
         "fold_dice": fold_dice,
         "mean_fold_dice": sum(fold_dice) / len(fold_dice),
         "out_of_fold": out_of_fold_dice(run_dir, args.data),
-        "iterations_per_fold": plan.training.iterations,
+        "iterations_per_fold": load_config("paper", run_dir / "config.yaml").training.iterations,
+        "planned_iterations_per_fold": plan.training.iterations,
+        "refit": asdict(state.refit) if state.refit is not None else None,
         "patch": list(plan.data.patch),
         "width": plan.search.width,
         "test_cases_predicted": predicted.cases if predicted is not None else None,

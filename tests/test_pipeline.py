@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from c2fnas.cli import app
 from c2fnas.data.synth import make_synthetic_dataset
-from c2fnas.files.run_state import RESULT_TYPES, RunState, TrainResult
+from c2fnas.files.run_state import RESULT_TYPES, CheckResult, Refit, RunState, TrainResult
 from c2fnas.pipeline import DEFAULT_STAGES, STAGES, Pipeline, dataset_identity
 from c2fnas.space import C2FNAS_PANC, Architecture
 from c2fnas.training.config import load_config
+from c2fnas.training.loop import Timings
 from tests.training.synthetic import TINY as TINY_ARCHITECTURE
 
 runner = CliRunner()
@@ -452,3 +453,65 @@ def test_a_stopped_stage_counts_its_time_when_it_finishes_on_resume(tmp_path, mo
     monkeypatch.setattr(pipeline, "stage_check", finish)
     state = pipeline.run(["check"])
     assert state.stages["check"].seconds == pytest.approx(35.0) and state.interrupted == {}
+
+
+def _budgeted(tmp_path):
+    """A checked run planned (as if) for 1,000 s: 50 s of prediction, 10 s spent checking."""
+    root = make_synthetic_dataset(tmp_path / "data", cases=3, shape=(16, 16, 16))
+    config = load_config("smoke").with_fields(
+        "training", iterations=1000, validate_every=100, checkpoint_every=100, folds=[0, 1]
+    )
+    pipeline = Pipeline(root, tmp_path / "run", config)
+    pipeline.run(["check"])
+    state = pipeline.state().with_stage("check", 10.0, CheckResult(3))
+    state.with_planned({"data": 10.0, "training": 800.0, "prediction": 50.0}, 1000.0).write(
+        pipeline.folder.pipeline_state
+    )
+    return pipeline
+
+
+def test_a_budgets_training_is_refitted_once_to_the_first_folds_measured_time(tmp_path):
+    """(0.9 x 1,000 s - 10 s spent - 50 s of prediction) / 2 folds = 420 s a fold: at 0.1 s a
+    step and 1 s a validation, 3,800 iterations (``refit_training``)."""
+    pipeline = _budgeted(tmp_path)
+    refit = pipeline.reschedule(2)
+    assert refit is not None
+    assert refit(40, Timings(0.1, 1.0, 20)) is None  # before 5% of the 1,000 iterations
+    config = refit(100, Timings(0.1, 1.0, 80))
+    assert config is not None and config.training.iterations == 3800
+    assert config.training.milestones == (1520, 3040) and config.training.validate_every == 95
+    assert load_config("paper", pipeline.folder.config) == config
+    record = pipeline.state().refit
+    assert record is not None and record.at_iteration == 100 and record.seconds == 420.0
+    assert record.planned_iterations == 1000 and record.iterations == 3800
+    assert pipeline.reschedule(2) is None  # once
+
+
+def test_no_refit_without_a_budget_or_after_a_trained_fold(tmp_path):
+    pipeline = _budgeted(tmp_path)
+    state = pipeline.state()
+    trained = state.with_stage("train", 5.0, TrainResult((0,), (0.5,)))
+    trained.write(pipeline.folder.pipeline_state)
+    assert pipeline.reschedule(2) is None
+    state.with_planned(state.planned or {}, None).write(pipeline.folder.pipeline_state)
+    assert pipeline.reschedule(2) is None
+
+
+def test_a_resumed_run_trains_its_refit_over_its_plan(tmp_path):
+    """The plan stays as planned; the re-fit recorded in pipeline.json applies over it."""
+    root = make_synthetic_dataset(tmp_path / "data", cases=3, shape=(16, 16, 16))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    planned = load_config("smoke").with_fields("training", iterations=1000, folds=[0, 1])
+    (run_dir / "plan.yaml").write_text(planned.to_yaml())
+    fields = {"iterations": 1300, "milestones": [520, 1040], "warmup_iterations": 33,
+              "validate_every": 33, "checkpoint_every": 33}  # fmt: skip
+    refit = Refit(100, 0.1, 1.0, 420.0, 1000, fields)
+    RunState().with_planned({"training": 800.0}, 1000.0).with_refit(refit).write(
+        run_dir / "pipeline.json"
+    )
+    pipeline = Pipeline(root, run_dir)
+    pipeline.run(["check"])
+    assert pipeline.run_config.training.iterations == 1300
+    assert load_config("paper", run_dir / "config.yaml").training.milestones == (520, 1040)
+    assert load_config("paper", run_dir / "plan.yaml").training.iterations == 1000

@@ -15,6 +15,11 @@ each training case's files when they were preprocessed, too: a file changed sinc
 again when nothing was made from the cache yet, and otherwise refused, naming the file (a new run
 folder, or ``accept_changed_data`` to keep the results). Given no configuration, the
 pipeline plans the run first (``c2fnas.planning``) and records the plan's estimate there too.
+
+Under a budget the final training's schedule is re-fitted once, early in the first fold, to the
+time that fold measures (``Pipeline.reschedule``): the plan's step is a short measurement, and a
+machine's speed drifts. The re-fit is recorded in ``pipeline.json`` and applied over
+``plan.yaml`` when the run resumes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from c2fnas.accel.process import ThreadGovernor
+from c2fnas.costs.schedule import REFIT_AFTER, SAFETY, refit_training
 from c2fnas.data import cache
 from c2fnas.data.check import check_dataset
 from c2fnas.data.fingerprint import changed_files, stamps
@@ -50,6 +56,7 @@ from c2fnas.files.run_state import (
     PostprocessResult,
     PredictResult,
     PreprocessResult,
+    Refit,
     ReportResult,
     RunState,
     RunStateError,
@@ -66,6 +73,7 @@ from c2fnas.report import write_report
 from c2fnas.search.stages import coarse_stage, final_architecture, fine_stage, scale_stage
 from c2fnas.space import C2FNAS_PANC, Architecture
 from c2fnas.training.config import RunConfig, SearchMode, load_config
+from c2fnas.training.loop import Reschedule, Timings
 from c2fnas.training.run import train
 
 logger = logging.getLogger(__name__)
@@ -220,7 +228,8 @@ class Pipeline:
         self._check_sources()
         self._save_config()
         if planned is not None:
-            self.state().with_planned(planned).write(self.folder.pipeline_state)
+            state = self.state().with_planned(planned, self.budget)
+            state.write(self.folder.pipeline_state)
         self._save_architecture()
         skipped = self._searched_elsewhere()
         calls = self._stages()
@@ -258,6 +267,10 @@ class Pipeline:
         if path.is_file():
             logger.info("using the plan made before: %s", path)
             self.config = load_config("paper", path)
+            refit = self.state().refit
+            if refit is not None:
+                logger.info("training %s", refit.summary())
+                self.config = self.config.with_fields("training", **refit.training)
             if self.search is not None and self.search != self.config.search.mode:
                 raise PipelineError(
                     f"{path} plans --search {self.config.search.mode}, not {self.search}: rerun "
@@ -528,9 +541,54 @@ class Pipeline:
                 architecture, self.run_dir, fold, self.run_config, resume=True,
                 progress=self._view("train", f"fold {fold}"), accelerated=self.accelerated,
                 governor=self.governor,
+                reschedule=self.reschedule(len(folds)) if fold == folds[0] else None,
             )  # fmt: skip
             dice.append(result.best_mean)
         return TrainResult(folds=tuple(folds), fold_dice=tuple(dice))
+
+    def reschedule(self, folds: int) -> Reschedule | None:
+        """The re-fit of the training's schedule for the first fold to train: under a budget,
+        once ``REFIT_AFTER`` of its iterations are done. Each of the
+        ``folds`` folds then gets an equal share of what the budget's planned part
+        (``SAFETY``) leaves after the finished stages and the planned prediction, at the
+        measured step and validation (``refit_training``); the record goes to
+        ``pipeline.json``, the configuration to ``config.yaml``. None when there is nothing to
+        re-fit (no budget, re-fitted before, a fold already trained)."""
+        state = self.state()
+        if state.budget is None or state.planned is None or state.refit is not None:
+            return None
+        if self.trained_folds():
+            return None
+        budget, prediction = state.budget, state.planned.get("prediction", 0.0)
+
+        def refit(done: int, timings: Timings) -> RunConfig | None:
+            training = self.run_config.training
+            if done < REFIT_AFTER * training.iterations:
+                return None
+            state = self.state()
+            seconds = (SAFETY * budget - state.seconds - prediction) / folds
+            refitted = refit_training(
+                seconds, timings.step, timings.validation, done + training.validate_every
+            )
+            fields = {
+                "iterations": refitted.iterations,
+                "milestones": list(refitted.milestones),
+                "warmup_iterations": refitted.warmup_iterations,
+                "validate_every": refitted.validate_every,
+                "checkpoint_every": refitted.checkpoint_every,
+            }
+            record = Refit(
+                at_iteration=done, step=round(timings.step, 4),
+                validation=round(timings.validation, 2), seconds=round(seconds, 1),
+                planned_iterations=training.iterations, training=fields,
+            )  # fmt: skip
+            self.config = self.run_config.with_fields("training", **fields)
+            write_text_atomic(self.folder.config, self.run_config.to_yaml())
+            state.with_refit(record).write(self.folder.pipeline_state)
+            logger.info("training %s", record.summary())
+            return self.run_config
+
+        return refit
 
     def trained_folds(self) -> list[int]:
         """The folds whose training finished (the ensemble's members)."""

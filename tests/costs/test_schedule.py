@@ -82,3 +82,19 @@ def test_the_coarse_floor_holds_after_the_rounding_of_validations():
         assert planned.seconds["coarse"] + planned.seconds["fine"] <= schedule.SEARCH_SHARE * (
             schedule.SAFETY * budget - costs.data - costs.prediction
         )
+
+
+def test_a_refit_fills_the_seconds_at_the_measured_costs():
+    """420 s at 0.1 s a step and 1 s a validation: 40 validations (10% of the time at most),
+    (420 - 40) / 0.1 = 3,800 iterations, milestones at 40% and 80%."""
+    refitted = schedule.refit_training(420.0, step=0.1, validation=1.0, earliest=200)
+    assert refitted.iterations == 3800 and refitted.validate_every == 95
+    assert refitted.milestones == (1520, 3040) and refitted.seconds <= 420.0
+
+
+@pytest.mark.parametrize("seconds", [20.0, 5.0])
+def test_a_refit_that_leaves_less_than_done_ends_at_the_earliest(seconds):
+    """20 s fit 180 iterations (fewer than the 250 done), 5 s fewer than ``MIN_ITERATIONS``
+    (no ``BudgetError``): either way the run ends at ``earliest``."""
+    refitted = schedule.refit_training(seconds, step=0.1, validation=1.0, earliest=260)
+    assert refitted.iterations == 260

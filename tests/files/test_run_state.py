@@ -13,6 +13,7 @@ from c2fnas.files.run_state import (
     DatasetIdentity,
     EvaluateResult,
     PostprocessResult,
+    Refit,
     RunState,
     RunStateError,
     SearchResult,
@@ -46,7 +47,7 @@ def test_a_file_written_before_the_version_loads_with_every_result():
 
 
 def test_a_written_state_reads_back_equal_and_keeps_the_old_layout(tmp_path):
-    state = RunState.read(BEFORE_THE_VERSION).with_planned({"data": 60.0, "training": 600.0})
+    state = RunState.read(BEFORE_THE_VERSION).with_planned({"data": 60.0, "training": 600.0}, 900.0)
     state = state.with_sources({"case_1": {"image": [352, 1764000000123456789], "label": [80, 1]}})
     path = tmp_path / "pipeline.json"
     state.write(path)
@@ -104,7 +105,7 @@ def test_time_planned_against_spent_adds_the_stages_of_each_part():
         RunState()
         .with_stage("check", 10.0, CheckResult(3))
         .with_stage("train", 500.0, TrainResult((0,), (0.5,)))
-        .with_planned({"data": 60.0, "training": 600.0, "prediction": 60.0})
+        .with_planned({"data": 60.0, "training": 600.0, "prediction": 60.0}, 900.0)
     )
     assert state.planned_against_spent() == [
         ("data", 60.0, 10.0), ("training", 600.0, 500.0), ("prediction", 60.0, 0.0),
@@ -125,3 +126,22 @@ def test_stopped_attempts_count_in_the_stage_that_finishes_after_them(tmp_path):
     done.write(path)
     assert "interrupted" not in json.loads(path.read_text())
     assert RunState.read(path).seconds == 175.0
+
+
+def test_the_budget_and_the_refit_read_back_and_a_new_plan_drops_the_refit(tmp_path):
+    refit = Refit(
+        at_iteration=316, step=0.17, validation=1.9, seconds=1500.0, planned_iterations=6283,
+        training={"iterations": 8100, "milestones": [3240, 6480], "warmup_iterations": 203,
+                  "validate_every": 203, "checkpoint_every": 203},
+    )  # fmt: skip
+    state = RunState().with_planned({"training": 3100.0}, 3600.0).with_refit(refit)
+    path = tmp_path / "pipeline.json"
+    state.write(path)
+    again = RunState.read(path)
+    assert again == state and again.budget == 3600.0 and again.refit is not None
+    assert again.refit.iterations == 8100
+    assert again.refit.summary().startswith("re-fitted at iteration 316 of the first fold")
+    assert "6,283 -> 8,100 iterations per fold (25.0 min each)" in again.refit.summary()
+    assert RunState().with_refit(refit).with_planned({"training": 1.0}, None).refit is None
+    older = RunState.read(BEFORE_THE_VERSION)
+    assert older.budget is None and older.refit is None

@@ -149,3 +149,35 @@ def test_class_names_come_from_the_plan_in_the_model_info():
     info = {"plan": {"labels": {"0": "background", "2": "posterior", "1": "anterior"}}}
     assert _class_names(info) == ["anterior", "posterior"]
     assert _class_names({}) is None
+
+
+def test_a_reschedule_replaces_the_schedule_once_after_timing_steps_and_a_validation(tmp_path):
+    """Asked at each checkpoint once 20 iterations and a validation are timed (here from 25 on);
+    None keeps the schedule, a configuration replaces it from the next iteration, after which
+    it is not asked again; the fold's config.yaml is the new one."""
+    config = smoke(iterations=35, validate_every=5, checkpoint_every=5, milestones=(30,))
+    longer = config.with_fields(
+        "training", iterations=45, validate_every=15, checkpoint_every=15, milestones=[40]
+    )
+    asked = []
+
+    def reschedule(done, timings):
+        asked.append((done, timings))
+        return None if done < 30 else longer
+
+    rates = []
+    result = fit(
+        network(), TINY, batches(0), validation(), config, tmp_path, reschedule=reschedule,
+        progress=lambda done, total, metrics: rates.append((done, total, metrics["lr"])),
+    )  # fmt: skip
+    assert [done for done, _ in asked] == [25, 30]
+    assert all(t.step > 0 and t.validation > 0 for _, t in asked)
+    assert [t.iterations for _, t in asked] == [5, 10]  # timed from iteration 20 on
+    assert result.iterations == 45
+    assert [entry[0] for entry in result.history["dice"]] == [5, 10, 15, 20, 25, 30, 45]
+    assert rates[29][1] == 35 and rates[30][1] == 45  # the progress's total changes after 30
+    rate = longer.training.learning_rate
+    assert rates[35][2] == pytest.approx(rate) and rates[-1][2] == pytest.approx(rate / 2)
+    assert load_config("paper", tmp_path / "config.yaml").training.iterations == 45
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").glob("iter_*"))
+    assert checkpoints[-1] == "iter_0000045"

@@ -4,6 +4,7 @@ folds, width, mirroring) is chosen by ``costs.solve``."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -48,6 +49,15 @@ fold's schedule (as in a full search, where it trains twice a coarse candidate's
 MIN_ITERATIONS = 100
 """Fewer iterations teach a network nothing: a budget that allows fewer is refused."""
 CHECKPOINT_SECONDS = 600.0  # a killed run loses at most about this much training
+REFIT_AFTER = 0.05
+"""Under a budget, ``c2fnas run`` re-fits the final training's schedule to the time its first
+fold takes (``refit_training``) once this share of the fold's iterations is done and it has
+validated at least once: late enough that the step and a validation are measured on the real
+batches, early enough that only the warm-up has passed (the milestones lie at 40% and 80%).
+The plan's step is a short measurement on random tensors, and this machine's speed drifts from
+day to day: the hour planned on Hippocampus (AMD EPYC with AVX-512, 2 cores) measured 0.218 s a
+step, ran at 0.19 s with validations, and finished in 40.4 of its 60 minutes
+(``benchmarks/results/hippocampus_run_panc_60m.json`` as of commit 6881ecc)."""
 
 
 class BudgetError(ValueError):
@@ -168,6 +178,20 @@ def fit_training(seconds: float, costs: Costs) -> TrainingSchedule:
             f"at {costs.step:.2f} s each; at least {MIN_ITERATIONS} are needed"
         )
     return training_run(min(iterations, PAPER_ITERATIONS), costs, validations)
+
+
+def refit_training(
+    seconds: float, step: float, validation: float, earliest: int
+) -> TrainingSchedule:
+    """``fit_training`` of ``seconds`` at a measured ``step`` and ``validation`` (seconds), for a
+    run that cannot end before iteration ``earliest`` (it has trained that far, or nearly): when
+    the measurement leaves less, the run ends there."""
+    measured = Costs(step=step, validation=validation, fine_score=0.0, prediction=0.0, data=0.0)
+    with contextlib.suppress(BudgetError):  # fewer than MIN_ITERATIONS: the time is spent
+        refitted = fit_training(seconds, measured)
+        if refitted.iterations >= earliest:
+            return refitted
+    return training_run(earliest, measured)
 
 
 def fit_search(

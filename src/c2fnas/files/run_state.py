@@ -3,24 +3,28 @@
 ``RunState`` is the only reader and writer of the file. It holds the dataset the run belongs to
 (``DatasetIdentity``), the size and modification time of each training case's source files
 when it was preprocessed (``sources``, as ``c2fnas.data.fingerprint.stamps`` gives them), the
-plan's estimated seconds per part, and one ``StageRecord`` per finished stage: its seconds (with
-those of its attempts a signal or an error stopped: ``interrupted`` keeps them until the stage
-finishes) and its result, a small type per stage whose ``summary()`` is the line ``c2fnas run``
-prints for it. The value is frozen: ``with_stage`` and friends return a new one, and ``write``
-saves it atomically.
+plan's estimated seconds per part and its budget, the re-fit of the final training's schedule
+to the time measured in its first fold (``Refit``), and one ``StageRecord`` per finished stage:
+its seconds (with those of its attempts a signal or an error stopped: ``interrupted`` keeps them
+until the stage finishes) and its result, a small type per stage whose ``summary()`` is the line
+``c2fnas run`` prints for it. The value is frozen: ``with_stage`` and friends return a new one,
+and ``write`` saves it atomically.
 
 The file (schema ``VERSION``)::
 
     {"version": 1,
      "dataset": {"path": "/data/Task04_Hippocampus", "cases": 260, "sha256": "..."},
      "planned": {"data": 60.0, "training": 3600.0, ...},
+     "budget": 3600.0,
+     "refit": {"at_iteration": 316, "step": 0.17, "validation": 1.9, ...},
      "sources": {"hippocampus_001": {"image": [size, mtime_ns], "label": [...]}, ...},
      "interrupted": {"train": 3554.5},
      "stages": {"check": {"done": true, "seconds": 1.2, "cases": 260}, ...}}
 
 Files written before the version (version 0) have the same layout and still load; a stage
 record that lacks a field (older runs recorded fewer) takes the field's default, and a file
-without ``sources`` (older runs) has ``sources`` None, and one without ``interrupted`` none.
+without ``sources`` (older runs) has ``sources`` None, and one without ``interrupted`` none; one
+without ``budget`` or ``refit`` (runs planned before the re-fit) is never re-fitted.
 """
 
 from __future__ import annotations
@@ -172,6 +176,42 @@ Result = TypeVar("Result", bound=StageResult)
 
 
 @dataclass(frozen=True)
+class Refit:
+    """The final training's schedule re-fitted, once, to the time the first fold measured
+    (``c2fnas.costs.schedule.refit_training``); ``c2fnas run`` applies ``training`` over
+    ``plan.yaml`` when it resumes.
+
+    Attributes:
+        at_iteration: the first fold's iteration when it was re-fitted.
+        step: measured seconds of a training iteration (batch loading and checkpoints included).
+        validation: measured seconds of a validation.
+        seconds: what each fold's training was re-fitted to take: its share of the budget's
+            planned part less what the finished stages spent.
+        planned_iterations: the plan's iterations per fold.
+        training: the re-fitted fields of the configuration's ``training`` section.
+    """
+
+    at_iteration: int
+    step: float
+    validation: float
+    seconds: float
+    planned_iterations: int
+    training: Mapping[str, Any]
+
+    @property
+    def iterations(self) -> int:
+        return int(self.training["iterations"])
+
+    def summary(self) -> str:
+        return (
+            f"re-fitted at iteration {self.at_iteration} of the first fold to the measured "
+            f"{self.step:.3f} s a step and {self.validation:.1f} s a validation: "
+            f"{self.planned_iterations:,} -> {self.iterations:,} iterations per fold "
+            f"({self.seconds / 60:.1f} min each)"
+        )
+
+
+@dataclass(frozen=True)
 class StageRecord:
     """One finished stage: its wall-clock seconds and its result."""
 
@@ -195,6 +235,9 @@ class RunState:
     interrupted: Mapping[str, float] = field(default_factory=dict)
     """Seconds spent in attempts of an unfinished stage that were stopped (a signal, an error):
     added to the stage's seconds when it finishes, so a resumed run accounts for all its time."""
+    budget: float | None = None
+    """The wall-clock seconds the plan fitted the run into (None: no budget, or no plan)."""
+    refit: Refit | None = None
 
     @classmethod
     def read(cls, path: Path) -> RunState:
@@ -234,7 +277,9 @@ class RunState:
         interrupted = {
             stage: float(seconds) for stage, seconds in data.get("interrupted", {}).items()
         }
-        return cls(stages, dataset, planned, sources, interrupted)
+        budget = float(data["budget"]) if data.get("budget") is not None else None
+        refit = Refit(**data["refit"]) if data.get("refit") is not None else None
+        return cls(stages, dataset, planned, sources, interrupted, budget, refit)
 
     def write(self, path: Path) -> None:
         data: dict[str, Any] = {"version": VERSION}
@@ -242,6 +287,10 @@ class RunState:
             data["dataset"] = asdict(self.dataset)
         if self.planned is not None:
             data["planned"] = dict(self.planned)
+        if self.budget is not None:
+            data["budget"] = self.budget
+        if self.refit is not None:
+            data["refit"] = {**asdict(self.refit), "training": dict(self.refit.training)}
         if self.sources is not None:
             data["sources"] = {case: dict(stamps) for case, stamps in self.sources.items()}
         if self.interrupted:
@@ -271,8 +320,12 @@ class RunState:
     def with_dataset(self, dataset: DatasetIdentity) -> RunState:
         return replace(self, dataset=dataset)
 
-    def with_planned(self, planned: Mapping[str, float]) -> RunState:
-        return replace(self, planned=dict(planned))
+    def with_planned(self, planned: Mapping[str, float], budget: float | None) -> RunState:
+        """This state with a new plan's estimate and budget (and no re-fit of an older plan)."""
+        return replace(self, planned=dict(planned), budget=budget, refit=None)
+
+    def with_refit(self, refit: Refit) -> RunState:
+        return replace(self, refit=refit)
 
     def with_sources(self, sources: Mapping[str, Mapping[str, Any]]) -> RunState:
         return replace(self, sources=dict(sources))

@@ -60,6 +60,27 @@ OpsSampler = Callable[[random.Random], Sequence[Op]]
 Progress = Callable[[int, int, dict[str, float]], None]
 """Called on rank 0 after every iteration with (iterations done, total, {"loss", "lr", and
 "dice": the last validation mean Dice, once there is one})."""
+UNTIMED_ITERATIONS = 20
+"""A process's first iterations are left out of ``Timings``: caches fill, a compiled step
+compiles, the thread governor settles."""
+
+
+@dataclass(frozen=True)
+class Timings:
+    """What this process measured so far (under DDP, the slowest process's): wall-clock seconds
+    per training iteration, batch loading and checkpoints included and validations left out,
+    over ``iterations`` iterations; seconds per validation."""
+
+    step: float
+    validation: float
+    iterations: int
+
+
+Reschedule = Callable[[int, Timings], RunConfig | None]
+"""Called on every process after each checkpoint with (iterations done, ``Timings``) once the
+process has timed an iteration and a validation: a configuration whose ``training`` schedule
+(iterations, milestones, warm-up, intervals) replaces the current one from the next iteration,
+after which it is not called again; or None to be asked at the next checkpoint."""
 
 
 _ALLOCATION_FAILED = re.compile(
@@ -278,6 +299,41 @@ def _validation_model(network: nn.Module, architecture: Architecture | None, sup
     return network
 
 
+@dataclass
+class _Clock:
+    """Times a process's training for ``Timings``: the iterations after its first
+    ``UNTIMED_ITERATIONS``, without the validations among them."""
+
+    start: int
+    since: float | None = None
+    since_iteration: int = 0
+    validating: float = 0.0
+    """Seconds of the validations since ``since``."""
+    validations: list[float] = field(default_factory=list)
+
+    def iteration_done(self, done: int) -> None:
+        if self.since is None and done - self.start >= UNTIMED_ITERATIONS:
+            self.since, self.since_iteration = time.perf_counter(), done
+
+    def validated(self, seconds: float) -> None:
+        self.validations.append(seconds)
+        if self.since is not None:
+            self.validating += seconds
+
+    def timings(self, done: int) -> Timings | None:
+        """The timings so far (all processes reach the same verdict), or None before an
+        iteration and a validation are timed."""
+        if self.since is None or done <= self.since_iteration or not self.validations:
+            return None
+        timed = done - self.since_iteration
+        step = (time.perf_counter() - self.since - self.validating) / timed
+        validation = sum(self.validations) / len(self.validations)
+        slowest = torch.tensor([step, validation], dtype=torch.float64)
+        if _rank()[1] > 1:
+            dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        return Timings(float(slowest[0]), float(slowest[1]), timed)
+
+
 def fit(
     network: nn.Module,
     architecture: Architecture | None,
@@ -294,6 +350,7 @@ def fit(
     device: torch.device | None = None,
     micro_batch: int | None = None,
     governor: ThreadGovernor | None = None,
+    reschedule: Reschedule | None = None,
 ) -> TrainResult:
     """Train ``network`` (a ``C2FNet``, or a ``Supernet`` when ``sample_ops`` is given).
 
@@ -316,6 +373,8 @@ def fit(
             in the checkpoint when resuming, else the whole batch. Saved in every checkpoint.
         governor: ticked before every step, so that it fits the threads to the cores other
             jobs leave free; the entry point that owns the process starts it (or not).
+        reschedule: see ``Reschedule`` (``c2fnas run`` re-fits a budget's schedule to the
+            measured time); the new configuration is saved as ``out_dir/config.yaml``.
 
     Raises:
         TrainingDiverged: on a NaN or infinite loss.
@@ -342,20 +401,25 @@ def fit(
         write_text_atomic(folder.config, config.to_yaml())
     started = time.perf_counter() - float(state.get("seconds", 0.0))
     start = int(state.get("iteration", 0))
+    clock = _Clock(start)
     stream = batches(start)
     trainer.network.train()
-    for iteration in range(start, training.iterations):
+    iteration = start
+    while iteration < training.iterations:
         if governor is not None:
             governor.tick()
         loss = trainer.run_step(iteration, next(stream))
-        done = iteration + 1
+        iteration = done = iteration + 1
+        clock.iteration_done(done)
         run_log.loss(done, loss, trainer.optimizer.param_groups[0]["lr"])
         if progress is not None and rank == 0:
             rate = trainer.optimizer.param_groups[0]["lr"]
             progress(done, training.iterations, {"loss": loss, "lr": rate, **run_log.last_dice()})
         last = done == training.iterations
         if validates_after(done, training.iterations, training.validate_every):
+            validating = time.perf_counter()
             _validate(trainer, architecture, validation, run_log, done, info, out_dir, sample_ops)
+            clock.validated(time.perf_counter() - validating)
             if on_validation is not None:
                 on_validation(done, float(run_log.history["dice"][-1][2]))
         if done % training.checkpoint_every == 0 or last:
@@ -363,6 +427,13 @@ def fit(
                 saved = {"seconds": time.perf_counter() - started, "history": run_log.history}
                 _checkpoint(trainer, folder.checkpoints, done, architecture, info, saved)
             stream = batches(done)
+            timings = clock.timings(done) if reschedule is not None and not last else None
+            changed = reschedule(done, timings) if reschedule is not None and timings else None
+            if changed is not None:
+                reschedule, config, training = None, changed, changed.training
+                trainer.config = changed
+                if rank == 0:
+                    write_text_atomic(folder.config, changed.to_yaml())
     run_log.close()
     best = run_log.best()
     return TrainResult(

@@ -25,6 +25,7 @@ from c2fnas.training.loop import (
     BatchSource,
     OpsSampler,
     Progress,
+    Reschedule,
     TrainResult,
     ValidationCallback,
     fit,
@@ -66,6 +67,7 @@ def train(
     on_validation: ValidationCallback | None = None,
     accelerated: bool = False,
     governor: ThreadGovernor | None = None,
+    reschedule: Reschedule | None = None,
 ) -> TrainResult:
     """Train ``architecture`` on fold ``fold`` of a preprocessed run folder.
 
@@ -86,6 +88,7 @@ def train(
         accelerated: swap the fast layers into the network first (``accelerate``). The entry
             point decides: the commands do, tests comparing numbers need not.
         governor: see ``fit``; started by the entry point that owns the process.
+        reschedule: see ``fit``.
 
     Raises:
         FileNotFoundError: the run folder is not preprocessed (names the missing file).
@@ -131,5 +134,6 @@ def train(
         accelerate(network) if accelerated else network, architecture, source, validation,
         config, out, resume=resume, sample_ops=sample_ops, progress=progress,
         on_validation=on_validation, device=device, micro_batch=micro_batch, governor=governor,
+        reschedule=reschedule,
         model_info={"fold": fold, "plan": plan.model_dump(mode="json"), "run_dir": str(run_dir)},
     )  # fmt: skip
