@@ -506,7 +506,10 @@ def _schedule_choices(
     if budget is None:
         why = "the paper's schedule (no --time-budget)"
     else:
-        why = f"fits {schedule.SAFETY:.0%} of the budget with the estimates below"
+        why = (
+            f"fits {schedule.SAFETY:.0%} of the budget with the estimates below; `c2fnas run` "
+            f"re-fits it to the time measured at {schedule.REFIT_AFTER:.0%} of the first fold"
+        )
     rows = [
         Choice("iterations", str(training.iterations), why),
         Choice("milestones", ", ".join(map(str, training.milestones)), "x0.5 at 40% and 80%"),

@@ -428,8 +428,8 @@ def fit(
                 _checkpoint(trainer, folder.checkpoints, done, architecture, info, saved)
             stream = batches(done)
             timings = clock.timings(done) if reschedule is not None and not last else None
-            changed = reschedule(done, timings) if reschedule is not None and timings else None
-            if changed is not None:
+            changed = reschedule(done, timings) if reschedule and timings else None
+            if changed is not None:  # from the next iteration on, and never again
                 reschedule, config, training = None, changed, changed.training
                 trainer.config = changed
                 if rank == 0:
