@@ -570,13 +570,7 @@ class Pipeline:
             refitted = refit_training(
                 seconds, timings.step, timings.validation, done + training.validate_every
             )
-            fields = {
-                "iterations": refitted.iterations,
-                "milestones": list(refitted.milestones),
-                "warmup_iterations": refitted.warmup_iterations,
-                "validate_every": refitted.validate_every,
-                "checkpoint_every": refitted.checkpoint_every,
-            }
+            fields = refitted.config_fields()
             record = Refit(
                 at_iteration=done, step=round(timings.step, 4),
                 validation=round(timings.validation, 2), seconds=round(seconds, 1),

@@ -8,6 +8,7 @@ import contextlib
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from c2fnas.training.config import SearchMode
 
@@ -98,6 +99,16 @@ class TrainingSchedule:
     @property
     def warmup_iterations(self) -> int:
         return max(1, round(WARMUP_FRACTION * self.iterations))
+
+    def config_fields(self) -> dict[str, Any]:
+        """The fields of a configuration's ``training`` section this schedule sets."""
+        return {
+            "iterations": self.iterations,
+            "milestones": list(self.milestones),
+            "warmup_iterations": self.warmup_iterations,
+            "validate_every": self.validate_every,
+            "checkpoint_every": self.checkpoint_every,
+        }
 
 
 @dataclass(frozen=True)

@@ -393,9 +393,7 @@ def _configure(
         workers=0 if cpu else config.data.workers,  # on a CPU the cores are the network's
     )  # fmt: skip
     config = config.with_fields(
-        "training", iterations=training.iterations, milestones=list(training.milestones),
-        warmup_iterations=training.warmup_iterations, validate_every=training.validate_every,
-        checkpoint_every=training.checkpoint_every, stride=list(context.stride), tta=tta,
+        "training", **training.config_fields(), stride=list(context.stride), tta=tta,
         tensorboard=not cpu, folds=list(context.folds),
     )  # fmt: skip
     search: dict[str, Any] = {
