@@ -1,0 +1,181 @@
+"""Folds or one model at a fixed budget, scored on test cases that no model saw.
+
+Under ``--time-budget`` the planner trains the most folds that each still get
+``costs.schedule.MIN_FOLD_ITERATIONS`` iterations, and the run predicts new cases with the
+majority vote of the folds trained. Whether a user's new cases are better served by that ensemble
+or by one model trained for the whole budget (``--folds 0``) cannot be read from out-of-fold
+Dice: each fold's validation cases are in the other folds' training cases, so no case is unseen
+by the whole ensemble.
+
+This benchmark makes such cases. ``--test-cases`` of the dataset's training cases (40 of 200 by
+default, drawn with ``--seed``) become a test split: ``--work/data`` is a Decathlon folder of
+symlinks (nothing copied) whose ``imagesTr``/``labelsTr`` hold the other cases and whose
+``imagesTs``/``labelsTs`` hold the drawn ones. ``benchmarks/hippocampus.py --run-budget`` then
+runs ``c2fnas run --arch architectures/c2fnas-panc.json --time-budget BUDGET`` on it twice, alone
+and one after the other: as planned, and with ``--folds 0``. Each run predicts the test cases with
+its models and scores them once, at its end (nothing is chosen on them). The record is each run's
+test Dice with a 95% bootstrap interval over the test cases and the paired per-case difference,
+written to ``benchmarks/results/folds_rule_<budget>.json``.
+
+A run stopped by the end of a session resumes when the same command is run again (each run's
+wall time adds up its starts, see ``hippocampus.py``); a run that finished is not trained again.
+
+Usage::
+
+    .venv/bin/python benchmarks/folds_rule.py --budget 60m
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
+from search_study import interval_of_cases, paired_bootstrap  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
+RESULTS = Path(__file__).resolve().parent / "results"
+log = logging.getLogger("folds_rule")
+
+
+def build_view(data: Path, view: Path, test_cases: int, seed: int) -> dict[str, Any]:
+    """``view``: ``data`` with ``test_cases`` training cases moved to the test split, as links.
+
+    An existing view is reused only if it holds the same draw (the same ``dataset.json``), so
+    that a resumed run trains on the cases it started with.
+    """
+    description = json.loads((data / "dataset.json").read_text())
+    training = list(description["training"])
+    drawn = set(np.random.default_rng(seed).choice(len(training), test_cases, replace=False))
+    test = [entry for index, entry in enumerate(training) if index in drawn]
+    kept = [entry for index, entry in enumerate(training) if index not in drawn]
+    as_test = {"image": "imagesTs", "label": "labelsTs"}
+    test_entries = [{key: "./" + str(Path(as_test[key]) / Path(entry[key]).name) for key in entry}
+                    for entry in test]  # fmt: skip
+    viewed = {
+        **description,
+        "description": f"{description.get('name', data.name)}: {test_cases} training cases drawn "
+        f"with seed {seed} held out as a test split (benchmarks/folds_rule.py)",
+        "numTraining": len(kept), "numTest": len(test), "training": kept,
+        "test": [entry["image"] for entry in test_entries],
+    }  # fmt: skip
+    text = json.dumps(viewed, indent=2) + "\n"
+    if (view / "dataset.json").is_file():
+        if (view / "dataset.json").read_text() != text:
+            raise SystemExit(f"{view} holds another draw: delete it or use another --work")
+        return viewed
+    for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (view / folder).mkdir(parents=True, exist_ok=True)
+    for entry in kept:
+        for relative in entry.values():
+            (view / relative).symlink_to((data / relative).resolve())
+    for entry, moved in zip(test, test_entries, strict=True):
+        for key, relative in entry.items():
+            (view / moved[key]).symlink_to((data / relative).resolve())
+    (view / "dataset.json").write_text(text)
+    return viewed
+
+
+def test_dice(cases_csv: Path) -> dict[str, float]:
+    """Each test case's Dice, the mean over its foreground labels, from a run's evaluation."""
+    per_case: dict[str, list[float]] = {}
+    with cases_csv.open() as rows:
+        for row in csv.DictReader(rows):
+            per_case.setdefault(row["case"], []).append(float(row["dice"]))
+    return {case: float(np.mean(values)) for case, values in sorted(per_case.items())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="Task04_Hippocampus folder")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "folds-rule")
+    parser.add_argument("--budget", default="60m", help="each run's --time-budget")
+    parser.add_argument("--test-cases", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0, help="draws the test cases")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--accept-changed-data", action="store_true", help="passed to a resumed run"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    view = args.work / "data"
+    build_view(args.data, view, args.test_cases, args.seed)
+    records: dict[str, dict[str, Any]] = {}
+    for name, folds in (("planned", []), ("one_model", ["--folds", "0"])):
+        record = args.work / f"{name}.json"
+        command = [sys.executable, str(REPO / "benchmarks" / "hippocampus.py"),
+                   "--run-budget", args.budget, "--data", str(view), "--work", str(args.work),
+                   "--out", str(record), *folds]  # fmt: skip
+        if args.accept_changed_data:
+            command.append("--accept-changed-data")
+        log.info("%s: %s", name, " ".join(command))
+        subprocess.run(command, check=True)
+        records[name] = json.loads(record.read_text())
+    scores = {}
+    for name, record in records.items():
+        suffix = "-folds0" if name == "one_model" else ""
+        run_dir = args.work / f"run-panc-{args.budget}{suffix}"
+        scores[name] = test_dice(run_dir / "evaluation" / "cases.csv")
+        if len(scores[name]) != args.test_cases:
+            raise SystemExit(f"{run_dir}: {len(scores[name])} test cases scored, not "
+                             f"{args.test_cases}")  # fmt: skip
+    cases = sorted(scores["planned"])
+    planned = np.array([scores["planned"][case] for case in cases])
+    one = np.array([scores["one_model"][case] for case in cases])
+    report = {
+        "budget": args.budget,
+        "test_cases": cases,
+        "seed": args.seed,
+        "runs": {
+            name: {
+                "command": record["command"],
+                "wall_seconds": record["wall_seconds"],
+                "folds": record["folds"],
+                "iterations_per_fold": record["iterations_per_fold"],
+                "planned_iterations_per_fold": record["planned_iterations_per_fold"],
+                "fold_dice": record["fold_dice"],
+                "out_of_fold": {key: value for key, value in (record["out_of_fold"] or {}).items()
+                                if key != "per_case"},  # fmt: skip
+                "test": {**interval_of_cases(np.array(list(scores[name].values()))),
+                         "per_case": scores[name]},  # fmt: skip
+            }
+            for name, record in records.items()
+        },
+        "one_model_minus_planned": paired_bootstrap(one, planned),
+        "machine": machine.describe(),
+    }
+    out = args.out or RESULTS / f"folds_rule_{args.budget}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    table = Table(title=f"{args.budget} budget, {len(cases)} test cases ({report['machine']['cpu']})")
+    for column in ("run", "folds", "iterations/fold", "wall (min)", "test Dice (95%)"):
+        table.add_column(column, justify="right")
+    for name, run in report["runs"].items():
+        test = run["test"]
+        table.add_row(
+            name, ", ".join(map(str, run["folds"])), str(run["iterations_per_fold"]),
+            f"{run['wall_seconds'] / 60:.1f}",
+            f"{test['mean']:.4f} [{test['low']:.4f}, {test['high']:.4f}]",
+        )  # fmt: skip
+    difference = report["one_model_minus_planned"]
+    Console().print(table)
+    Console().print(
+        f"one model - planned: {difference['difference']:+.4f} "
+        f"[{difference['low']:+.4f}, {difference['high']:+.4f}]"
+    )
+    log.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()
