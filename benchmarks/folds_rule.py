@@ -17,6 +17,12 @@ its models and scores them once, at its end (nothing is chosen on them). The rec
 test Dice with a 95% bootstrap interval over the test cases and the paired per-case difference,
 written to ``benchmarks/results/folds_rule_<budget>.json``.
 
+The plan may mirror one run's prediction and not the other's (mirroring is planned when it costs
+at most 5% of the budget, and an ensemble's costs more). So both runs' models also predict the
+test cases both ways afterwards (``c2fnas predict --tta`` and ``--no-tta``, the run's stride and
+post-processing): a 2 x 2 table, and the difference at equal mirroring. The prediction the run
+made itself is repeated too and must score as in the run.
+
 A run stopped by the end of a session resumes when the same command is run again (each run's
 wall time adds up its starts, see ``hippocampus.py``); a run that finished is not trained again.
 
@@ -42,6 +48,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402
+from c2fnas.evaluation.metrics import evaluate_folders  # noqa: E402
+from c2fnas.training.config import load_config  # noqa: E402
 from search_study import interval_of_cases, paired_bootstrap  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +105,30 @@ def test_dice(cases_csv: Path) -> dict[str, float]:
     return {case: float(np.mean(values)) for case, values in sorted(per_case.items())}
 
 
+def both_ways(
+    run_dir: Path, folds: list[int], view: Path, out: Path
+) -> dict[str, dict[str, float]]:
+    """Each test case's Dice when the run's models predict without and with mirroring."""
+    config = load_config("paper", run_dir / "config.yaml")
+    stride = ",".join(map(str, config.training.stride))
+    scored = {}
+    for mirrored in (False, True):
+        predictions = out / ("mirrored" if mirrored else "plain")
+        command = [sys.executable, "-m", "c2fnas", "predict", "-i", str(view / "imagesTs"),
+                   "-o", str(predictions), "--stride", stride,
+                   "--tta" if mirrored else "--no-tta"]  # fmt: skip
+        for fold in folds:
+            command += ["-m", str(run_dir / "train" / f"fold_{fold}")]
+        subprocess.run(command, check=True)
+        per_case: dict[str, list[float]] = {}
+        for score in evaluate_folders(predictions, view / "labelsTs"):
+            per_case.setdefault(score.case, []).append(score.dice)
+        scored["mirrored" if mirrored else "plain"] = {
+            case: float(np.mean(values)) for case, values in sorted(per_case.items())
+        }
+    return scored
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA, help="Task04_Hippocampus folder")
@@ -124,13 +156,24 @@ def main() -> None:
         subprocess.run(command, check=True)
         records[name] = json.loads(record.read_text())
     scores = {}
-    for name, record in records.items():
+    for name in records:
         suffix = "-folds0" if name == "one_model" else ""
         run_dir = args.work / f"run-panc-{args.budget}{suffix}"
         scores[name] = test_dice(run_dir / "evaluation" / "cases.csv")
         if len(scores[name]) != args.test_cases:
             raise SystemExit(f"{run_dir}: {len(scores[name])} test cases scored, not "
                              f"{args.test_cases}")  # fmt: skip
+    crossed, mirrored_by_plan = {}, {}
+    for name in records:
+        suffix = "-folds0" if name == "one_model" else ""
+        run_dir = args.work / f"run-panc-{args.budget}{suffix}"
+        crossed[name] = both_ways(run_dir, records[name]["folds"], view, args.work / f"{name}-tta")
+        mirrored_by_plan[name] = load_config("paper", run_dir / "config.yaml").training.tta
+        own = crossed[name]["mirrored" if mirrored_by_plan[name] else "plain"]
+        gap = max(abs(own[case] - scores[name][case]) for case in scores[name])
+        if gap > 1e-6:
+            raise SystemExit(f"{run_dir}: predicting again as the run did moved a case's Dice by "
+                             f"{gap:.4f}: the cross-check does not repeat the run")  # fmt: skip
     cases = sorted(scores["planned"])
     planned = np.array([scores["planned"][case] for case in cases])
     one = np.array([scores["one_model"][case] for case in cases])
@@ -146,19 +189,43 @@ def main() -> None:
                 "iterations_per_fold": record["iterations_per_fold"],
                 "planned_iterations_per_fold": record["planned_iterations_per_fold"],
                 "fold_dice": record["fold_dice"],
-                "out_of_fold": {key: value for key, value in (record["out_of_fold"] or {}).items()
-                                if key != "per_case"},  # fmt: skip
-                "test": {**interval_of_cases(np.array(list(scores[name].values()))),
-                         "per_case": scores[name]},  # fmt: skip
+                "out_of_fold": {
+                    key: value
+                    for key, value in (record["out_of_fold"] or {}).items()
+                    if key != "per_case"
+                },  # fmt: skip
+                "test": {
+                    **interval_of_cases(np.array(list(scores[name].values()))),
+                    "per_case": scores[name],
+                },  # fmt: skip
             }
             for name, record in records.items()
         },
         "one_model_minus_planned": paired_bootstrap(one, planned),
+        "mirroring": {
+            "by_plan": mirrored_by_plan,
+            "test": {
+                name: {
+                    way: interval_of_cases(np.array(list(dice.values())))
+                    for way, dice in ways.items()
+                }
+                for name, ways in crossed.items()
+            },  # fmt: skip
+            "one_model_minus_planned": {
+                way: paired_bootstrap(
+                    np.array([crossed["one_model"][way][case] for case in cases]),
+                    np.array([crossed["planned"][way][case] for case in cases]),
+                )
+                for way in ("plain", "mirrored")
+            },
+            "per_case": crossed,
+        },
         "machine": machine.describe(),
     }
     out = args.out or RESULTS / f"folds_rule_{args.budget}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    table = Table(title=f"{args.budget} budget, {len(cases)} test cases ({report['machine']['cpu']})")
+    cpu = report["machine"]["cpu"]
+    table = Table(title=f"{args.budget} budget, {len(cases)} test cases ({cpu})")
     for column in ("run", "folds", "iterations/fold", "wall (min)", "test Dice (95%)"):
         table.add_column(column, justify="right")
     for name, run in report["runs"].items():
@@ -174,6 +241,18 @@ def main() -> None:
         f"one model - planned: {difference['difference']:+.4f} "
         f"[{difference['low']:+.4f}, {difference['high']:+.4f}]"
     )
+    ways = Table(title="test Dice of the same models, each way of predicting")
+    for column in ("run", "plain", "mirrored", "the run's own"):
+        ways.add_column(column, justify="right")
+    for name, entry in report["mirroring"]["test"].items():
+        own = "mirrored" if mirrored_by_plan[name] else "plain"
+        ways.add_row(name, *(f"{entry[way]['mean']:.4f}" for way in ("plain", "mirrored")), own)
+    Console().print(ways)
+    for way, result in report["mirroring"]["one_model_minus_planned"].items():
+        Console().print(
+            f"{way}: one model - planned {result['difference']:+.4f} "
+            f"[{result['low']:+.4f}, {result['high']:+.4f}]"
+        )
     log.info("wrote %s", out)
 
 

@@ -48,11 +48,20 @@ SECONDS_PER_MEGAVOXEL = 1.0
 """Checking and preprocessing, per million source voxels and channel (Hippocampus on one core:
 0.37 s; resampling oblique or larger volumes costs more)."""
 MIRROR_PASSES = 8  # test-time mirroring: every flip of the three axes
-PREDICTION_SECONDS_PER_CASE = 1.3
+PREDICTION_SECONDS_PER_CASE = 0.3
 """What predicting one case costs beyond its windows and its preprocessing: reading it, restoring
 the probabilities to its geometry, writing, and (out of fold) scoring the post-processing choice.
-The 60-minute Hippocampus run (``benchmarks/results/hippocampus_run_panc_60m.json``, AMD EPYC with
-AVX2) planned 13.7 s for 40 out-of-fold cases with mirroring and spent 65.3 s: 1.3 s a case."""
+Measured 0.03 to 0.27 s a case beyond the network's windows on Hippocampus, whose 40 held-out
+test cases of ``benchmarks/folds_rule.py`` (Intel Xeon with AMX, 2 cores, 15 ms a window) took
+6 s to predict with 4 models, 7.7 s with one model mirrored (8 passes) and 31 s with 4 models
+mirrored (32 passes: the most, about 8 ms a pass beyond its window); that hour's 4-fold run
+predicted its 128 out-of-fold cases in 4.2 s. On the AVX-512 AMD EPYC, 80 mirrored
+out-of-fold cases took 29.0 s where the plan, at 1.3 s a case, reserved 130 s
+(``hippocampus_run_panc_60m.json``). The 1.3 s came from one run on the AVX2 EPYC (40 mirrored
+cases, 65.3 s) whose time likely held a first compile of the C++ kernels (about 30 s); 0.3 s
+keeps a margin above every other measurement. Too high, it turns mirroring off where it is
+cheap (``solve.TTA_SHARE``): the 4-fold hour above planned 233 s for prediction, spent 11 s, and
+did not mirror, which on the held-out cases cost it 0.002 Dice."""
 
 
 class PlanError(ValueError):
