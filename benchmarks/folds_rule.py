@@ -155,19 +155,15 @@ def main() -> None:
         log.info("%s: %s", name, " ".join(command))
         subprocess.run(command, check=True)
         records[name] = json.loads(record.read_text())
-    scores = {}
-    for name in records:
-        suffix = "-folds0" if name == "one_model" else ""
+    scores, crossed, mirrored_by_plan = {}, {}, {}
+    for name, record in records.items():
+        suffix = "-folds0" if name == "one_model" else ""  # hippocampus.py's run folders
         run_dir = args.work / f"run-panc-{args.budget}{suffix}"
         scores[name] = test_dice(run_dir / "evaluation" / "cases.csv")
         if len(scores[name]) != args.test_cases:
             raise SystemExit(f"{run_dir}: {len(scores[name])} test cases scored, not "
                              f"{args.test_cases}")  # fmt: skip
-    crossed, mirrored_by_plan = {}, {}
-    for name in records:
-        suffix = "-folds0" if name == "one_model" else ""
-        run_dir = args.work / f"run-panc-{args.budget}{suffix}"
-        crossed[name] = both_ways(run_dir, records[name]["folds"], view, args.work / f"{name}-tta")
+        crossed[name] = both_ways(run_dir, record["folds"], view, args.work / f"{name}-tta")
         mirrored_by_plan[name] = load_config("paper", run_dir / "config.yaml").training.tta
         own = crossed[name]["mirrored" if mirrored_by_plan[name] else "plain"]
         gap = max(abs(own[case] - scores[name][case]) for case in scores[name])
@@ -175,8 +171,13 @@ def main() -> None:
             raise SystemExit(f"{run_dir}: predicting again as the run did moved a case's Dice by "
                              f"{gap:.4f}: the cross-check does not repeat the run")  # fmt: skip
     cases = sorted(scores["planned"])
-    planned = np.array([scores["planned"][case] for case in cases])
-    one = np.array([scores["one_model"][case] for case in cases])
+
+    def one_minus_planned(dice: dict[str, dict[str, float]]) -> dict[str, float]:
+        def values(name: str) -> np.ndarray:
+            return np.array([dice[name][case] for case in cases])
+
+        return paired_bootstrap(values("one_model"), values("planned"))
+
     report = {
         "budget": args.budget,
         "test_cases": cases,
@@ -193,15 +194,15 @@ def main() -> None:
                     key: value
                     for key, value in (record["out_of_fold"] or {}).items()
                     if key != "per_case"
-                },  # fmt: skip
+                },
                 "test": {
                     **interval_of_cases(np.array(list(scores[name].values()))),
                     "per_case": scores[name],
-                },  # fmt: skip
+                },
             }
             for name, record in records.items()
         },
-        "one_model_minus_planned": paired_bootstrap(one, planned),
+        "one_model_minus_planned": one_minus_planned(scores),
         "mirroring": {
             "by_plan": mirrored_by_plan,
             "test": {
@@ -210,12 +211,9 @@ def main() -> None:
                     for way, dice in ways.items()
                 }
                 for name, ways in crossed.items()
-            },  # fmt: skip
+            },
             "one_model_minus_planned": {
-                way: paired_bootstrap(
-                    np.array([crossed["one_model"][way][case] for case in cases]),
-                    np.array([crossed["planned"][way][case] for case in cases]),
-                )
+                way: one_minus_planned({name: ways[way] for name, ways in crossed.items()})
                 for way in ("plain", "mirrored")
             },
             "per_case": crossed,
