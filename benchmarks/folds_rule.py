@@ -39,6 +39,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +97,18 @@ def build_view(data: Path, view: Path, test_cases: int, seed: int) -> dict[str, 
     return viewed
 
 
-def test_dice(cases_csv: Path) -> dict[str, float]:
-    """Each test case's Dice, the mean over its foreground labels, from a run's evaluation."""
+def mean_per_case(scores: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Each case's Dice, the mean over its foreground labels, from ``(case, dice)`` pairs."""
     per_case: dict[str, list[float]] = {}
-    with cases_csv.open() as rows:
-        for row in csv.DictReader(rows):
-            per_case.setdefault(row["case"], []).append(float(row["dice"]))
+    for case, dice in scores:
+        per_case.setdefault(case, []).append(dice)
     return {case: float(np.mean(values)) for case, values in sorted(per_case.items())}
+
+
+def test_dice(cases_csv: Path) -> dict[str, float]:
+    """Each test case's Dice from a run's evaluation (``evaluation/cases.csv``)."""
+    with cases_csv.open() as rows:
+        return mean_per_case((row["case"], float(row["dice"])) for row in csv.DictReader(rows))
 
 
 def both_ways(
@@ -112,20 +118,16 @@ def both_ways(
     config = load_config("paper", run_dir / "config.yaml")
     stride = ",".join(map(str, config.training.stride))
     scored = {}
-    for mirrored in (False, True):
-        predictions = out / ("mirrored" if mirrored else "plain")
+    for way in ("plain", "mirrored"):
+        predictions = out / way
         command = [sys.executable, "-m", "c2fnas", "predict", "-i", str(view / "imagesTs"),
                    "-o", str(predictions), "--stride", stride,
-                   "--tta" if mirrored else "--no-tta"]  # fmt: skip
+                   "--tta" if way == "mirrored" else "--no-tta"]  # fmt: skip
         for fold in folds:
             command += ["-m", str(run_dir / "train" / f"fold_{fold}")]
         subprocess.run(command, check=True)
-        per_case: dict[str, list[float]] = {}
-        for score in evaluate_folders(predictions, view / "labelsTs"):
-            per_case.setdefault(score.case, []).append(score.dice)
-        scored["mirrored" if mirrored else "plain"] = {
-            case: float(np.mean(values)) for case, values in sorted(per_case.items())
-        }
+        scores = evaluate_folders(predictions, view / "labelsTs")
+        scored[way] = mean_per_case((score.case, score.dice) for score in scores)
     return scored
 
 
