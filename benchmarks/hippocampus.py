@@ -442,9 +442,12 @@ def run_mode(args: argparse.Namespace) -> None:
         "fold_dice": fold_dice,
         "mean_fold_dice": sum(fold_dice) / len(fold_dice),
         "out_of_fold": out_of_fold_dice(run_dir, args.data),
-        "iterations_per_fold": load_config("paper", run_dir / "config.yaml").training.iterations,
+        "iterations_per_fold": [  # each fold's own schedule: re-fits before later folds
+            load_config("paper", RunFolder(run_dir).fold(fold).config).training.iterations
+            for fold in trained.folds or range(5)
+        ],
         "planned_iterations_per_fold": plan.training.iterations,
-        "refit": asdict(state.refit) if state.refit is not None else None,
+        "refits": [asdict(refit) for refit in state.refits],
         "patch": list(plan.data.patch),
         "width": plan.search.width,
         "test_cases_predicted": predicted.cases if predicted is not None else None,

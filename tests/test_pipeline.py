@@ -13,12 +13,14 @@ import pytest
 from typer.testing import CliRunner
 
 from c2fnas.cli import app
+from c2fnas.costs.solve import MIN_FOLD_ITERATIONS
 from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.files.run_state import RESULT_TYPES, CheckResult, Refit, RunState, TrainResult
 from c2fnas.pipeline import DEFAULT_STAGES, STAGES, Pipeline, dataset_identity
 from c2fnas.space import C2FNAS_PANC, Architecture
 from c2fnas.training.config import load_config
 from c2fnas.training.loop import Timings
+from c2fnas.training.loop import TrainResult as FitResult
 from tests.training.synthetic import TINY as TINY_ARCHITECTURE
 
 runner = CliRunner()
@@ -481,8 +483,8 @@ def test_a_budgets_training_is_refitted_once_to_the_first_folds_measured_time(tm
     assert config is not None and config.training.iterations == 3800
     assert config.training.milestones == (1520, 3040) and config.training.validate_every == 95
     assert load_config("paper", pipeline.folder.config) == config
-    record = pipeline.state().refit
-    assert record is not None and record.at_iteration == 100 and record.seconds == 420.0
+    (record,) = pipeline.state().refits
+    assert record.at_iteration == 100 and record.seconds == 420.0 and record.before_fold is None
     assert record.planned_iterations == 1000 and record.iterations == 3800
     assert pipeline.reschedule(2) is None  # once
 
@@ -506,12 +508,89 @@ def test_a_resumed_run_trains_its_refit_over_its_plan(tmp_path):
     (run_dir / "plan.yaml").write_text(planned.to_yaml())
     fields = {"iterations": 1300, "milestones": [520, 1040], "warmup_iterations": 33,
               "validate_every": 33, "checkpoint_every": 33}  # fmt: skip
-    refit = Refit(100, 0.1, 1.0, 420.0, 1000, fields)
-    RunState().with_planned({"training": 800.0}, 1000.0).with_refit(refit).write(
-        run_dir / "pipeline.json"
-    )
+    first = Refit(100, 0.1, 1.0, 420.0, 1000, {**fields, "iterations": 1200})
+    later = Refit(0, 0.1, 1.0, 430.0, 1200, fields, before_fold=1)  # the last one applies
+    state = RunState().with_planned({"training": 800.0}, 1000.0).with_refit(first)
+    state.with_refit(later).write(run_dir / "pipeline.json")
     pipeline = Pipeline(root, run_dir)
     pipeline.run(["check"])
     assert pipeline.run_config.training.iterations == 1300
     assert load_config("paper", run_dir / "config.yaml").training.milestones == (520, 1040)
     assert load_config("paper", run_dir / "plan.yaml").training.iterations == 1000
+
+
+def _finished_fold(iterations: int, step: float, validations: int) -> FitResult:
+    """A fold's training result: ``iterations`` of ``step`` seconds, ``validations`` of 1 s."""
+    seconds = iterations * step + validations * 1.0
+    dice = [[iterations, [0.5], 0.5, 1]] * validations
+    return FitResult([0.5], 0.5, iterations, iterations, seconds, {"dice": dice})
+
+
+def _refitted_in_the_first_fold(tmp_path: Path) -> Pipeline:
+    """``_budgeted``, its first fold re-fitted to 3,800 iterations (0.1 s a step, 1 s a
+    validation)."""
+    pipeline = _budgeted(tmp_path)
+    refit = pipeline.reschedule(2)
+    assert refit is not None and refit(100, Timings(0.1, 1.0, 80)) is not None
+    assert pipeline.run_config.training.iterations == 3800
+    return pipeline
+
+
+def test_a_later_fold_is_refitted_to_the_step_the_finished_folds_measured(tmp_path):
+    """The first fold ran at 0.08 s a step, not the 0.1 s measured early: with 351 s spent in
+    it, 0.9 x 1,000 - 10 - 351 - 50 = 489 s are left for the second fold, 40 of them for its
+    validations: floor(449 / 0.08) = 5,612 iterations."""
+    pipeline = _refitted_in_the_first_fold(tmp_path)
+    pipeline.refit_later(1, 1, [_finished_fold(3800, 0.08, 40)], spent=351.0)
+    assert pipeline.run_config.training.iterations == 5612
+    assert load_config("paper", pipeline.folder.config).training.iterations == 5612
+    first, later = pipeline.state().refits
+    assert first.before_fold is None and later.before_fold == 1
+    assert later.planned_iterations == 3800 and later.step == 0.08 and later.seconds == 489.0
+
+
+def test_a_later_fold_after_an_overrun_keeps_the_fold_floor_or_its_schedule(tmp_path):
+    """No time left: the fold trains the shorter of ``MIN_FOLD_ITERATIONS`` and its schedule."""
+    pipeline = _refitted_in_the_first_fold(tmp_path)
+    pipeline.refit_later(1, 1, [_finished_fold(3800, 0.2, 40)], spent=800.0)
+    assert pipeline.run_config.training.iterations == min(3800, MIN_FOLD_ITERATIONS)
+    assert pipeline.state().refits[-1].seconds == 40.0
+
+
+def test_no_later_refit_without_the_first_or_after_the_stage_finished(tmp_path):
+    pipeline = _budgeted(tmp_path)
+    pipeline.refit_later(1, 1, [_finished_fold(1000, 0.08, 10)], spent=100.0)
+    assert pipeline.state().refits == () and pipeline.run_config.training.iterations == 1000
+    pipeline = _refitted_in_the_first_fold(tmp_path / "again")
+    state = pipeline.state().with_stage("train", 5.0, TrainResult((0,), (0.5,)))
+    state.write(pipeline.folder.pipeline_state)
+    pipeline.refit_later(1, 1, [_finished_fold(3800, 0.08, 40)], spent=351.0)
+    assert len(pipeline.state().refits) == 1 and pipeline.run_config.training.iterations == 3800
+
+
+def test_a_started_fold_resumes_its_own_schedule_and_a_new_one_is_refitted(tmp_path, monkeypatch):
+    """Fold 0 has a checkpoint and its own 2,500 iterations: it resumes with them, whatever the
+    run's schedule says now (3,800); fold 1, not started, is re-fitted from fold 0's time."""
+    pipeline = _refitted_in_the_first_fold(tmp_path)
+    started = pipeline.folder.fold(0)
+    (started.checkpoints / "iter_0000100").mkdir(parents=True)
+    (started.checkpoints / "iter_0000100" / "state.json").write_text("{}")
+    (started.checkpoints / "latest.json").write_text('{"checkpoint": "iter_0000100"}')
+    started.config.write_text(
+        pipeline.run_config.with_fields("training", iterations=2500).to_yaml()
+    )
+    trained = []
+
+    def train(architecture, run_dir, fold, config, **options):
+        trained.append((fold, config.training.iterations, options["reschedule"]))
+        return _finished_fold(config.training.iterations, 0.08, 40)
+
+    monkeypatch.setattr("c2fnas.pipeline.train", train)
+    monkeypatch.setattr(pipeline, "final_architecture", lambda: TINY_ARCHITECTURE)
+    result = pipeline.stage_train()
+    assert result.folds == (0, 1)
+    (fold_0, resumed, none), (fold_1, refitted, _) = trained
+    assert (fold_0, resumed, none) == (0, 2500, None)  # re-fitted before: no second early one
+    later = pipeline.state().refits[-1]
+    assert fold_1 == 1 and later.before_fold == 1 and refitted == later.iterations
+    assert refitted > 3800 and later.step == 0.08  # (2,500 x 0.08 + 40) / 2,500 minus validations

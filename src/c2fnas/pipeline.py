@@ -16,10 +16,12 @@ again when nothing was made from the cache yet, and otherwise refused, naming th
 folder, or ``accept_changed_data`` to keep the results). Given no configuration, the
 pipeline plans the run first (``c2fnas.planning``) and records the plan's estimate there too.
 
-Under a budget the final training's schedule is re-fitted once, early in the first fold, to the
-time that fold measures (``Pipeline.reschedule``): the plan's step is a short measurement, and a
-machine's speed drifts. The re-fit is recorded in ``pipeline.json`` and applied over
-``plan.yaml`` when the run resumes.
+Under a budget the final training's schedule is re-fitted to the time measured: early in the
+first fold, to the time of its first iterations (``Pipeline.reschedule``), as the plan's step is
+a short measurement on random tensors; then before each later fold, to the time of the folds
+finished (``Pipeline.refit_later``), as the early measurement and the machine's speed drift.
+The re-fits are recorded in ``pipeline.json`` and the last applies over ``plan.yaml`` when the
+run resumes; a fold that had started resumes with the schedule in its own ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from c2fnas.accel.process import ThreadGovernor
-from c2fnas.costs.schedule import REFIT_AFTER, SAFETY, refit_training
+from c2fnas.costs.schedule import REFIT_AFTER, SAFETY, finished_step, refit_training
+from c2fnas.costs.solve import MIN_FOLD_ITERATIONS
 from c2fnas.data import cache
 from c2fnas.data.check import check_dataset
 from c2fnas.data.fingerprint import changed_files, stamps
@@ -72,8 +75,10 @@ from c2fnas.planning import plan_run
 from c2fnas.report import write_report
 from c2fnas.search.stages import coarse_stage, final_architecture, fine_stage, scale_stage
 from c2fnas.space import C2FNAS_PANC, Architecture
-from c2fnas.training.config import RunConfig, SearchMode, load_config
+from c2fnas.training.checkpoint import latest_checkpoint
+from c2fnas.training.config import RunConfig, SearchMode, load_config, read_config
 from c2fnas.training.loop import Reschedule, Timings
+from c2fnas.training.loop import TrainResult as FitResult
 from c2fnas.training.run import train
 
 logger = logging.getLogger(__name__)
@@ -267,10 +272,10 @@ class Pipeline:
         if path.is_file():
             logger.info("using the plan made before: %s", path)
             self.config = load_config("paper", path)
-            refit = self.state().refit
-            if refit is not None:
-                logger.info("training %s", refit.summary())
-                self.config = self.config.with_fields("training", **refit.training)
+            refits = self.state().refits
+            if refits:
+                logger.info("training %s", refits[-1].summary())
+                self.config = self.config.with_fields("training", **refits[-1].training)
             if self.search is not None and self.search != self.config.search.mode:
                 raise PipelineError(
                     f"{path} plans --search {self.config.search.mode}, not {self.search}: rerun "
@@ -535,16 +540,26 @@ class Pipeline:
     def stage_train(self) -> TrainResult:
         architecture = self.final_architecture()
         folds = sorted(set(self.fold_ids) | set(self.trained_folds()))
-        dice = []
-        for fold in folds:
+        started = time.perf_counter()
+        finished: list[FitResult] = []
+        for left, fold in zip(range(len(folds), 0, -1), folds, strict=True):
+            saved = self.folder.fold(fold)
+            if latest_checkpoint(saved.checkpoints) is not None and saved.config.is_file():
+                config = read_config(saved.config)  # started before: its schedule, as it was
+            else:
+                if finished:
+                    spent = time.perf_counter() - started
+                    self.refit_later(fold, left, finished, spent)
+                config = self.run_config
             result = train(
-                architecture, self.run_dir, fold, self.run_config, resume=True,
+                architecture, self.run_dir, fold, config, resume=True,
                 progress=self._view("train", f"fold {fold}"), accelerated=self.accelerated,
                 governor=self.governor,
                 reschedule=self.reschedule(len(folds)) if fold == folds[0] else None,
             )  # fmt: skip
-            dice.append(result.best_mean)
-        return TrainResult(folds=tuple(folds), fold_dice=tuple(dice))
+            finished.append(result)
+        dice = tuple(result.best_mean for result in finished)
+        return TrainResult(folds=tuple(folds), fold_dice=dice)
 
     def reschedule(self, folds: int) -> Reschedule | None:
         """The re-fit of the training's schedule for the first fold to train: under a budget,
@@ -555,7 +570,7 @@ class Pipeline:
         ``pipeline.json``, the configuration to ``config.yaml``. None when there is nothing to
         re-fit (no budget, re-fitted before, a fold already trained)."""
         state = self.state()
-        if state.budget is None or state.planned is None or state.refit is not None:
+        if state.budget is None or state.planned is None or state.refits:
             return None
         if self.trained_folds():
             return None
@@ -583,6 +598,45 @@ class Pipeline:
             return self.run_config
 
         return refit
+
+    def refit_later(
+        self, fold: int, left: int, finished: Sequence[FitResult], spent: float
+    ) -> None:
+        """Before ``fold`` starts, under a budget: re-fit the schedule of it and the other folds
+        still to train (``left`` with it) to the step the ``finished`` folds measured over all
+        their iterations (``finished_step``, at the first re-fit's validation time). Each gets
+        an equal share of what the budget's planned part (``SAFETY``) leaves after the finished
+        stages, the ``spent`` seconds of this stage (its stopped attempts' too) and the planned
+        prediction, but never fewer iterations than the shorter of ``MIN_FOLD_ITERATIONS`` and
+        the current schedule: a late fold kept short by an overrun is still worth its vote.
+        Recorded in ``pipeline.json`` and written to ``config.yaml``; nothing without a budget,
+        without the first re-fit, or when the stage finished before (folds added later)."""
+        state = self.state()
+        if state.budget is None or state.planned is None or not state.refits:
+            return
+        if "train" in state.stages:
+            return
+        training = self.run_config.training
+        validation = state.refits[-1].validation
+        step = finished_step(
+            sum(result.seconds for result in finished),
+            sum(result.iterations for result in finished),
+            sum(len(result.history.get("dice", ())) for result in finished),
+            validation,
+        )
+        spent += state.interrupted.get("train", 0.0)
+        prediction = state.planned.get("prediction", 0.0)
+        seconds = (SAFETY * state.budget - state.seconds - spent - prediction) / left
+        earliest = min(training.iterations, MIN_FOLD_ITERATIONS)
+        fields = refit_training(seconds, step, validation, earliest).config_fields()
+        record = Refit(
+            at_iteration=0, step=round(step, 4), validation=validation, seconds=round(seconds, 1),
+            planned_iterations=training.iterations, training=fields, before_fold=fold,
+        )  # fmt: skip
+        self.config = self.run_config.with_fields("training", **fields)
+        write_text_atomic(self.folder.config, self.run_config.to_yaml())
+        state.with_refit(record).write(self.folder.pipeline_state)
+        logger.info("training %s", record.summary())
 
     def trained_folds(self) -> list[int]:
         """The folds whose training finished (the ensemble's members)."""

@@ -186,10 +186,8 @@ def _stage_times(document: Document, folder: RunFolder) -> None:
             "Planned: the estimate of `plan.yaml` (`c2fnas plan`); spent: the stages' times "
             "in `pipeline.json`."
         )
-    if state.refit is not None:
-        document.text(
-            f"Training {state.refit.summary()}: the budget's time at this machine's speed."
-        )
+    for refit in state.refits:
+        document.text(f"Training {refit.summary()}: the budget's time at this machine's speed.")
     rows = [[stage, _f(record.seconds, 1)] for stage, record in state.stages.items()]
     if rows:
         document.heading("Time per stage")

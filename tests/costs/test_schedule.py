@@ -98,3 +98,11 @@ def test_a_refit_that_leaves_less_than_done_ends_at_the_earliest(seconds):
     (no ``BudgetError``): either way the run ends at ``earliest``."""
     refitted = schedule.refit_training(seconds, step=0.1, validation=1.0, earliest=260)
     assert refitted.iterations == 260
+
+
+def test_the_finished_step_is_the_time_less_validations_per_iteration():
+    """3,800 iterations in 344 s, 40 of them validating at 1 s each: 0.08 s a step."""
+    assert schedule.finished_step(344.0, 3800, 40, 1.0) == pytest.approx(0.08)
+    assert schedule.finished_step(30.0, 100, 40, 1.0) == 0.0  # validations slower than measured
+    with pytest.raises(ValueError, match="0 iterations"):
+        schedule.finished_step(10.0, 0, 1, 1.0)

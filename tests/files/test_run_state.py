@@ -128,20 +128,38 @@ def test_stopped_attempts_count_in_the_stage_that_finishes_after_them(tmp_path):
     assert RunState.read(path).seconds == 175.0
 
 
-def test_the_budget_and_the_refit_read_back_and_a_new_plan_drops_the_refit(tmp_path):
-    refit = Refit(
+def test_the_budget_and_the_refits_read_back_and_a_new_plan_drops_them(tmp_path):
+    fields = {"iterations": 8100, "milestones": [3240, 6480], "warmup_iterations": 203,
+              "validate_every": 203, "checkpoint_every": 203}  # fmt: skip
+    first = Refit(
         at_iteration=316, step=0.17, validation=1.9, seconds=1500.0, planned_iterations=6283,
-        training={"iterations": 8100, "milestones": [3240, 6480], "warmup_iterations": 203,
-                  "validate_every": 203, "checkpoint_every": 203},
+        training=fields,
     )  # fmt: skip
-    state = RunState().with_planned({"training": 3100.0}, 3600.0).with_refit(refit)
+    later = Refit(0, 0.16, 1.9, 1560.0, 8100, {**fields, "iterations": 8800}, before_fold=1)
+    state = RunState().with_planned({"training": 3100.0}, 3600.0).with_refit(first)
+    state = state.with_refit(later)
     path = tmp_path / "pipeline.json"
     state.write(path)
     again = RunState.read(path)
-    assert again == state and again.budget == 3600.0 and again.refit is not None
-    assert again.refit.iterations == 8100
-    assert again.refit.summary().startswith("re-fitted at iteration 316 of the first fold")
-    assert "6,283 -> 8,100 iterations per fold (25.0 min each)" in again.refit.summary()
-    assert RunState().with_refit(refit).with_planned({"training": 1.0}, None).refit is None
+    assert again == state and again.budget == 3600.0 and again.refits == (first, later)
+    assert again.refits[0].iterations == 8100 and again.refits[1].iterations == 8800
+    assert again.refits[0].summary().startswith("re-fitted at iteration 316 of the first fold")
+    assert "6,283 -> 8,100 iterations per fold (25.0 min each)" in again.refits[0].summary()
+    assert again.refits[1].summary().startswith("re-fitted before fold 1, from the folds")
+    assert "8,100 -> 8,800 iterations per fold (26.0 min each)" in again.refits[1].summary()
+    assert RunState().with_refit(first).with_planned({"training": 1.0}, None).refits == ()
     older = RunState.read(BEFORE_THE_VERSION)
-    assert older.budget is None and older.refit is None
+    assert older.budget is None and older.refits == ()
+
+
+def test_a_version_1_file_reads_its_one_refit(tmp_path):
+    """Version 1 wrote ``"refit": {...}`` (one re-fit, made in the first fold)."""
+    path = tmp_path / "pipeline.json"
+    refit = {"at_iteration": 316, "step": 0.17, "validation": 1.9, "seconds": 1500.0,
+             "planned_iterations": 6283, "training": {"iterations": 8100}}  # fmt: skip
+    path.write_text(json.dumps({"version": 1, "budget": 3600.0, "refit": refit, "stages": {}}))
+    state = RunState.read(path)
+    assert state.refits == (Refit(**refit),) and state.refits[0].before_fold is None
+    state.write(path)
+    written = json.loads(path.read_text())
+    assert written["version"] == 2 and "refit" not in written and len(written["refits"]) == 1

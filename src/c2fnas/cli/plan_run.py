@@ -251,8 +251,8 @@ def print_run_summary(run_dir: Path, state: RunState) -> None:
         for part, planned, spent in parts:
             budget.add_row(part, f"{planned / 60:.1f}", f"{spent / 60:.1f}")
         console.print(budget)
-    if state.refit is not None:
-        console.print(f"training {state.refit.summary()}")
+    for refit in state.refits:
+        console.print(f"training {refit.summary()}")
     summary = RunFolder(run_dir).evaluation_summary
     if summary.is_file():
         labels = json.loads(summary.read_text())["labels"]

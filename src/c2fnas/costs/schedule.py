@@ -205,6 +205,17 @@ def refit_training(
     return training_run(earliest, measured)
 
 
+def finished_step(seconds: float, iterations: int, validations: int, validation: float) -> float:
+    """The seconds of a training step in finished training (of one fold or several together):
+    ``seconds`` for ``iterations`` iterations, less ``validations`` validations of
+    ``validation`` seconds each. Batch loading, checkpoints and the machine's drift over the
+    whole run are in it, which the early measurement of ``refit_training``'s first call has
+    not seen."""
+    if iterations < 1:
+        raise ValueError(f"{iterations} iterations: no step to measure")
+    return max(0.0, seconds - validations * validation) / iterations
+
+
 def fit_search(
     seconds: float, costs: Costs, final: TrainingSchedule, workers: int
 ) -> SearchSchedule:

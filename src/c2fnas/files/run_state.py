@@ -3,20 +3,20 @@
 ``RunState`` is the only reader and writer of the file. It holds the dataset the run belongs to
 (``DatasetIdentity``), the size and modification time of each training case's source files
 when it was preprocessed (``sources``, as ``c2fnas.data.fingerprint.stamps`` gives them), the
-plan's estimated seconds per part and its budget, the re-fit of the final training's schedule
-to the time measured in its first fold (``Refit``), and one ``StageRecord`` per finished stage:
-its seconds (with those of its attempts a signal or an error stopped: ``interrupted`` keeps them
-until the stage finishes) and its result, a small type per stage whose ``summary()`` is the line
-``c2fnas run`` prints for it. The value is frozen: ``with_stage`` and friends return a new one,
-and ``write`` saves it atomically.
+plan's estimated seconds per part and its budget, the re-fits of the final training's schedule
+to the time measured (``Refit``: early in the first fold, then before each later fold), and one
+``StageRecord`` per finished stage: its seconds (with those of its attempts a signal or an error
+stopped: ``interrupted`` keeps them until the stage finishes) and its result, a small type per
+stage whose ``summary()`` is the line ``c2fnas run`` prints for it. The value is frozen:
+``with_stage`` and friends return a new one, and ``write`` saves it atomically.
 
 The file (schema ``VERSION``)::
 
-    {"version": 1,
+    {"version": 2,
      "dataset": {"path": "/data/Task04_Hippocampus", "cases": 260, "sha256": "..."},
      "planned": {"data": 60.0, "training": 3600.0, ...},
      "budget": 3600.0,
-     "refit": {"at_iteration": 316, "step": 0.17, "validation": 1.9, ...},
+     "refits": [{"at_iteration": 316, "step": 0.17, "validation": 1.9, ...}, ...],
      "sources": {"hippocampus_001": {"image": [size, mtime_ns], "label": [...]}, ...},
      "interrupted": {"train": 3554.5},
      "stages": {"check": {"done": true, "seconds": 1.2, "cases": 260}, ...}}
@@ -24,7 +24,9 @@ The file (schema ``VERSION``)::
 Files written before the version (version 0) have the same layout and still load; a stage
 record that lacks a field (older runs recorded fewer) takes the field's default, and a file
 without ``sources`` (older runs) has ``sources`` None, and one without ``interrupted`` none; one
-without ``budget`` or ``refit`` (runs planned before the re-fit) is never re-fitted.
+without ``budget`` (runs planned before the re-fit) is never re-fitted. Version 1 held at most
+one re-fit, as ``"refit": {...}``: it reads as the only one. Version 2 added ``refits`` (an older
+c2fnas, which would ignore the later re-fits, refuses the file).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any, TypeVar
 
 from c2fnas.files.atomic import write_json_atomic
 
-VERSION = 1
+VERSION = 2
 
 
 class RunStateError(ValueError):
@@ -177,18 +179,21 @@ Result = TypeVar("Result", bound=StageResult)
 
 @dataclass(frozen=True)
 class Refit:
-    """The final training's schedule re-fitted, once, to the time the first fold measured
-    (``c2fnas.costs.schedule.refit_training``); ``c2fnas run`` applies ``training`` over
-    ``plan.yaml`` when it resumes.
+    """The final training's schedule re-fitted to the measured time
+    (``c2fnas.costs.schedule.refit_training``): once early in the first fold, from the time of
+    its first iterations, and again before each later fold, from the folds finished before it.
+    ``c2fnas run`` applies the last one's ``training`` over ``plan.yaml`` when it resumes (a
+    fold that had started keeps the schedule in its own ``config.yaml``).
 
     Attributes:
-        at_iteration: the first fold's iteration when it was re-fitted.
+        at_iteration: the first fold's iteration when it was re-fitted (0 before a later fold).
         step: measured seconds of a training iteration (batch loading and checkpoints included).
         validation: measured seconds of a validation.
-        seconds: what each fold's training was re-fitted to take: its share of the budget's
-            planned part less what the finished stages spent.
-        planned_iterations: the plan's iterations per fold.
+        seconds: what each fold left was re-fitted to take: its share of the budget's planned
+            part less what the finished stages (and the finished folds) spent.
+        planned_iterations: the iterations per fold before this re-fit.
         training: the re-fitted fields of the configuration's ``training`` section.
+        before_fold: the fold about to start (a later fold's re-fit); None for the first fold's.
     """
 
     at_iteration: int
@@ -197,17 +202,22 @@ class Refit:
     seconds: float
     planned_iterations: int
     training: Mapping[str, Any]
+    before_fold: int | None = None
 
     @property
     def iterations(self) -> int:
         return int(self.training["iterations"])
 
     def summary(self) -> str:
+        when = (
+            f"at iteration {self.at_iteration} of the first fold"
+            if self.before_fold is None
+            else f"before fold {self.before_fold}, from the folds finished,"
+        )
         return (
-            f"re-fitted at iteration {self.at_iteration} of the first fold to the measured "
-            f"{self.step:.3f} s a step and {self.validation:.1f} s a validation: "
-            f"{self.planned_iterations:,} -> {self.iterations:,} iterations per fold "
-            f"({self.seconds / 60:.1f} min each)"
+            f"re-fitted {when} to the measured {self.step:.3f} s a step and "
+            f"{self.validation:.1f} s a validation: {self.planned_iterations:,} -> "
+            f"{self.iterations:,} iterations per fold ({self.seconds / 60:.1f} min each)"
         )
 
 
@@ -237,7 +247,8 @@ class RunState:
     added to the stage's seconds when it finishes, so a resumed run accounts for all its time."""
     budget: float | None = None
     """The wall-clock seconds the plan fitted the run into (None: no budget, or no plan)."""
-    refit: Refit | None = None
+    refits: tuple[Refit, ...] = ()
+    """The re-fits of the final training's schedule, in the order they were made."""
 
     @classmethod
     def read(cls, path: Path) -> RunState:
@@ -278,8 +289,9 @@ class RunState:
             stage: float(seconds) for stage, seconds in data.get("interrupted", {}).items()
         }
         budget = float(data["budget"]) if data.get("budget") is not None else None
-        refit = Refit(**data["refit"]) if data.get("refit") is not None else None
-        return cls(stages, dataset, planned, sources, interrupted, budget, refit)
+        refits = data.get("refits", [data["refit"]] if data.get("refit") is not None else [])
+        refits = tuple(Refit(**refit) for refit in refits)
+        return cls(stages, dataset, planned, sources, interrupted, budget, refits)
 
     def write(self, path: Path) -> None:
         data: dict[str, Any] = {"version": VERSION}
@@ -289,8 +301,10 @@ class RunState:
             data["planned"] = dict(self.planned)
         if self.budget is not None:
             data["budget"] = self.budget
-        if self.refit is not None:
-            data["refit"] = {**asdict(self.refit), "training": dict(self.refit.training)}
+        if self.refits:
+            data["refits"] = [
+                {**asdict(refit), "training": dict(refit.training)} for refit in self.refits
+            ]
         if self.sources is not None:
             data["sources"] = {case: dict(stamps) for case, stamps in self.sources.items()}
         if self.interrupted:
@@ -322,10 +336,11 @@ class RunState:
 
     def with_planned(self, planned: Mapping[str, float], budget: float | None) -> RunState:
         """This state with a new plan's estimate and budget (and no re-fit of an older plan)."""
-        return replace(self, planned=dict(planned), budget=budget, refit=None)
+        return replace(self, planned=dict(planned), budget=budget, refits=())
 
     def with_refit(self, refit: Refit) -> RunState:
-        return replace(self, refit=refit)
+        """This state with ``refit`` made after the ones before."""
+        return replace(self, refits=(*self.refits, refit))
 
     def with_sources(self, sources: Mapping[str, Mapping[str, Any]]) -> RunState:
         return replace(self, sources=dict(sources))
