@@ -86,6 +86,26 @@ def run_dir(tmp_path):
                     "postprocess": {"done": True, "seconds": 30.0},
                 },
                 "planned": {"data": 60.0, "training": 600.0, "prediction": 60.0},
+                "budget": 900.0,
+                "refits": [
+                    {
+                        "at_iteration": 5,
+                        "step": 0.5,
+                        "validation": 2.0,
+                        "seconds": 270.0,
+                        "planned_iterations": 24,
+                        "training": {"iterations": 30},
+                    },
+                    {
+                        "at_iteration": 0,
+                        "step": 0.4,
+                        "validation": 2.0,
+                        "seconds": 300.0,
+                        "planned_iterations": 30,
+                        "training": {"iterations": 36},
+                        "before_fold": 1,
+                    },
+                ],
             }
         )  # fmt: skip
     )
@@ -196,6 +216,14 @@ def test_out_of_fold_and_test_cases_are_listed_worst_first(run_dir):
     test_rows = [row for row in page.rows if row and row[0].startswith("test_")]
     assert [row[0] for row in test_rows] == ["test_b", "test_a"]
     assert test_rows[0][-1] == "0.2500"
+
+
+def test_each_refit_of_the_training_is_reported(run_dir):
+    text = " ".join("".join(_page(run_dir).text).split())
+    assert "re-fitted at iteration 5 of the first fold to the measured 0.500 s a step" in text
+    assert "24 -> 30 iterations per fold (4.5 min each)" in text
+    assert "re-fitted before fold 1, from the folds finished, to the measured 0.400 s" in text
+    assert "30 -> 36 iterations per fold (5.0 min each)" in text
 
 
 def test_time_planned_against_spent(run_dir):
