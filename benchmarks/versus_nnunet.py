@@ -2,14 +2,15 @@
 
 Reads, for each budget found, ``results/hippocampus_run_<kind>_<budget>.json`` (``hippocampus.py
 --run-budget``: ``c2fnas run`` planned to the budget; its out-of-fold Dice per case in the source
-geometry), ``..._<budget>_folds0.json`` where it exists (``--folds 0``: one model gets the whole
-budget, as nnU-Net's fold does) and ``results/nnunet_peer_<budget>.json`` (``nnunet_peer.py``:
+geometry), ``..._<budget>_<tag>.json`` where they exist (``_folds0``: ``--folds 0``, one model
+gets the whole budget, as nnU-Net's fold does; a CPU's name: the same budget on another machine)
+and ``results/nnunet_peer_<budget>.json`` (``nnunet_peer.py``:
 nnU-Net's ``3d_fullres`` trained for the budget per fold, its held-out cases scored by c2fnas's
 evaluation). For every fold nnU-Net trained, both tools are compared on that fold's held-out
 cases: each mean with a 95% bootstrap interval over the cases and the paired difference (c2fnas -
 nnU-Net). Writes ``results/versus_nnunet.json`` and a figure of Dice against wall time on each
-fold nnU-Net trained, a line per tool through every budget recorded on that CPU kind (a c2fnas run
-of more folds is scored on the fold's cases from its out-of-fold Dice;
+fold nnU-Net trained and each CPU kind, a line per tool through every budget recorded on that
+CPU kind (a c2fnas run of more folds is scored on the fold's cases from its out-of-fold Dice;
 ``results/versus_nnunet.png``). Nothing is trained here.
 
 Wall time: c2fnas's is its whole run (planning, preprocessing, every fold, prediction), summed
@@ -73,6 +74,14 @@ def machine_kind(record: dict[str, Any]) -> str:
     return " ".join([record["machine"]["cpu"], *record["machine"]["flags"]])
 
 
+def machine_label(record: dict[str, Any]) -> str:
+    """A CPU kind in a few words: its name and its widest vector and matrix units."""
+    flags = record["machine"]["flags"]
+    name = record["machine"]["cpu"].replace("(R)", "").replace(" Processor", "")
+    units = ["AVX-512" if "avx512f" in flags else "AVX2", *["AMX"] * ("amx_bf16" in flags)]
+    return f"{name}, {' + '.join(units)}"
+
+
 def compare(c2fnas: dict[str, Any], nnunet: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per fold nnU-Net trained: both tools on that fold's held-out cases."""
     ours = (c2fnas.get("out_of_fold") or {}).get("per_case")
@@ -114,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         stem = f"hippocampus_run_{args.kind}_{budget}"
         ours_paths = [
             args.results / f"{stem}.json",
-            *sorted(args.results.glob(f"{stem}_folds*.json")),
+            *sorted(args.results.glob(f"{stem}_*.json")),
         ]
         ours_paths = [ours for ours in ours_paths if ours.is_file()]
         if budget.endswith("_smoke") or not ours_paths:
@@ -140,9 +149,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def curves(results: Path, kind: str) -> dict[str, list[dict[str, Any]]]:
-    """Dice against wall time on each fold nnU-Net trained: every c2fnas and nnU-Net record of
-    any budget measured on that CPU kind, scored on the fold's held-out cases (a c2fnas run of
-    more folds has them all in its out-of-fold Dice), so the figure has a line per tool."""
+    """Dice against wall time on each fold nnU-Net trained, per CPU kind: every c2fnas and
+    nnU-Net record of any budget measured on that CPU kind, scored on the fold's held-out cases
+    (a c2fnas run of more folds has them all in its out-of-fold Dice), so the figure has a line
+    per tool."""
     nnunet = [
         json.loads(path.read_text())
         for path in sorted(results.glob("nnunet_peer_*.json"))
@@ -157,7 +167,7 @@ def curves(results: Path, kind: str) -> dict[str, list[dict[str, Any]]]:
     for record in nnunet:
         for row in record["results"]:
             theirs = per_case_mean(row)
-            line = lines.setdefault(f"fold {row['fold']}", [])
+            line = lines.setdefault(f"fold {row['fold']} ({machine_label(record)})", [])
             line.append({
                 "tool": "nnU-Net v2", "budget": record["budget"], "cases": len(theirs),
                 "minutes": nnunet_seconds(record, row["fold"]) / 60,
@@ -229,13 +239,13 @@ def figure(report: dict[str, Any], path: Path) -> None:
                 how = point["tool"].removeprefix(tool).strip(" ()")
                 text = f"{point['budget']} budget" + (f", {how}" if how else "")
                 ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
-        ax.set_title(f"held-out cases of {fold} ({points[0]['cases']})")
+        ax.set_title(f"{points[0]['cases']} held-out cases of {fold}", fontsize=10)
         ax.set_xlabel("wall time (minutes)")
         ax.set_ylabel("mean Dice (95% over cases)")
         ax.margins(x=0.2)  # room for the labels
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Hippocampus, same CPU, same cases")
+    fig.suptitle("Hippocampus, both tools on the same CPU and the same cases")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
