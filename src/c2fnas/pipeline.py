@@ -574,27 +574,21 @@ class Pipeline:
             return None
         if self.trained_folds():
             return None
-        budget, prediction = state.budget, state.planned.get("prediction", 0.0)
 
         def refit(done: int, timings: Timings) -> RunConfig | None:
             training = self.run_config.training
             if done < REFIT_AFTER * training.iterations:
                 return None
             state = self.state()
-            seconds = (SAFETY * budget - state.seconds - prediction) / folds
+            seconds = self._share_per_fold(state, 0.0, folds)
             refitted = refit_training(
                 seconds, timings.step, timings.validation, done + training.validate_every
             )
-            fields = refitted.config_fields()
-            record = Refit(
+            self._apply_refit(state, Refit(
                 at_iteration=done, step=round(timings.step, 4),
                 validation=round(timings.validation, 2), seconds=round(seconds, 1),
-                planned_iterations=training.iterations, training=fields,
-            )  # fmt: skip
-            self.config = self.run_config.with_fields("training", **fields)
-            write_text_atomic(self.folder.config, self.run_config.to_yaml())
-            state.with_refit(record).write(self.folder.pipeline_state)
-            logger.info("training %s", record.summary())
+                planned_iterations=training.iterations, training=refitted.config_fields(),
+            ))  # fmt: skip
             return self.run_config
 
         return refit
@@ -624,16 +618,27 @@ class Pipeline:
             sum(len(result.history.get("dice", ())) for result in finished),
             validation,
         )
-        spent += state.interrupted.get("train", 0.0)
-        prediction = state.planned.get("prediction", 0.0)
-        seconds = (SAFETY * state.budget - state.seconds - spent - prediction) / left
+        seconds = self._share_per_fold(state, spent + state.interrupted.get("train", 0.0), left)
         earliest = min(training.iterations, MIN_FOLD_ITERATIONS)
-        fields = refit_training(seconds, step, validation, earliest).config_fields()
-        record = Refit(
+        refitted = refit_training(seconds, step, validation, earliest)
+        self._apply_refit(state, Refit(
             at_iteration=0, step=round(step, 4), validation=validation, seconds=round(seconds, 1),
-            planned_iterations=training.iterations, training=fields, before_fold=fold,
-        )  # fmt: skip
-        self.config = self.run_config.with_fields("training", **fields)
+            planned_iterations=training.iterations, training=refitted.config_fields(),
+            before_fold=fold,
+        ))  # fmt: skip
+
+    @staticmethod
+    def _share_per_fold(state: RunState, spent: float, folds: int) -> float:
+        """Each of ``folds`` folds' share of the budget's planned part (``SAFETY``) less the
+        finished stages, ``spent`` seconds more and the planned prediction."""
+        assert state.budget is not None and state.planned is not None, "not a budgeted run"
+        prediction = state.planned.get("prediction", 0.0)
+        return (SAFETY * state.budget - state.seconds - spent - prediction) / folds
+
+    def _apply_refit(self, state: RunState, record: Refit) -> None:
+        """Train ``record``'s schedule from now on: ``config.yaml``, and ``pipeline.json``'s
+        re-fits (after ``state``'s)."""
+        self.config = self.run_config.with_fields("training", **record.training)
         write_text_atomic(self.folder.config, self.run_config.to_yaml())
         state.with_refit(record).write(self.folder.pipeline_state)
         logger.info("training %s", record.summary())
