@@ -515,7 +515,8 @@ def _schedule_choices(
     else:
         why = (
             f"fits {schedule.SAFETY:.0%} of the budget with the estimates below; `c2fnas run` "
-            f"re-fits it to the time measured at {schedule.REFIT_AFTER:.0%} of the first fold"
+            f"re-fits it to the time measured at {schedule.REFIT_AFTER:.0%} of the first fold "
+            "and again before each later fold"
         )
     rows = [
         Choice("iterations", str(training.iterations), why),
