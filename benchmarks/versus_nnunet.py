@@ -50,10 +50,12 @@ def budget_of(path: Path, prefix: str) -> str:
 
 
 def nnunet_seconds(record: dict[str, Any], fold: int) -> float:
-    """Preprocessing, calibration, and the fold's training and prediction."""
+    """Preprocessing, calibration, and the fold's training and prediction, less the time its
+    process stood stopped from outside (``paused_seconds`` per phase, with ``paused_why``)."""
     own = (f"train_fold{fold}", f"predict_fold{fold}")
+    paused = record.get("paused_seconds", {})
     return sum(
-        seconds
+        seconds - paused.get(name, 0.0)
         for name, seconds in record["seconds_per_phase"].items()
         if name in SHARED_PHASES or name.startswith(own)
     )

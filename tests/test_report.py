@@ -94,7 +94,7 @@ def run_dir(tmp_path):
                         "validation": 2.0,
                         "seconds": 270.0,
                         "planned_iterations": 24,
-                        "training": {"iterations": 30},
+                        "training": {"iterations": 30, "validate_every": 15},
                     },
                     {
                         "at_iteration": 0,
@@ -102,7 +102,7 @@ def run_dir(tmp_path):
                         "validation": 2.0,
                         "seconds": 300.0,
                         "planned_iterations": 30,
-                        "training": {"iterations": 36},
+                        "training": {"iterations": 36, "validate_every": 15},
                         "before_fold": 1,
                     },
                 ],
@@ -221,9 +221,9 @@ def test_out_of_fold_and_test_cases_are_listed_worst_first(run_dir):
 def test_each_refit_of_the_training_is_reported(run_dir):
     text = " ".join("".join(_page(run_dir).text).split())
     assert "re-fitted at iteration 5 of the first fold to the measured 0.500 s a step" in text
-    assert "24 -> 30 iterations per fold (4.5 min each)" in text
+    assert "24 -> 30 iterations per fold (0.3 min each at that step, of the 4.5 min" in text
     assert "re-fitted before fold 1, from the folds finished, to the measured 0.400 s" in text
-    assert "30 -> 36 iterations per fold (5.0 min each)" in text
+    assert "30 -> 36 iterations per fold (0.3 min each at that step, of the 5.0 min" in text
 
 
 def test_time_planned_against_spent(run_dir):
