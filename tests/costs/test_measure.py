@@ -48,3 +48,20 @@ def test_profile_and_plan_time_the_same_step(tmp_path, monkeypatch):
 def test_the_plan_and_the_search_estimate_import_the_one_measured_step():
     assert plan_module.measure_step is measure.measure_step
     assert search_estimate.measure_step is measure.measure_step
+
+
+def test_the_measured_step_is_the_median_after_the_warm_up_steps(monkeypatch):
+    """The first steps pay for allocations and kernel selection (on a CPU the second too):
+    untimed, they do not reach the plan; of the timed ones a spike does not either."""
+    seconds = iter([9.0, 5.0, 0.2, 0.4, 0.1])
+    monkeypatch.setattr(
+        measure, "training_step", lambda *_: (torch.nn.Identity(), lambda: next(seconds))
+    )
+    monkeypatch.setattr(measure, "seconds_per_window", lambda *_: 0.01)
+    architecture = Architecture.coarse(plan_module.REFERENCE_LEVELS, 0.25)
+    measured = measure.measure_step(
+        architecture, 1, 2, (16, 16, 16), 2, 1, "fp32", torch.device("cpu")
+    )
+    assert measure.WARMUP_STEPS == 2
+    assert measured.step_seconds == 0.2 and measured.window_seconds == 0.01
+    assert next(seconds, None) is None  # all three timed steps were taken

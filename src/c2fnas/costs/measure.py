@@ -24,6 +24,12 @@ from c2fnas.training.config import load_config
 CHEAP_STEP_MACS = 20e9
 """Measure a training step on the CPU only below this many MACs per step (seconds, not minutes)."""
 
+WARMUP_STEPS = 2
+"""Untimed steps before the timed ones. The first pays for allocations and kernel selection and
+on a CPU the second is still slow: C2FNAS-Panc's batch of two 48 x 64 x 48 patches in bf16 on a
+2-core Intel Xeon with AMX took 0.53, 0.21, then 0.11-0.15 s a step (0.19 s in spikes), and its
+training ran at 0.119 s; timing the second step had planned 0.197 s (``c2fnas plan``, 3 h)."""
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -96,9 +102,10 @@ def measure_step(
     window_batch: int,
     precision: str,
     device: torch.device,
-    repeats: int = 2,
+    repeats: int = 3,
 ) -> Measurement:
-    """Time training steps of ``architecture`` on random data after one warm-up step.
+    """The median of ``repeats`` timed training steps of ``architecture`` on random data, after
+    ``WARMUP_STEPS`` untimed ones.
 
     Raises:
         torch.OutOfMemoryError: the step does not fit on ``device`` (CUDA).
@@ -107,7 +114,8 @@ def measure_step(
         architecture, in_channels, classes, patch, batch, precision, device
     )
     network.train()
-    step()  # pays for allocations and kernel selection
+    for _ in range(WARMUP_STEPS):
+        step()
     times = sorted(step() for _ in range(repeats))
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     network.eval()
