@@ -553,8 +553,21 @@ def test_a_later_fold_after_an_overrun_keeps_the_fold_floor_or_its_schedule(tmp_
     """No time left: the fold trains the shorter of ``MIN_FOLD_ITERATIONS`` and its schedule."""
     pipeline = _refitted_in_the_first_fold(tmp_path)
     pipeline.refit_later(1, 1, [_finished_fold(3800, 0.2, 40)], spent=800.0)
-    assert pipeline.run_config.training.iterations == min(3800, MIN_FOLD_ITERATIONS)
+    assert pipeline.run_config.training.iterations == 3800  # its schedule, under the floor
     assert pipeline.state().refits[-1].seconds == 40.0
+    longer = _refitted_in_the_first_fold(tmp_path / "longer")
+    longer.config = longer.run_config.with_fields("training", iterations=9000)
+    longer.refit_later(1, 1, [_finished_fold(3800, 0.2, 40)], spent=1000.0)  # 60 s over
+    assert longer.run_config.training.iterations == MIN_FOLD_ITERATIONS == 5000
+    assert longer.state().refits[-1].seconds == -160.0  # 900 - 10 - 1,000 - 50
+
+
+def test_a_later_refit_counts_the_finished_folds_seconds_when_a_kill_left_no_record(tmp_path):
+    """A start killed outright recorded no interrupted time and this start spent little: the
+    finished folds' 800 s (over their starts) are spent all the same, so 40 s are left."""
+    pipeline = _refitted_in_the_first_fold(tmp_path)
+    pipeline.refit_later(1, 1, [_finished_fold(3800, 0.2, 40)], spent=3.0)
+    assert pipeline.state().refits[-1].seconds == 40.0  # 900 - 10 - 800 - 50
 
 
 def test_no_later_refit_without_the_first_or_after_the_stage_finished(tmp_path):
@@ -593,4 +606,6 @@ def test_a_started_fold_resumes_its_own_schedule_and_a_new_one_is_refitted(tmp_p
     assert (fold_0, resumed, none) == (0, 2500, None)  # re-fitted before: no second early one
     later = pipeline.state().refits[-1]
     assert fold_1 == 1 and later.before_fold == 1 and refitted == later.iterations
-    assert refitted > 3800 and later.step == 0.08  # (2,500 x 0.08 + 40) / 2,500 minus validations
+    # fold 0's 240 s (2,500 x 0.08 + 40 validations of 1 s) are spent whatever the start that
+    # spent them recorded: 900 - 10 - 240 - 50 = 600 s, 40 of them validating: 7,000 at 0.08 s
+    assert later.step == 0.08 and later.seconds == 600.0 and refitted == 7000

@@ -586,7 +586,7 @@ class Pipeline:
             )
             self._apply_refit(state, Refit(
                 at_iteration=done, step=round(timings.step, 4),
-                validation=round(timings.validation, 2), seconds=round(seconds, 1),
+                validation=round(timings.validation, 4), seconds=round(seconds, 1),
                 planned_iterations=training.iterations, training=refitted.config_fields(),
             ))  # fmt: skip
             return self.run_config
@@ -600,9 +600,10 @@ class Pipeline:
         still to train (``left`` with it) to the step the ``finished`` folds measured over all
         their iterations (``finished_step``, at the first re-fit's validation time). Each gets
         an equal share of what the budget's planned part (``SAFETY``) leaves after the finished
-        stages, the ``spent`` seconds of this stage (its stopped attempts' too) and the planned
-        prediction, but never fewer iterations than the shorter of ``MIN_FOLD_ITERATIONS`` and
-        the current schedule: a late fold kept short by an overrun is still worth its vote.
+        stages, the ``spent`` seconds of this stage (its stopped attempts' too, and at least
+        the finished folds' own seconds) and the planned prediction, but never fewer
+        iterations than the shorter of ``MIN_FOLD_ITERATIONS`` and the current schedule: a late
+        fold kept short by an overrun is still worth its vote.
         Recorded in ``pipeline.json`` and written to ``config.yaml``; nothing without a budget,
         without the first re-fit, or when the stage finished before (folds added later)."""
         state = self.state()
@@ -618,7 +619,12 @@ class Pipeline:
             sum(len(result.history.get("dice", ())) for result in finished),
             validation,
         )
-        seconds = self._share_per_fold(state, spent + state.interrupted.get("train", 0.0), left)
+        # a start killed outright (SIGKILL, the OOM killer) recorded no interrupted time: the
+        # finished folds' own seconds (from their checkpoints, over all starts) bound it below
+        spent = max(
+            spent + state.interrupted.get("train", 0.0), sum(result.seconds for result in finished)
+        )
+        seconds = self._share_per_fold(state, spent, left)
         earliest = min(training.iterations, MIN_FOLD_ITERATIONS)
         refitted = refit_training(seconds, step, validation, earliest)
         self._apply_refit(state, Refit(

@@ -103,6 +103,13 @@ def test_a_refit_that_leaves_less_than_done_ends_at_the_earliest(seconds):
 def test_the_finished_step_is_the_time_less_validations_per_iteration():
     """3,800 iterations in 344 s, 40 of them validating at 1 s each: 0.08 s a step."""
     assert schedule.finished_step(344.0, 3800, 40, 1.0) == pytest.approx(0.08)
-    assert schedule.finished_step(30.0, 100, 40, 1.0) == 0.0  # validations slower than measured
+    # validations measured slower than they ran: the steps keep half of the time, never 0
+    assert schedule.finished_step(30.0, 100, 40, 1.0) == pytest.approx(0.15)
     with pytest.raises(ValueError, match="0 iterations"):
         schedule.finished_step(10.0, 0, 1, 1.0)
+
+
+def test_a_refit_to_validations_measured_at_zero_seconds_still_fits():
+    """A validation rounded to 0 s (a tiny one on a GPU) costs nothing: the paper's 40."""
+    refitted = schedule.refit_training(100.0, step=0.01, validation=0.0, earliest=1)
+    assert refitted.iterations == 10000 and refitted.validate_every == 250

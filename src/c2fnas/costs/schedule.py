@@ -179,9 +179,12 @@ def fit_training(seconds: float, costs: Costs) -> TrainingSchedule:
     Raises:
         BudgetError: fewer than ``MIN_ITERATIONS`` would fit.
     """
-    validations = max(
-        1, min(PAPER_VALIDATIONS, math.floor(VALIDATION_SHARE * seconds / costs.validation))
+    affordable = (
+        math.floor(VALIDATION_SHARE * seconds / costs.validation)
+        if costs.validation > 0
+        else PAPER_VALIDATIONS
     )
+    validations = max(1, min(PAPER_VALIDATIONS, affordable))
     iterations = math.floor((seconds - validations * costs.validation) / costs.step)
     if iterations < MIN_ITERATIONS:
         raise BudgetError(
@@ -210,10 +213,12 @@ def finished_step(seconds: float, iterations: int, validations: int, validation:
     ``seconds`` for ``iterations`` iterations, less ``validations`` validations of
     ``validation`` seconds each. Batch loading, checkpoints and the machine's drift over the
     whole run are in it, which the early measurement of ``refit_training``'s first call has
-    not seen."""
+    not seen. Never below half of ``seconds`` per iteration (never 0)."""
     if iterations < 1:
         raise ValueError(f"{iterations} iterations: no step to measure")
-    return max(0.0, seconds - validations * validation) / iterations
+    # validations said to take more than half of the time were measured slower than they ran
+    # (a first, cold one): they never have half of it by the schedule, so the steps keep half
+    return max(seconds / 2, seconds - validations * validation) / iterations
 
 
 def fit_search(
