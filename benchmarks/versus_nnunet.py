@@ -181,7 +181,8 @@ def curves(results: Path, kind: str) -> dict[str, list[dict[str, Any]]]:
                     continue
                 point = {
                     "tool": f"c2fnas ({c2fnas_label(run)})",
-                    "budget": budget.split("_")[0],  # the tags are in the tool's label
+                    "budget": budget.split("_")[0],  # a fold tag shows in the tool's label,
+                    # a CPU's in the panel's title
                     "cases": len(theirs),
                     "minutes": run["wall_seconds"] / 60,
                     "dice": interval_of_cases(np.array([per_case[c] for c in sorted(theirs)])),

@@ -187,7 +187,7 @@ def _stage_times(document: Document, folder: RunFolder) -> None:
             "in `pipeline.json`."
         )
     for refit in state.refits:
-        document.text(f"Training {refit.summary()}: the budget's time at this machine's speed.")
+        document.text(f"Training {refit.summary()}.")
     rows = [[stage, _f(record.seconds, 1)] for stage, record in state.stages.items()]
     if rows:
         document.heading("Time per stage")

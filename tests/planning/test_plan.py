@@ -105,6 +105,23 @@ def test_anisotropic_plan_keeps_the_thick_slices(tmp_path):
     _check_written(plan, tmp_path / "run")
 
 
+def test_a_budget_that_fits_more_than_the_papers_iterations_says_the_run_ends_early(
+    isotropic, tmp_path
+):
+    """One fold of a tiny network in 3 hours: the paper's 40,000 iterations cap it, and the
+    plan says so rather than that they fill the budget."""
+    reference = Architecture.coarse((0, 0, 1, 1, 2, 3, 2, 2, 1, 0, 0, 0))
+    plan = plan_run(isotropic, tmp_path / "run", budget=3 * 3600, device=CPU,
+                    memory_bytes=8 * GIB, architecture=reference, folds=[0])  # fmt: skip
+    row = next(choice for choice in plan.choices if choice.setting == "iterations")
+    assert plan.config.training.iterations == 40000 and row.value == "40000"
+    assert row.reason.startswith("the paper's most: the budget fits more, so the run ends early")
+    short = plan_run(isotropic, tmp_path / "short", budget=600, device=CPU,
+                     memory_bytes=8 * GIB, architecture=reference, folds=[0])  # fmt: skip
+    row = next(choice for choice in short.choices if choice.setting == "iterations")
+    assert short.config.training.iterations < 40000 and row.reason.startswith("fits 90%")
+
+
 def test_without_a_budget_the_papers_schedule(isotropic, tmp_path):
     plan = plan_run(isotropic, tmp_path / "run", device=CPU, memory_bytes=64 * GIB)
     paper = load_config("paper")

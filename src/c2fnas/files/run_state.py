@@ -212,7 +212,8 @@ class Refit:
     def scheduled_seconds(self) -> float:
         """What the re-fitted schedule takes a fold at the measured step and validation: less
         than ``seconds`` where the paper's 40,000 iterations cap it, more where a floor holds."""
-        validations = -(-self.iterations // int(self.training["validate_every"]))  # the last too
+        every = int(self.training.get("validate_every", self.iterations))
+        validations = -(-self.iterations // every)  # the last one too
         return self.iterations * self.step + validations * self.validation
 
     def summary(self) -> str:
@@ -223,12 +224,17 @@ class Refit:
         )
         return (
             f"re-fitted {when} to the measured {self.step:.3f} s a step and "
-            f"{self.validation:.1f} s a validation: {self.planned_iterations:,} -> "
+            f"{self.validation:.3g} s a validation: {self.planned_iterations:,} -> "
             f"{self.iterations:,} iterations per fold ({self.scheduled_seconds / 60:.1f} min "
             + (
                 f"each at that step, of the {self.seconds / 60:.1f} min a fold may have)"
                 if self.seconds > 0
-                else "each at that step: the budget is spent, the shortest fold trains)"
+                else "each at that step: the budget is spent)"
+            )
+            + (
+                f"; no fewer than {self.iterations:,}: a fold's floor holds"
+                if self.scheduled_seconds > max(self.seconds, 0.0) * 1.05
+                else ""
             )
         )
 

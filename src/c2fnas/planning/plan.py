@@ -513,10 +513,14 @@ def _schedule_choices(
     if budget is None:
         why = "the paper's schedule (no --time-budget)"
     else:
+        fits = (
+            "the paper's most: the budget fits more, so the run ends early"
+            if training.iterations >= schedule.PAPER_ITERATIONS
+            else f"fits {schedule.SAFETY:.0%} of the budget with the estimates below"
+        )
         why = (
-            f"fits {schedule.SAFETY:.0%} of the budget with the estimates below; `c2fnas run` "
-            f"re-fits it to the time measured at {schedule.REFIT_AFTER:.0%} of the first fold "
-            "and again before each later fold"
+            f"{fits}; `c2fnas run` re-fits it to the time measured at "
+            f"{schedule.REFIT_AFTER:.0%} of the first fold and again before each later fold"
         )
     rows = [
         Choice("iterations", str(training.iterations), why),
