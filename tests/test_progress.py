@@ -40,6 +40,19 @@ def test_a_log_gets_a_line_every_interval_with_count_rate_eta_and_info():
     assert all(len(line) > 80 and line.endswith("hippocampus_367)") for line in lines)
 
 
+def test_a_resumed_task_counts_its_rate_from_where_it_resumed():
+    progress, stream, clock = _log()
+    with progress:
+        task = progress.add_task("fold 2", total=14226, info="")
+        for done in range(713, 800):  # resumed at iteration 712, 2 iterations per second
+            clock.now += 0.5
+            progress.update(task, completed=done, info="")
+    first = stream.getvalue().splitlines()[0]
+    # 60 iterations in 30 s of this start; counting the 712 before it would read 25/s, ETA 9m
+    assert first.startswith("fold 2: 772/14226") and "  2/s  " in first, first
+    assert "ETA 1h52m" in first and "elapsed 30s" in first
+
+
 def test_a_finished_task_prints_at_once_and_only_once():
     progress, stream, clock = _log()
     with progress:

@@ -3,7 +3,9 @@
 Under ``nohup``, a batch scheduler or CI, standard error is a file and rich draws nothing until
 the end. There, ``LogProgress`` stands in for the bar with the same calls and prints one plain
 line per task about every ``interval`` seconds (and when a task finishes): count, rate,
-estimated time left and the task's fields (loss, learning rate, validation Dice, ...).
+estimated time left and the task's fields (loss, learning rate, validation Dice, ...). The rate
+counts from the task's first update, so a resumed training's first count (iteration 712 of a
+fold stopped before) is not taken for work done in this start.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class _Task:
     completed: float = 0.0
     printed: float = 0.0
     finished: bool = False
+    first: tuple[float, float] | None = None
+    """The count and the time of the first update: the rate counts from there."""
 
 
 @dataclass
@@ -82,6 +86,8 @@ class LogProgress:
         task = self._tasks[task_id]
         if completed is not None:
             task.completed = completed
+            if task.first is None:
+                task.first = (completed, self.clock())
         if total is not None:
             task.total = total
         if description is not None:
@@ -97,12 +103,15 @@ class LogProgress:
     def line(self, task_id: int) -> str:
         """The plain line of a task as it stands."""
         task = self._tasks[task_id]
-        elapsed = max(self.clock() - task.started, 1e-9)
+        now = self.clock()
+        elapsed = now - task.started
         count = f"{task.completed:g}"
         if task.total:
             count += f"/{task.total:g} ({100 * task.completed / task.total:.0f}%)"
         parts = [f"{task.description}: {count}"]
-        rate = task.completed / elapsed
+        rate = 0.0
+        if task.first is not None and now > task.first[1]:
+            rate = (task.completed - task.first[0]) / (now - task.first[1])
         parts.append(f"{rate:.3g}/s" if rate >= 1 else f"{1 / rate:.3g} s each" if rate else "")
         if task.total and rate and not task.finished:
             parts.append(f"ETA {duration((task.total - task.completed) / rate)}")
