@@ -549,6 +549,17 @@ def test_a_later_fold_is_refitted_to_the_step_the_finished_folds_measured(tmp_pa
     assert later.planned_iterations == 3800 and later.step == 0.08 and later.seconds == 489.0
 
 
+def test_a_later_refit_takes_the_pace_of_the_last_fold_finished(tmp_path):
+    """The machine slowed: fold 0 ran at 0.08 s a step, fold 1 at 0.12 s. Fold 2 is fitted to
+    0.12 s, not to the 0.10 s of both together; the time spent counts both (0.9 x 1,000 - 10 -
+    220 - 50 = 620 s left)."""
+    pipeline = _refitted_in_the_first_fold(tmp_path)
+    slowed = [_finished_fold(1000, 0.08, 10), _finished_fold(1000, 0.12, 10)]
+    pipeline.refit_later(2, 1, slowed, spent=220.0)
+    later = pipeline.state().refits[-1]
+    assert later.before_fold == 2 and later.step == 0.12 and later.seconds == 620.0
+
+
 def test_a_later_fold_after_an_overrun_keeps_the_fold_floor_or_its_schedule(tmp_path):
     """No time left: the fold trains the shorter of ``MIN_FOLD_ITERATIONS`` and its schedule."""
     pipeline = _refitted_in_the_first_fold(tmp_path)

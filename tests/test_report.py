@@ -222,7 +222,7 @@ def test_each_refit_of_the_training_is_reported(run_dir):
     text = " ".join("".join(_page(run_dir).text).split())
     assert "re-fitted at iteration 5 of the first fold to the measured 0.500 s a step" in text
     assert "24 -> 30 iterations per fold (0.3 min each at that step, of the 4.5 min" in text
-    assert "re-fitted before fold 1, from the folds finished, to the measured 0.400 s" in text
+    assert "re-fitted before fold 1, from the last fold finished, to the measured 0.400 s" in text
     assert "30 -> 36 iterations per fold (0.3 min each at that step, of the 5.0 min" in text
 
 

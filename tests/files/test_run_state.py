@@ -146,7 +146,7 @@ def test_the_budget_and_the_refits_read_back_and_a_new_plan_drops_them(tmp_path)
     assert again.refits[0].summary().startswith("re-fitted at iteration 316 of the first fold")
     says_first, says_later = (refit.summary() for refit in again.refits)
     assert "8,100 iterations per fold (24.2 min each at that step, of the 25.0" in says_first
-    assert again.refits[1].summary().startswith("re-fitted before fold 1, from the folds")
+    assert again.refits[1].summary().startswith("re-fitted before fold 1, from the last fold")
     assert "8,800 iterations per fold (24.9 min each at that step, of the 26.0" in says_later
     assert RunState().with_refit(first).with_planned({"training": 1.0}, None).refits == ()
     overrun = Refit(0, 0.16, 1.9, -60.0, 8100, {**fields, "iterations": 5000}, before_fold=2)

@@ -181,7 +181,7 @@ Result = TypeVar("Result", bound=StageResult)
 class Refit:
     """The final training's schedule re-fitted to the measured time
     (``c2fnas.costs.schedule.refit_training``): once early in the first fold, from the time of
-    its first iterations, and again before each later fold, from the folds finished before it.
+    its first iterations, and again before each later fold, from the last fold finished.
     ``c2fnas run`` applies the last one's ``training`` over ``plan.yaml`` when it resumes (a
     fold that had started keeps the schedule in its own ``config.yaml``).
 
@@ -220,7 +220,7 @@ class Refit:
         when = (
             f"at iteration {self.at_iteration} of the first fold"
             if self.before_fold is None
-            else f"before fold {self.before_fold}, from the folds finished,"
+            else f"before fold {self.before_fold}, from the last fold finished,"
         )
         return (
             f"re-fitted {when} to the measured {self.step:.3f} s a step and "
