@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from c2fnas.cli import app
-from c2fnas.costs.solve import MIN_FOLD_ITERATIONS
+from c2fnas.costs.solve import MIN_LATE_FOLD_ITERATIONS
 from c2fnas.data.synth import make_synthetic_dataset
 from c2fnas.files.run_state import RESULT_TYPES, CheckResult, Refit, RunState, TrainResult
 from c2fnas.pipeline import DEFAULT_STAGES, STAGES, Pipeline, dataset_identity
@@ -561,7 +561,8 @@ def test_a_later_refit_takes_the_pace_of_the_last_fold_finished(tmp_path):
 
 
 def test_a_later_fold_after_an_overrun_keeps_the_fold_floor_or_its_schedule(tmp_path):
-    """No time left: the fold trains the shorter of ``MIN_FOLD_ITERATIONS`` and its schedule."""
+    """No time left: the fold trains the shorter of ``MIN_LATE_FOLD_ITERATIONS`` and its
+    schedule."""
     pipeline = _refitted_in_the_first_fold(tmp_path)
     pipeline.refit_later(1, 1, [_finished_fold(3800, 0.2, 40)], spent=800.0)
     assert pipeline.run_config.training.iterations == 3800  # its schedule, under the floor
@@ -569,7 +570,7 @@ def test_a_later_fold_after_an_overrun_keeps_the_fold_floor_or_its_schedule(tmp_
     longer = _refitted_in_the_first_fold(tmp_path / "longer")
     longer.config = longer.run_config.with_fields("training", iterations=9000)
     longer.refit_later(1, 1, [_finished_fold(3800, 0.2, 40)], spent=1000.0)  # 60 s over
-    assert longer.run_config.training.iterations == MIN_FOLD_ITERATIONS == 5000
+    assert longer.run_config.training.iterations == MIN_LATE_FOLD_ITERATIONS == 5000
     assert longer.state().refits[-1].seconds == -160.0  # 900 - 10 - 1,000 - 50
 
 

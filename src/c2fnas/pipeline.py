@@ -38,7 +38,7 @@ from typing import Any
 
 from c2fnas.accel.process import ThreadGovernor
 from c2fnas.costs.schedule import REFIT_AFTER, SAFETY, finished_step, refit_training
-from c2fnas.costs.solve import MIN_FOLD_ITERATIONS
+from c2fnas.costs.solve import MIN_LATE_FOLD_ITERATIONS
 from c2fnas.data import cache
 from c2fnas.data.check import check_dataset
 from c2fnas.data.fingerprint import changed_files, stamps
@@ -603,7 +603,7 @@ class Pipeline:
         an equal share of what the budget's planned part (``SAFETY``) leaves after the finished
         stages, the ``spent`` seconds of this stage (its stopped attempts' too, and at least
         the finished folds' own seconds) and the planned prediction, but never fewer
-        iterations than the shorter of ``MIN_FOLD_ITERATIONS`` and the current schedule: a late
+        iterations than the shorter of ``MIN_LATE_FOLD_ITERATIONS`` and the current schedule: a late
         fold kept short by an overrun is still worth its vote.
         Recorded in ``pipeline.json`` and written to ``config.yaml``; nothing without a budget,
         without the first re-fit, or when the stage finished before (folds added later)."""
@@ -629,7 +629,7 @@ class Pipeline:
             spent + state.interrupted.get("train", 0.0), sum(result.seconds for result in finished)
         )
         seconds = self._share_per_fold(state, spent, left)
-        earliest = min(training.iterations, MIN_FOLD_ITERATIONS)
+        earliest = min(training.iterations, MIN_LATE_FOLD_ITERATIONS)
         refitted = refit_training(seconds, step, validation, earliest)
         self._apply_refit(state, Refit(
             at_iteration=0, step=round(step, 4), validation=validation, seconds=round(seconds, 1),

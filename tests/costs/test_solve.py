@@ -19,14 +19,25 @@ def test_a_short_budget_trains_fewer_folds_each_long_enough():
     short_folds, short = solve.fit_folds(3600, _costs_of, search="none")
     assert short_folds == 1  # 5 folds would train about 1100 iterations each
     assert short.training.iterations > fit_budget(3600, COSTS, "none", folds=5).training.iterations
-    middle_folds, middle = solve.fit_folds(4 * 3600, _costs_of, search="none")
+    two = fit_budget(8 * 3600, _costs_of(2), "none", folds=2)
+    assert two.training.iterations < solve.MIN_FOLD_ITERATIONS  # about 28,000 each at 0.5 s
+    assert solve.fit_folds(8 * 3600, _costs_of, search="none")[0] == 1
+    middle_folds, middle = solve.fit_folds(24 * 3600, _costs_of, search="none")
     assert 1 < middle_folds < 5
     assert middle.training.iterations >= solve.MIN_FOLD_ITERATIONS
-    more = fit_budget(4 * 3600, _costs_of(middle_folds + 1), "none", folds=middle_folds + 1)
+    more = fit_budget(24 * 3600, _costs_of(middle_folds + 1), "none", folds=middle_folds + 1)
     assert more.training.iterations < solve.MIN_FOLD_ITERATIONS  # the most that fit
-    assert sum(middle.seconds.values()) <= schedule.SAFETY * 4 * 3600
+    assert sum(middle.seconds.values()) <= schedule.SAFETY * 24 * 3600
     all_folds, _ = solve.fit_folds(3 * 86400, _costs_of, search="coarse")
     assert all_folds == 5
+
+
+def test_a_fold_is_added_only_when_each_gets_the_paper_schedule():
+    assert solve.MIN_FOLD_ITERATIONS == schedule.PAPER_ITERATIONS
+    # an hour and three hours at the Hippocampus step of the Intel Xeon (about 0.13 s): one model
+    for budget in (3600, 3 * 3600):
+        folds, _ = solve.fit_folds(budget, lambda n: replace(_costs_of(n), step=0.13), "none")
+        assert folds == 1
 
 
 def test_fold_choice_refuses_a_budget_too_small_for_one_fold():
@@ -132,12 +143,14 @@ def problems(monkeypatch):
 
 def test_one_call_settles_the_plan_and_solves_each_budget_problem_once(problems):
     narrowest = _Network(0.12)
-    planned = solve.solve_budget(8 * 3600, [narrowest, _Network(0.24)])
+    solve.solve_budget(8 * 3600, [narrowest, _Network(0.24)])  # folds tried 5, 4, 3, 2
     assert len(problems) == len(set(problems))
+    problems.clear()
+    planned = solve.solve_budget(8 * 3600, [narrowest, _Network(0.24)], folds=5)
     # the narrowest without mirroring: the schedule found while choosing the search is the plan's
     assert planned.network is narrowest and not planned.mirrored
     assert len(problems) == 2  # the coarse search at five folds, then the wider network's try
-    choice = solve.choose_search(8 * 3600, lambda folds: narrowest.costs(folds, False))
+    choice = solve.choose_search(8 * 3600, lambda folds: narrowest.costs(folds, False), folds=5)
     assert (planned.mode, planned.folds, planned.why) == (choice.mode, choice.folds, choice.why)
     assert planned.schedule == choice.schedule
 
@@ -160,8 +173,10 @@ def test_a_wider_network_measured_too_slow_for_the_budget_falls_back_to_the_narr
 
 def test_a_wider_network_that_trains_too_few_iterations_is_not_planned():
     narrowest = _Network(0.12)
-    planned = solve.solve_budget(8 * 3600, [narrowest, _Network(0.24)])
+    planned = solve.solve_budget(8 * 3600, [narrowest, _Network(0.24)], folds=5)
     assert planned.network is narrowest  # 8 h: five folds of about 20000 iterations at 0.12 s
+    # the same 8 h plans two folds, and the wider network trains them past 20,000
+    assert solve.solve_budget(8 * 3600, [narrowest, _Network(0.24)]).network.step == 0.24
 
 
 def test_a_given_network_is_trained_without_a_search_on_the_folds_that_fit():

@@ -174,7 +174,8 @@ def plan_run(
         device: where the run will train (default: CUDA when available).
         gpus: search workers run in parallel, one per GPU (0 or 1: one worker).
         folds: the folds the run trains (``c2fnas run --folds``); default all five, or under a
-            budget the most that each train ``solve.MIN_FOLD_ITERATIONS`` iterations.
+            budget the most that each train ``solve.MIN_FOLD_ITERATIONS`` iterations (one where
+            two would train fewer).
         memory_bytes: the memory of one device (default: measured, see ``device_memory``).
         search: what to search whatever the budget buys (``c2fnas plan --search``); default:
             without ``architecture``, what ``solve.choose_search`` finds can pay under a
@@ -335,10 +336,18 @@ def _folds_choice(folds: tuple[int, ...], given: bool, budget: float | None) -> 
         reason = "as given (--folds)"
     elif budget is None or len(folds) == NUM_FOLDS:
         reason = "the paper's 5-fold cross-validation; prediction ensembles them"
+    elif len(folds) == 1:
+        reason = (
+            f"one model: two folds would each train fewer than the paper's "
+            f"{solve.MIN_FOLD_ITERATIONS} iterations in the budget, and at equal time one longer "
+            "model beat more, shorter folds (benchmarks/folds_rule.py); `--folds 0 1 2 3 4` "
+            "trains all five"
+        )
     else:
         reason = (
-            f"the most that each train {solve.MIN_FOLD_ITERATIONS} iterations in the budget "
-            "(fewer leave every fold under-trained); prediction ensembles them"
+            f"the most that each still train the paper's {solve.MIN_FOLD_ITERATIONS} iterations "
+            "in the budget (a shorter fold is a weaker model, benchmarks/folds_rule.py); "
+            "prediction ensembles them"
         )
     return Choice("folds", value, reason)
 
