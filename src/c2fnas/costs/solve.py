@@ -52,11 +52,13 @@ longer model scored higher than more, shorter folds in every measurement on Hipp
   7,916 scored 0.8886: +0.0046 [+0.0018, +0.0072] paired;
 - 60 min on 40 cases no model saw (``benchmarks/folds_rule.py``, Intel Xeon with AMX, both
   mirrored), one model against the plan's ensemble: seed 0, 4 folds of 5,233 (the ensemble ran 46
-  of its 60 minutes), +0.0075 [+0.0036, +0.0115]; SEED1_RESULT;
+  of its 60 minutes), +0.0075 [+0.0036, +0.0115]; seed 1, 3 folds of 6,447, 5,769 and 5,180
+  re-fitted before each fold (53.2 min, the one model of 18,326 48.1 min), +0.0085 [+0.0038,
+  +0.0131] (``folds_rule_60m_seed1.json``);
 - 3 h (Intel Xeon with AMX): one model of 40,000 iterations scored fold 0's cases 0.8982 (nnU-Net
   v2 0.8876), the 5-fold plan's fold 0 model of 14,400 scored 0.8906: +0.0076 [+0.0039, +0.0114].
 
-A fold's model improves with its schedule up to the paper's 40,000 at least; whether two folds of
+A fold's model still improved from 14,400 to 40,000 iterations (above); whether two folds of
 30,000 beat one of 40,000 on new cases is not measured. ``c2fnas run --folds`` trains more folds
 whatever they get (the rule was 5,000 iterations, an eighth of the paper's, until these
 measurements)."""
