@@ -77,7 +77,11 @@ paper's search schedule (20000 iterations, what the paper deemed enough to rank 
 Measured below it (``benchmarks/levers.py``, Hippocampus fold 0, 20 minutes on one core of a
 2-core AMD EPYC): width 0.5 costs 2.0x width 0.25 per iteration and, trained 1,859 iterations
 against 3,779, scored -0.0035 [-0.0076, +0.0007] Dice with the best checkpoint and -0.0082
-[-0.0139, -0.0024] with the last: a short budget is better spent on iterations."""
+[-0.0139, -0.0024] with the last: a short budget is better spent on iterations. Since a fold
+needs ``MIN_FOLD_ITERATIONS``, a budget with time to spare after its folds' full schedules can
+plan a wider network with fewer iterations (8 h at 0.12 s a step with a coarse search: two folds
+of the network at twice the step, about 25,000 iterations each, where the narrowest would stop at
+40,000); not measured against each other."""
 TTA_SHARE = 0.05
 """Under a budget, prediction mirrors when that costs at most this share of the budget."""
 
